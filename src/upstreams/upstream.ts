@@ -1,0 +1,56 @@
+// What the proxy needs from an upstream registry. One implementation (RegistryClient) speaks the
+// distribution API over undici; adapters for Docker Hub, ECR, GAR and ghcr configure it.
+import type { Readable } from 'node:stream';
+import type { Digest } from '../oci/digest.js';
+import type { Reference } from '../oci/reference.js';
+
+export interface ByteRange {
+  /** inclusive, as in HTTP */
+  start: number;
+  end: number;
+}
+
+export interface ManifestHead {
+  digest: string | undefined;
+  mediaType: string | undefined;
+  size: number | undefined;
+}
+
+export interface Manifest {
+  digest: Digest;
+  mediaType: string;
+  body: Buffer;
+}
+
+export interface BlobResponse {
+  /** Total size of the blob, when the upstream said. */
+  size: number | undefined;
+  /** The range the body holds, when the upstream answered a Range request with 206. */
+  range: ByteRange | undefined;
+  body: Readable;
+}
+
+export interface TagPage {
+  name: string;
+  tags: string[];
+  /** the `last` value for the next page, when the upstream has more */
+  next: { n: number | undefined; last: string } | undefined;
+}
+
+export interface CallOptions {
+  signal?: AbortSignal | undefined;
+}
+
+export interface Upstream {
+  readonly name: string;
+  /** HEAD a manifest: the digest and type it currently has, without a metered GET. */
+  headManifest(repo: string, ref: Reference, accept: readonly string[], o?: CallOptions): Promise<ManifestHead>;
+  /** GET a manifest, bounded in size; verified against the digest when fetched by digest. */
+  getManifest(repo: string, ref: Reference, accept: readonly string[], o?: CallOptions): Promise<Manifest>;
+  /** GET a blob (following redirects without our credentials), streamed. */
+  getBlob(repo: string, digest: Digest, o?: CallOptions & { range?: ByteRange }): Promise<BlobResponse>;
+  tags(repo: string, page: { n?: number; last?: string }, o?: CallOptions): Promise<TagPage>;
+  /** The referrers index, or undefined when the upstream has no referrers API. */
+  referrers(repo: string, digest: Digest, artifactType: string | undefined, o?: CallOptions): Promise<Manifest | undefined>;
+  close(): Promise<void>;
+}
