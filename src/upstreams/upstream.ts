@@ -47,6 +47,8 @@ export interface Upstream {
   headManifest(repo: string, ref: Reference, accept: readonly string[], o?: CallOptions): Promise<ManifestHead>;
   /** GET a manifest, bounded in size; verified against the digest when fetched by digest. */
   getManifest(repo: string, ref: Reference, accept: readonly string[], o?: CallOptions): Promise<Manifest>;
+  /** The size of a blob, from a HEAD. */
+  headBlob(repo: string, digest: Digest, o?: CallOptions): Promise<number | undefined>;
   /** GET a blob (following redirects without our credentials), streamed. */
   getBlob(repo: string, digest: Digest, o?: CallOptions & { range?: ByteRange }): Promise<BlobResponse>;
   tags(repo: string, page: { n?: number; last?: string }, o?: CallOptions): Promise<TagPage>;

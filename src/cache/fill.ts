@@ -1,0 +1,184 @@
+// One upstream download of a blob into the cache, readable by any number of clients while it
+// runs. Bytes go through a verifier into a spool file; readers tail that file, so a late joiner
+// gets what is already there and then the live tail, and a slow or departed reader never holds
+// up the download. The last byte is released to readers only after the whole blob verified, so
+// wrong content can never look complete to a client: a failed fill aborts its readers instead.
+import { EventEmitter } from 'node:events';
+import { open, rm, type FileHandle } from 'node:fs/promises';
+import { join } from 'node:path';
+import { randomUUID } from 'node:crypto';
+import { Readable, Writable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { VerifyingStream, type Digest } from '../oci/digest.js';
+import type { ByteRange } from '../upstreams/upstream.js';
+import type { BlobStore } from './blob-store.js';
+
+const CHUNK = 1 << 20;
+
+type State = 'running' | 'done' | 'failed';
+
+export class Fill {
+  private readonly events = new EventEmitter();
+  private state: State = 'running';
+  private failure: Error | undefined;
+  private written = 0;
+  private readers = 0;
+  readonly done: Promise<void>;
+
+  private constructor(
+    readonly digest: Digest,
+    /** total size when the upstream announced it */
+    readonly size: number | undefined,
+    private readonly spoolPath: string,
+    private readonly file: FileHandle,
+  ) {
+    this.events.setMaxListeners(0);
+    this.done = new Promise((resolve, reject) => {
+      this.events.once('settled', () => (this.state === 'done' ? resolve() : reject(this.failure)));
+    });
+    this.done.catch(() => undefined); // observed through readers and callers; never unhandled
+  }
+
+  /** Starts writing `source` into the store; resolves once the spool file exists. */
+  static async start(store: BlobStore, digest: Digest, size: number | undefined, source: Readable): Promise<Fill> {
+    const spoolPath = join(store.spoolDir, `${digest.hex.slice(0, 16)}-${randomUUID()}`);
+    const file = await open(spoolPath, 'wx+');
+    const fill = new Fill(digest, size, spoolPath, file);
+    void fill.run(store, source);
+    return fill;
+  }
+
+  get bytesWritten(): number {
+    return this.written;
+  }
+
+  get settled(): boolean {
+    return this.state !== 'running';
+  }
+
+  /** A stream of [start, end] of the blob, following the fill as it progresses. */
+  reader(range?: ByteRange): Readable {
+    this.readers++;
+    const r = new FillReader(this, this.file, range?.start ?? 0, range?.end);
+    r.once('close', () => {
+      this.readers--;
+      this.closeIfIdle();
+    });
+    return r;
+  }
+
+  /** Bytes readers may take: all once verified, else all but the last one. */
+  readable(): number {
+    return this.state === 'done' ? this.written : Math.max(0, this.written - 1);
+  }
+
+  get error(): Error | undefined {
+    return this.state === 'failed' ? this.failure : undefined;
+  }
+
+  onProgress(listener: () => void): () => void {
+    this.events.on('progress', listener);
+    return () => this.events.off('progress', listener);
+  }
+
+  private async run(store: BlobStore, source: Readable): Promise<void> {
+    const sink = new Writable({
+      highWaterMark: CHUNK,
+      write: (chunk: Buffer, _enc, cb) => {
+        this.file.write(chunk, 0, chunk.length, this.written).then(
+          () => {
+            this.written += chunk.length;
+            this.events.emit('progress');
+            cb();
+          },
+          (e: Error) => cb(e),
+        );
+      },
+    });
+    try {
+      await pipeline(source, new VerifyingStream(this.digest, this.size), sink);
+      await store.ingest(this.digest, this.spoolPath, this.written);
+      this.settle('done');
+    } catch (e) {
+      source.destroy();
+      this.failure = e instanceof Error ? e : new Error(String(e));
+      await rm(this.spoolPath, { force: true });
+      this.settle('failed');
+    }
+  }
+
+  private settle(state: State): void {
+    this.state = state;
+    this.events.emit('progress');
+    this.events.emit('settled');
+    this.closeIfIdle();
+  }
+
+  /** The spool descriptor serves every reader; it stays valid after the rename into the store. */
+  private closeIfIdle(): void {
+    if (this.state !== 'running' && this.readers === 0) this.file.close().catch(() => undefined);
+  }
+}
+
+/** Reads [start, end] of a fill through its shared spool descriptor with positional reads. */
+class FillReader extends Readable {
+  private pos: number;
+  private reading = false;
+
+  constructor(
+    private readonly fill: Fill,
+    private readonly handle: FileHandle,
+    start: number,
+    private readonly end: number | undefined,
+  ) {
+    super({ highWaterMark: CHUNK });
+    this.pos = start;
+  }
+
+  override _read(): void {
+    if (this.reading) return;
+    this.reading = true;
+    this.pump().then(
+      () => (this.reading = false),
+      (e: Error) => this.destroy(e),
+    );
+  }
+
+  private async pump(): Promise<void> {
+    const handle = this.handle;
+    while (!this.destroyed) {
+      const last = this.end ?? (this.fill.size !== undefined ? this.fill.size - 1 : Infinity);
+      if (this.pos > last) {
+        this.push(null);
+        return;
+      }
+      const available = this.fill.readable();
+      if (available > this.pos) {
+        const length = Math.min(CHUNK, available - this.pos, last - this.pos + 1);
+        const buf = Buffer.allocUnsafe(length);
+        const { bytesRead } = await handle.read(buf, 0, length, this.pos);
+        if (bytesRead === 0) throw new Error('spool file shorter than its recorded progress');
+        this.pos += bytesRead;
+        if (!this.push(bytesRead === length ? buf : buf.subarray(0, bytesRead))) return;
+        continue;
+      }
+      const error = this.fill.error;
+      if (error) throw error;
+      if (this.fill.settled) {
+        // verified and complete, but shorter than the requested range
+        this.push(null);
+        return;
+      }
+      await this.nextProgress();
+    }
+  }
+
+  private nextProgress(): Promise<void> {
+    return new Promise((resolve) => {
+      const off = this.fill.onProgress(() => {
+        off();
+        resolve();
+      });
+    });
+  }
+}

@@ -1,0 +1,78 @@
+// Tag and manifest records as small JSON files. Tag files are named by a hash of
+// (upstream, repository, tag), so no client-supplied string ever becomes part of a path.
+import { createHash } from 'node:crypto';
+import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { randomUUID } from 'node:crypto';
+import type { Digest } from '../oci/digest.js';
+import type { ManifestRecord, MetadataStore, TagRecord } from './blob-store.js';
+import { isNotFound } from './fs-store.js';
+
+export class FsMetadataStore implements MetadataStore {
+  private readonly tagDir: string;
+  private readonly manifestDir: string;
+  private readonly tmpDir: string;
+
+  constructor(dir: string) {
+    this.tagDir = join(dir, 'meta', 'tags');
+    this.manifestDir = join(dir, 'meta', 'manifests');
+    this.tmpDir = join(dir, 'tmp');
+  }
+
+  async getTag(upstream: string, repo: string, tag: string): Promise<TagRecord | undefined> {
+    const record = await this.read(this.tagPath(upstream, repo, tag));
+    return isTagRecord(record) ? record : undefined;
+  }
+
+  async putTag(upstream: string, repo: string, tag: string, record: TagRecord): Promise<void> {
+    await this.write(this.tagPath(upstream, repo, tag), record);
+  }
+
+  async getManifest(digest: Digest): Promise<ManifestRecord | undefined> {
+    const record = await this.read(this.manifestPath(digest));
+    return isManifestRecord(record) ? record : undefined;
+  }
+
+  async putManifest(digest: Digest, record: ManifestRecord): Promise<void> {
+    await this.write(this.manifestPath(digest), record);
+  }
+
+  private tagPath(upstream: string, repo: string, tag: string): string {
+    const key = createHash('sha256').update(`${upstream}\0${repo}\0${tag}`).digest('hex');
+    return join(this.tagDir, key.slice(0, 2), `${key}.json`);
+  }
+
+  private manifestPath(digest: Digest): string {
+    return join(this.manifestDir, digest.algorithm, `${digest.hex}.json`);
+  }
+
+  private async read(path: string): Promise<unknown> {
+    try {
+      return JSON.parse(await readFile(path, 'utf8'));
+    } catch (e) {
+      if (isNotFound(e) || e instanceof SyntaxError) return undefined;
+      throw e;
+    }
+  }
+
+  /** Write to a temp file and rename, so a crash never leaves a half-written record. */
+  private async write(path: string, value: unknown): Promise<void> {
+    await mkdir(join(path, '..'), { recursive: true });
+    await mkdir(this.tmpDir, { recursive: true });
+    const tmp = join(this.tmpDir, `meta-${randomUUID()}`);
+    await writeFile(tmp, JSON.stringify(value));
+    await rename(tmp, path);
+  }
+}
+
+function isTagRecord(v: unknown): v is TagRecord {
+  if (typeof v !== 'object' || v === null) return false;
+  const r = v as Record<string, unknown>;
+  return typeof r.digest === 'string' && typeof r.mediaType === 'string' && typeof r.size === 'number' && typeof r.checkedAt === 'number';
+}
+
+function isManifestRecord(v: unknown): v is ManifestRecord {
+  if (typeof v !== 'object' || v === null) return false;
+  const r = v as Record<string, unknown>;
+  return typeof r.mediaType === 'string' && typeof r.size === 'number';
+}

@@ -1,0 +1,161 @@
+// The embedded filesystem cache: content-addressed files under <dir>/blobs/<alg>/<2 hex>/<hex>,
+// fills spooled under <dir>/tmp and renamed into place only once verified, a size bound enforced
+// by an LRU index rebuilt from file mtimes at start-up.
+import { createReadStream, unlinkSync } from 'node:fs';
+import { mkdir, open, readdir, rename, rm, stat, utimes } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Digest } from '../oci/digest.js';
+import { tryParseDigest } from '../oci/digest.js';
+import type { ByteRange } from '../upstreams/upstream.js';
+import type { BlobInfo, BlobReader, BlobStore } from './blob-store.js';
+import { LruIndex } from './lru-index.js';
+
+const READ_BUFFER = 1 << 20;
+/** Re-stamp a blob's mtime (its LRU age across restarts) at most this often. */
+const TOUCH_INTERVAL_MS = 60_000;
+
+export interface FsBlobStoreOptions {
+  dir: string;
+  maxBytes: number;
+  onEvict?: (digest: string) => void;
+}
+
+export class FsBlobStore implements BlobStore {
+  readonly spoolDir: string;
+  private readonly blobDir: string;
+  private readonly index: LruIndex;
+  private readonly touched = new Map<string, number>();
+
+  private constructor(private readonly opts: FsBlobStoreOptions) {
+    this.blobDir = join(opts.dir, 'blobs');
+    this.spoolDir = join(opts.dir, 'tmp');
+    this.index = new LruIndex(opts.maxBytes, (key) => this.evict(key));
+  }
+
+  /** Opens (creating if needed) a cache directory: removes leftovers of interrupted fills and indexes what is there. */
+  static async open(opts: FsBlobStoreOptions): Promise<FsBlobStore> {
+    const store = new FsBlobStore(opts);
+    await rm(store.spoolDir, { recursive: true, force: true });
+    await mkdir(store.spoolDir, { recursive: true });
+    await mkdir(store.blobDir, { recursive: true });
+    await store.scan();
+    return store;
+  }
+
+  get usedBytes(): number {
+    return this.index.bytes;
+  }
+
+  async stat(digest: Digest): Promise<BlobInfo | undefined> {
+    try {
+      const s = await stat(this.pathOf(digest));
+      return { digest: digest.value, size: s.size };
+    } catch (e) {
+      if (isNotFound(e)) return undefined;
+      throw e;
+    }
+  }
+
+  async open(digest: Digest, range?: ByteRange): Promise<BlobReader | undefined> {
+    const path = this.pathOf(digest);
+    let handle;
+    try {
+      handle = await open(path, 'r');
+    } catch (e) {
+      if (isNotFound(e)) return undefined;
+      throw e;
+    }
+    const key = digest.value;
+    this.index.pin(key);
+    this.index.touch(key);
+    let size: number;
+    try {
+      size = (await handle.stat()).size;
+    } catch (e) {
+      this.index.unpin(key);
+      await handle.close();
+      throw e;
+    }
+    const stream = createReadStream('', {
+      fd: handle,
+      start: range?.start ?? 0,
+      end: range?.end ?? Math.max(0, size - 1),
+      highWaterMark: READ_BUFFER,
+    });
+    stream.once('close', () => this.index.unpin(key));
+    this.stampAccess(key, path);
+    return { size, stream };
+  }
+
+  async ingest(digest: Digest, file: string, size: number): Promise<void> {
+    const path = this.pathOf(digest);
+    await mkdir(join(path, '..'), { recursive: true });
+    await rename(file, path);
+    this.index.add(digest.value, size);
+  }
+
+  async delete(digest: Digest): Promise<void> {
+    this.index.remove(digest.value);
+    await rm(this.pathOf(digest), { force: true });
+  }
+
+  /** The only place a digest becomes a path; parseDigest already limits it to [a-f0-9]. */
+  private pathOf(digest: Digest): string {
+    return join(this.blobDir, digest.algorithm, digest.hex.slice(0, 2), digest.hex);
+  }
+
+  private evict(key: string): void {
+    const digest = tryParseDigest(key);
+    if (!digest) return;
+    // Synchronous on purpose: a fill of the same digest may rename a new file into place right
+    // after, and an unlink queued on the thread pool could then remove the new file.
+    try {
+      unlinkSync(this.pathOf(digest));
+    } catch (e) {
+      if (!isNotFound(e)) throw e;
+    }
+    this.touched.delete(key);
+    this.opts.onEvict?.(key);
+  }
+
+  private stampAccess(key: string, path: string): void {
+    const now = Date.now();
+    if (now - (this.touched.get(key) ?? 0) < TOUCH_INTERVAL_MS) return;
+    this.touched.set(key, now);
+    const t = new Date(now);
+    utimes(path, t, t).catch(() => undefined);
+  }
+
+  private async scan(): Promise<void> {
+    const found: { key: string; size: number; mtime: number }[] = [];
+    for (const algorithm of await readdirSafe(this.blobDir)) {
+      for (const shard of await readdirSafe(join(this.blobDir, algorithm))) {
+        for (const hex of await readdirSafe(join(this.blobDir, algorithm, shard))) {
+          const key = `${algorithm}:${hex}`;
+          const path = join(this.blobDir, algorithm, shard, hex);
+          if (!tryParseDigest(key) || !hex.startsWith(shard)) {
+            await rm(path, { recursive: true, force: true });
+            continue;
+          }
+          const s = await stat(path);
+          found.push({ key, size: s.size, mtime: s.mtimeMs });
+        }
+      }
+    }
+    found.sort((a, b) => a.mtime - b.mtime);
+    for (const f of found) this.index.add(f.key, f.size);
+  }
+}
+
+async function readdirSafe(dir: string): Promise<string[]> {
+  try {
+    return await readdir(dir);
+  } catch (e) {
+    if (isNotFound(e)) return [];
+    throw e;
+  }
+}
+
+export function isNotFound(e: unknown): boolean {
+  return typeof e === 'object' && e !== null && 'code' in e && (e as { code: unknown }).code === 'ENOENT';
+}

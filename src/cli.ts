@@ -1,0 +1,86 @@
+#!/usr/bin/env node
+// pullthrough serve [--listen HOST:PORT] [--cache-dir DIR] [--upstream [NAME=]URL]... [--config FILE]
+import { parseArgs } from 'node:util';
+import { ConfigError, loadConfig } from './config.js';
+import { createApp } from './main.js';
+
+const USAGE = `usage: pullthrough serve [options]
+
+  --listen HOST:PORT        address to listen on (default 0.0.0.0:5000)
+  --cache-dir DIR           filesystem cache directory (default ~/.cache/pullthrough)
+  --max-size SIZE           cache size bound, e.g. 100GiB (default 50GiB)
+  --upstream [NAME=]URL     an upstream registry; repeatable; the first is the default
+  --config FILE             YAML or JSON config file; flags override it
+  --log-level LEVEL         fatal, error, warn, info, debug, trace (default info)
+`;
+
+async function main(argv: string[]): Promise<number> {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: argv,
+      allowPositionals: true,
+      options: {
+        listen: { type: 'string' },
+        'cache-dir': { type: 'string' },
+        'max-size': { type: 'string' },
+        upstream: { type: 'string', multiple: true },
+        config: { type: 'string', short: 'c' },
+        'log-level': { type: 'string' },
+        help: { type: 'boolean', short: 'h' },
+      },
+    });
+  } catch (e) {
+    process.stderr.write(`pullthrough: ${(e as Error).message}\n${USAGE}`);
+    return 2;
+  }
+  const { values, positionals } = parsed;
+  if (values.help) {
+    process.stdout.write(USAGE);
+    return 0;
+  }
+  if (positionals[0] !== 'serve' || positionals.length > 1) {
+    process.stderr.write(USAGE);
+    return 2;
+  }
+  let config;
+  try {
+    config = loadConfig({
+      config: values.config,
+      listen: values.listen,
+      cacheDir: values['cache-dir'],
+      maxSize: values['max-size'],
+      upstream: values.upstream,
+      logLevel: values['log-level'],
+    });
+  } catch (e) {
+    if (e instanceof ConfigError) {
+      process.stderr.write(`pullthrough: config: ${e.message}\n`);
+      return 2;
+    }
+    throw e;
+  }
+  const app = await createApp(config);
+  const stop = async () => {
+    await app.close();
+    process.exit(0);
+  };
+  process.once('SIGINT', () => void stop());
+  process.once('SIGTERM', () => void stop());
+  await app.server.listen({ host: config.listen.host, port: config.listen.port });
+  app.server.log.info(
+    { cacheDir: config.cache.dir, upstreams: config.upstreams.map((u) => `${u.name}=${u.url}`), defaultUpstream: config.defaultUpstream },
+    'pullthrough ready',
+  );
+  return -1;
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    if (code >= 0) process.exit(code);
+  },
+  (e: unknown) => {
+    process.stderr.write(`pullthrough: ${e instanceof Error ? e.message : String(e)}\n`);
+    process.exit(1);
+  },
+);

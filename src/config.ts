@@ -1,0 +1,273 @@
+// Typed configuration, loaded once: a YAML or JSON file, ${ENV} references expanded, command-line
+// flags on top, validated with one clear message per problem, then frozen and handed down.
+import { readFileSync } from 'node:fs';
+import { homedir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { parse as parseYaml } from 'yaml';
+
+export const UPSTREAM_TYPES = ['registry', 'dockerhub', 'ecr', 'gar', 'ghcr'] as const;
+export type UpstreamType = (typeof UPSTREAM_TYPES)[number];
+
+export interface UpstreamConfig {
+  /** the path prefix and ?ns= value that route here */
+  readonly name: string;
+  readonly url: string;
+  readonly type: UpstreamType;
+  /** other names that route here (e.g. index.docker.io) */
+  readonly aliases: readonly string[];
+  readonly username: string | undefined;
+  readonly password: string | undefined;
+}
+
+export interface Config {
+  readonly listen: { readonly host: string; readonly port: number };
+  readonly cache: {
+    readonly dir: string;
+    readonly maxSize: number;
+    /** how long a tag is served without asking the upstream again */
+    readonly tagTtlMs: number;
+  };
+  readonly upstreams: readonly UpstreamConfig[];
+  readonly defaultUpstream: string;
+  readonly timeouts: { readonly connectMs: number; readonly headersMs: number; readonly bodyMs: number };
+  readonly retries: number;
+  readonly logLevel: string;
+}
+
+export interface Flags {
+  config?: string | undefined;
+  listen?: string | undefined;
+  cacheDir?: string | undefined;
+  upstream?: string[] | undefined;
+  maxSize?: string | undefined;
+  logLevel?: string | undefined;
+}
+
+export class ConfigError extends Error {
+  constructor(
+    readonly key: string,
+    problem: string,
+  ) {
+    super(`${key}: ${problem}`);
+    this.name = 'ConfigError';
+  }
+}
+
+const DOCKER_HUB_URL = 'https://registry-1.docker.io';
+
+export function defaultCacheDir(env: NodeJS.ProcessEnv = process.env): string {
+  return join(env.XDG_CACHE_HOME || join(homedir(), '.cache'), 'pullthrough');
+}
+
+/** Loads the config file (if any), applies flags and validates. Throws ConfigError. */
+export function loadConfig(flags: Flags, env: NodeJS.ProcessEnv = process.env): Config {
+  const raw = flags.config ? readConfigFile(flags.config) : {};
+  const doc = expandEnv(raw, env, '') as Record<string, unknown>;
+  const cache = objectAt(doc, 'cache');
+  const timeouts = objectAt(doc, 'timeouts');
+
+  const upstreams = flags.upstream?.length
+    ? flags.upstream.map((spec, i) => upstreamFromFlag(spec, i))
+    : arrayAt(doc, 'upstreams').map((u, i) => upstreamFromDoc(u, `upstreams[${i}]`));
+  if (upstreams.length === 0) upstreams.push(dockerHub());
+  const names = new Set<string>();
+  upstreams.forEach((u, i) => {
+    for (const n of [u.name, ...u.aliases]) {
+      if (names.has(n)) throw new ConfigError(`upstreams[${i}].name`, `"${n}" is used by two upstreams`);
+      names.add(n);
+    }
+  });
+
+  const defaultUpstream = flags.upstream?.length
+    ? upstreams[0]!.name
+    : optionalString(doc.defaultUpstream, 'defaultUpstream') ?? upstreams[0]!.name;
+  if (!upstreams.some((u) => u.name === defaultUpstream)) {
+    throw new ConfigError('defaultUpstream', `"${defaultUpstream}" is not the name of a configured upstream`);
+  }
+
+  const config: Config = {
+    listen: parseListen(flags.listen ?? optionalString(doc.listen, 'listen') ?? '0.0.0.0:5000', flags.listen ? '--listen' : 'listen'),
+    cache: {
+      dir: resolve(flags.cacheDir ?? optionalString(cache.dir, 'cache.dir') ?? defaultCacheDir(env)),
+      maxSize: parseSize(flags.maxSize ?? cache.maxSize ?? '50GiB', flags.maxSize ? '--max-size' : 'cache.maxSize'),
+      tagTtlMs: parseDuration(cache.tagTtl ?? '5m', 'cache.tagTtl'),
+    },
+    upstreams,
+    defaultUpstream,
+    timeouts: {
+      connectMs: parseDuration(timeouts.connect ?? '10s', 'timeouts.connect'),
+      headersMs: parseDuration(timeouts.headers ?? '30s', 'timeouts.headers'),
+      bodyMs: parseDuration(timeouts.body ?? '60s', 'timeouts.body'),
+    },
+    retries: parseCount(doc.retries ?? 2, 'retries'),
+    logLevel: flags.logLevel ?? optionalString(doc.logLevel, 'logLevel') ?? 'info',
+  };
+  return deepFreeze(config);
+}
+
+function readConfigFile(path: string): unknown {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (e) {
+    throw new ConfigError('--config', `cannot read ${path}: ${(e as Error).message}`);
+  }
+  try {
+    return parseYaml(text) ?? {};
+  } catch (e) {
+    throw new ConfigError('--config', `${path} is not valid YAML or JSON: ${(e as Error).message.split('\n')[0]}`);
+  }
+}
+
+/** Replaces ${VAR} in every string; an unset variable becomes empty (an absent credential). */
+function expandEnv(value: unknown, env: NodeJS.ProcessEnv, key: string): unknown {
+  if (typeof value === 'string') {
+    return value.replace(/\$\{([A-Za-z_][A-Za-z0-9_]*)\}/g, (_m, name: string) => env[name] ?? '');
+  }
+  if (Array.isArray(value)) return value.map((v, i) => expandEnv(v, env, `${key}[${i}]`));
+  if (value && typeof value === 'object') {
+    return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, expandEnv(v, env, key ? `${key}.${k}` : k)]));
+  }
+  if (value === null && key === '') return {};
+  return value;
+}
+
+function upstreamFromDoc(value: unknown, key: string): UpstreamConfig {
+  if (!value || typeof value !== 'object' || Array.isArray(value)) throw new ConfigError(key, 'must be a mapping with at least url');
+  const u = value as Record<string, unknown>;
+  const url = parseUrl(u.url, `${key}.url`);
+  const type = optionalString(u.type, `${key}.type`) ?? inferType(url);
+  if (!(UPSTREAM_TYPES as readonly string[]).includes(type)) {
+    throw new ConfigError(`${key}.type`, `"${type}" is not one of ${UPSTREAM_TYPES.join(', ')}`);
+  }
+  const name = optionalString(u.name, `${key}.name`) ?? defaultName(url, type as UpstreamType);
+  validateName(name, `${key}.name`);
+  const aliases = u.aliases === undefined ? defaultAliases(type as UpstreamType, name) : arrayOfStrings(u.aliases, `${key}.aliases`);
+  aliases.forEach((a, i) => validateName(a, `${key}.aliases[${i}]`));
+  const username = optionalString(u.username, `${key}.username`) || undefined;
+  const password = optionalString(u.password, `${key}.password`) || undefined;
+  if ((username === undefined) !== (password === undefined) && type !== 'ghcr') {
+    throw new ConfigError(`${key}.${username ? 'password' : 'username'}`, 'is empty while the other credential is set');
+  }
+  return { name, url: url.origin, type: type as UpstreamType, aliases, username, password };
+}
+
+function upstreamFromFlag(spec: string, i: number): UpstreamConfig {
+  const eq = spec.indexOf('=');
+  const hasName = eq > 0 && !spec.slice(0, eq).includes('/');
+  const doc: Record<string, unknown> = { url: hasName ? spec.slice(eq + 1) : spec };
+  if (hasName) doc.name = spec.slice(0, eq);
+  return upstreamFromDoc(doc, `--upstream #${i + 1}`);
+}
+
+function dockerHub(): UpstreamConfig {
+  return upstreamFromDoc({ url: DOCKER_HUB_URL }, 'upstreams[0]');
+}
+
+function inferType(url: URL): UpstreamType {
+  const host = url.hostname;
+  if (host === 'registry-1.docker.io' || host === 'index.docker.io' || host === 'docker.io') return 'dockerhub';
+  if (/\.dkr\.ecr\./.test(host) || host === 'public.ecr.aws') return 'ecr';
+  if (host.endsWith('-docker.pkg.dev') || host === 'gcr.io' || host.endsWith('.gcr.io')) return 'gar';
+  if (host === 'ghcr.io') return 'ghcr';
+  return 'registry';
+}
+
+function defaultName(url: URL, type: UpstreamType): string {
+  return type === 'dockerhub' ? 'docker.io' : url.host;
+}
+
+function defaultAliases(type: UpstreamType, name: string): string[] {
+  if (type !== 'dockerhub') return [];
+  return ['docker.io', 'index.docker.io', 'registry-1.docker.io'].filter((a) => a !== name);
+}
+
+function validateName(name: string, key: string): void {
+  if (!/^[A-Za-z0-9][A-Za-z0-9.-]*(?::[0-9]+)?$/.test(name)) {
+    throw new ConfigError(key, `"${name}" is not a registry host name (letters, digits, dots, dashes, optional :port)`);
+  }
+}
+
+function parseListen(value: string, key: string): { host: string; port: number } {
+  const m = /^(?:\[([0-9a-fA-F:]+)\]|([^:]*)):([0-9]{1,5})$/.exec(value) ?? /^()()([0-9]{1,5})$/.exec(value);
+  const port = m ? Number(m[3]) : NaN;
+  if (!m || port > 65535) throw new ConfigError(key, `"${value}" is not HOST:PORT`);
+  return { host: m[1] || m[2] || '0.0.0.0', port };
+}
+
+function parseUrl(value: unknown, key: string): URL {
+  if (typeof value !== 'string' || value === '') throw new ConfigError(key, 'is required (an http or https URL)');
+  const withScheme = /^[a-z]+:\/\//i.test(value) ? value : `https://${value}`;
+  let url: URL;
+  try {
+    url = new URL(withScheme);
+  } catch {
+    throw new ConfigError(key, `"${value}" is not a URL`);
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new ConfigError(key, `"${value}" must be http or https`);
+  if (url.username || url.password) throw new ConfigError(key, 'must not embed credentials; use username and password with ${ENV} references');
+  return url;
+}
+
+const SIZE_UNITS: Record<string, number> = {
+  '': 1, b: 1, k: 1e3, kb: 1e3, m: 1e6, mb: 1e6, g: 1e9, gb: 1e9, t: 1e12, tb: 1e12,
+  kib: 2 ** 10, mib: 2 ** 20, gib: 2 ** 30, tib: 2 ** 40,
+};
+
+export function parseSize(value: unknown, key: string): number {
+  if (typeof value === 'number' && Number.isFinite(value) && value > 0) return Math.floor(value);
+  const m = typeof value === 'string' ? /^\s*([0-9]+(?:\.[0-9]+)?)\s*([a-zA-Z]*)\s*$/.exec(value) : null;
+  const unit = m ? SIZE_UNITS[m[2]!.toLowerCase()] : undefined;
+  if (!m || unit === undefined || Number(m[1]) <= 0) {
+    throw new ConfigError(key, `"${String(value)}" is not a size such as 100GiB, 500MB or a byte count`);
+  }
+  return Math.floor(Number(m[1]) * unit);
+}
+
+const DURATION_UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
+
+export function parseDuration(value: unknown, key: string): number {
+  if (typeof value === 'number' && Number.isFinite(value) && value >= 0) return value * 1000;
+  const m = typeof value === 'string' ? /^\s*([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|h|d)\s*$/.exec(value) : null;
+  if (!m) throw new ConfigError(key, `"${String(value)}" is not a duration such as 500ms, 30s, 5m or 1h`);
+  return Number(m[1]) * DURATION_UNITS[m[2]!]!;
+}
+
+function parseCount(value: unknown, key: string): number {
+  if (typeof value === 'number' && Number.isInteger(value) && value >= 0 && value <= 10) return value;
+  throw new ConfigError(key, `"${String(value)}" is not a whole number from 0 to 10`);
+}
+
+function optionalString(value: unknown, key: string): string | undefined {
+  if (value === undefined || value === null) return undefined;
+  if (typeof value === 'number') return String(value);
+  if (typeof value !== 'string') throw new ConfigError(key, 'must be a string');
+  return value;
+}
+
+function objectAt(doc: Record<string, unknown>, key: string): Record<string, unknown> {
+  const v = doc[key];
+  if (v === undefined || v === null) return {};
+  if (typeof v !== 'object' || Array.isArray(v)) throw new ConfigError(key, 'must be a mapping');
+  return v as Record<string, unknown>;
+}
+
+function arrayAt(doc: Record<string, unknown>, key: string): unknown[] {
+  const v = doc[key];
+  if (v === undefined || v === null) return [];
+  if (!Array.isArray(v)) throw new ConfigError(key, 'must be a list');
+  return v;
+}
+
+function arrayOfStrings(value: unknown, key: string): string[] {
+  if (!Array.isArray(value) || !value.every((v) => typeof v === 'string')) throw new ConfigError(key, 'must be a list of strings');
+  return value;
+}
+
+function deepFreeze<T>(value: T): T {
+  if (value && typeof value === 'object') {
+    for (const v of Object.values(value)) deepFreeze(v);
+    Object.freeze(value);
+  }
+  return value;
+}

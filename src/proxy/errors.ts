@@ -1,0 +1,32 @@
+// The one place an error becomes a response: an OCI envelope with the table's status, any headers
+// the error carries (Retry-After, Content-Range), no body for HEAD, logged once.
+import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
+import { RegistryError } from '../oci/errors.js';
+
+export function toRegistryError(err: unknown): RegistryError {
+  if (err instanceof RegistryError) return err;
+  const status = (err as FastifyError | undefined)?.statusCode;
+  if (status === 413) return new RegistryError('UNSUPPORTED', { message: 'request body too large' });
+  if (status !== undefined && status >= 400 && status < 500) {
+    return new RegistryError('UNSUPPORTED', { message: (err as Error).message, status });
+  }
+  return new RegistryError('UNKNOWN', { cause: err });
+}
+
+export function errorHandler(err: unknown, req: FastifyRequest, reply: FastifyReply): void {
+  const e = toRegistryError(err);
+  const fields = { code: e.code, status: e.status, detail: e.detail };
+  if (e.status >= 500 && e.code === 'UNKNOWN') req.log.error({ ...fields, err }, e.message);
+  else req.log.info(fields, e.message);
+  if (reply.sent || reply.raw.headersSent) {
+    reply.raw.destroy();
+    return;
+  }
+  reply.code(e.status).headers(e.headers);
+  if (e.code === 'UNAUTHORIZED') reply.header('www-authenticate', 'Basic realm="pullthrough"');
+  if (req.method === 'HEAD') {
+    reply.header('content-type', 'application/json; charset=utf-8').send();
+    return;
+  }
+  reply.type('application/json; charset=utf-8').send(e.toBody());
+}

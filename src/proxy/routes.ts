@@ -1,0 +1,136 @@
+// The pull side of the distribution API. Repository names contain slashes, so one wildcard route
+// takes every /v2/ path and this module splits it into name, endpoint and reference.
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { parseDigest } from '../oci/digest.js';
+import { RegistryError } from '../oci/errors.js';
+import { OCI_INDEX, parseAccept } from '../oci/media-types.js';
+import { parseReference } from '../oci/reference.js';
+import type { PullThrough, RangeRequest } from './pull-through.js';
+import type { Route, Router } from './routing.js';
+
+const READ_METHODS = new Set(['GET', 'HEAD']);
+const EMPTY_INDEX = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: OCI_INDEX, manifests: [] }));
+
+type Endpoint =
+  | { kind: 'manifests' | 'blobs' | 'referrers'; name: string; ref: string }
+  | { kind: 'tags'; name: string }
+  | { kind: 'uploads' };
+
+export function registerRoutes(app: FastifyInstance, deps: { router: Router; cache: PullThrough }): void {
+  app.addHook('onRequest', async (req) => {
+    if (!READ_METHODS.has(req.method)) {
+      throw new RegistryError('UNSUPPORTED', { message: 'this registry is a read-only pull-through cache', detail: { method: req.method } });
+    }
+  });
+
+  app.get('/v2/', async (_req, reply) => reply.type('application/json').send({}));
+
+  app.get('/v2/*', async (req, reply) => {
+    const [path, query] = splitUrl(req.url);
+    const endpoint = parseEndpoint(path.slice('/v2/'.length));
+    if (endpoint.kind === 'uploads') throw new RegistryError('UNSUPPORTED', { message: 'uploads are not supported by a pull-through cache' });
+    const route = deps.router.route(endpoint.name, query.get('ns') ?? undefined);
+    const signal = abortOnClose(req);
+    switch (endpoint.kind) {
+      case 'manifests':
+        return manifest(deps.cache, route, endpoint.ref, req, reply, signal);
+      case 'blobs':
+        return blob(deps.cache, route, endpoint.ref, req, reply, signal);
+      case 'tags':
+        return tags(deps.cache, route, endpoint.name, query, reply, signal);
+      case 'referrers':
+        return referrers(deps.cache, route, endpoint.ref, query, reply, signal);
+    }
+  });
+}
+
+async function manifest(cache: PullThrough, route: Route, refText: string, req: FastifyRequest, reply: FastifyReply, signal: AbortSignal) {
+  const ref = parseReference(refText);
+  const m = await cache.manifest(route.upstream.client, route.repo, ref, parseAccept(req.headers.accept), signal);
+  reply.headers({
+    'content-type': m.mediaType,
+    'docker-content-digest': m.digest,
+    etag: `"${m.digest}"`,
+    'content-length': String(m.body.length),
+  });
+  if (m.stale) reply.header('warning', '110 pullthrough "Response is Stale"');
+  return reply.send(req.method === 'HEAD' ? undefined : m.body);
+}
+
+async function blob(cache: PullThrough, route: Route, refText: string, req: FastifyRequest, reply: FastifyReply, signal: AbortSignal) {
+  const digest = parseDigest(refText);
+  reply.headers({ 'docker-content-digest': digest.value, 'accept-ranges': 'bytes', 'content-type': 'application/octet-stream', etag: `"${digest.value}"` });
+  if (req.method === 'HEAD') {
+    const size = await cache.blobSize(route.upstream.client, route.repo, digest, signal);
+    if (size !== undefined) reply.header('content-length', String(size));
+    return reply.send();
+  }
+  const b = await cache.blob(route.upstream.client, route.repo, digest, parseRange(req.headers.range));
+  if (b.range) {
+    reply.code(206).header('content-range', `bytes ${b.range.start}-${b.range.end}/${b.size ?? '*'}`);
+    reply.header('content-length', String(b.range.end - b.range.start + 1));
+  } else if (b.size !== undefined) {
+    reply.header('content-length', String(b.size));
+  }
+  return reply.send(b.body);
+}
+
+async function tags(cache: PullThrough, route: Route, clientName: string, query: URLSearchParams, reply: FastifyReply, signal: AbortSignal) {
+  const n = query.get('n');
+  const last = query.get('last');
+  const page: { n?: number; last?: string } = {};
+  if (n !== null && /^[0-9]{1,6}$/.test(n)) page.n = Number(n);
+  if (last !== null) page.last = last;
+  const result = await cache.tags(route.upstream.client, route.repo, page, signal);
+  if (result.next) {
+    const q = new URLSearchParams();
+    if (result.next.n !== undefined) q.set('n', String(result.next.n));
+    q.set('last', result.next.last);
+    reply.header('link', `</v2/${clientName}/tags/list?${q}>; rel="next"`);
+  }
+  return reply.type('application/json').send({ name: clientName, tags: result.tags });
+}
+
+async function referrers(cache: PullThrough, route: Route, refText: string, query: URLSearchParams, reply: FastifyReply, signal: AbortSignal) {
+  const digest = parseDigest(refText);
+  const artifactType = query.get('artifactType') ?? undefined;
+  const index = await cache.referrers(route.upstream.client, route.repo, digest, artifactType, signal);
+  reply.type(OCI_INDEX);
+  if (artifactType && index) reply.header('oci-filters-applied', 'artifactType');
+  return reply.send(index?.body ?? EMPTY_INDEX);
+}
+
+/** Splits "<name>/<endpoint>/<ref>"; the name is whatever precedes the last endpoint segment. */
+export function parseEndpoint(rest: string): Endpoint {
+  if (/\/blobs\/uploads(?:\/|$)/.test(rest)) return { kind: 'uploads' };
+  const tagsList = /^(.+)\/tags\/list$/.exec(rest);
+  if (tagsList) return { kind: 'tags', name: tagsList[1]! };
+  const m = /^(.+)\/(manifests|blobs|referrers)\/([^/]+)$/.exec(rest);
+  if (!m) throw new RegistryError('NAME_UNKNOWN', { message: 'unknown API path', detail: { path: `/v2/${rest.slice(0, 300)}` } });
+  return { kind: m[2] as 'manifests' | 'blobs' | 'referrers', name: m[1]!, ref: m[3]! };
+}
+
+/** Parses a single-range `Range: bytes=...` header; anything else is ignored, as RFC 9110 allows. */
+export function parseRange(header: string | undefined): RangeRequest | undefined {
+  const m = header ? /^bytes=(\d*)-(\d*)$/.exec(header.trim()) : null;
+  if (!m || (m[1] === '' && m[2] === '')) return undefined;
+  if (m[1] === '') return { suffix: Number(m[2]) };
+  const start = Number(m[1]);
+  const end = m[2] === '' ? undefined : Number(m[2]);
+  if (end !== undefined && end < start) return undefined;
+  return { start, end };
+}
+
+function splitUrl(url: string): [string, URLSearchParams] {
+  const q = url.indexOf('?');
+  return q < 0 ? [url, new URLSearchParams()] : [url.slice(0, q), new URLSearchParams(url.slice(q + 1))];
+}
+
+function abortOnClose(req: FastifyRequest): AbortSignal {
+  const controller = new AbortController();
+  req.raw.once('close', () => {
+    if (!req.raw.complete || req.raw.destroyed) controller.abort();
+  });
+  req.raw.socket.once('close', () => controller.abort());
+  return controller.signal;
+}

@@ -1,0 +1,249 @@
+// Per-upstream authorization: remembers the last WWW-Authenticate challenge, answers with Basic
+// credentials or a cached Bearer token, and fetches tokens (GET <realm>?service=&scope=) with a
+// single flight per cache key. Secrets never reach error messages; this module does not log.
+import { LRUCache } from 'lru-cache';
+import { type Dispatcher, request } from 'undici';
+import { RegistryError } from '../../oci/errors.js';
+import { type Challenge, challengeScopes, parseChallenges, pickChallenge } from './challenge.js';
+import { type CredentialProvider, basicAuthorization } from './credentials.js';
+import { mayReceiveCredentials } from './realm-policy.js';
+
+const MAX_BODY = 1024 * 1024;
+
+export interface AuthenticatorOptions {
+  /** registry base URL */
+  upstream: URL;
+  upstreamName: string;
+  credentials: CredentialProvider;
+  /** for token requests */
+  dispatcher?: Dispatcher;
+  /** ms clock, injectable for tests */
+  now?: () => number;
+  /** refresh this long before expiry; default min(30 s, 10% of lifetime); capped at half the lifetime */
+  refreshMarginMs?: number;
+  /** per token request; default 30 s */
+  timeoutMs?: number;
+  /** token cache bound; default 10 000 */
+  maxTokens?: number;
+}
+
+type Recorded = { scheme: 'basic' } | { scheme: 'bearer'; realm: URL; service: string | undefined };
+
+interface Entry {
+  /** full header value, `Bearer <token>` */
+  value: string;
+  /** use until then; after it, fetch a new one */
+  refreshAt: number;
+  /** hard expiry; a stale-but-unexpired token is the fallback when a refresh fails */
+  expiresAt: number;
+}
+
+export class Authenticator {
+  readonly #o: AuthenticatorOptions;
+  readonly #now: () => number;
+  readonly #tokens: LRUCache<string, Entry>;
+  readonly #inflight = new Map<string, Promise<Entry>>();
+  #challenge: Recorded | undefined;
+
+  constructor(o: AuthenticatorOptions) {
+    this.#o = o;
+    this.#now = o.now ?? Date.now;
+    this.#tokens = new LRUCache<string, Entry>({ max: o.maxTokens ?? 10_000 });
+  }
+
+  /** The Authorization value to send up front for `scope`; undefined before any challenge. */
+  async authorization(scope: string): Promise<string | undefined> {
+    const ch = this.#challenge;
+    if (ch === undefined) return undefined;
+    if (ch.scheme === 'basic') return this.#basic(undefined);
+    return this.#bearer(ch.realm, ch.service, normaliseScopes([scope]), undefined);
+  }
+
+  /**
+   * After a 401: record the challenge and return a value to retry with, or undefined when there
+   * is nothing better to try. `failed` is the Authorization value the upstream just rejected.
+   */
+  async challenged(
+    wwwAuthenticate: string | string[] | undefined,
+    scope: string,
+    failed: string | undefined,
+  ): Promise<string | undefined> {
+    const picked = pickChallenge(parseChallenges(wwwAuthenticate));
+    if (picked === undefined) return undefined;
+    const ch = this.#record(picked);
+    if (ch.scheme === 'basic') return this.#basic(failed);
+    const scopes = normaliseScopes([scope, ...challengeScopes(picked)]);
+    const value = await this.#bearer(ch.realm, ch.service, scopes, failed);
+    return value === failed ? undefined : value;
+  }
+
+  #record(c: Challenge): Recorded {
+    if (c.scheme === 'basic') {
+      this.#challenge = { scheme: 'basic' };
+      return this.#challenge;
+    }
+    const raw = c.params['realm'] ?? '';
+    const realm = URL.canParse(raw, this.#o.upstream) ? new URL(raw, this.#o.upstream) : undefined;
+    if (realm === undefined || (realm.protocol !== 'https:' && realm.protocol !== 'http:')) {
+      throw new RegistryError('UNAVAILABLE', {
+        message: `upstream "${this.#o.upstreamName}" sent an unusable token realm`,
+        detail: { upstream: this.#o.upstreamName },
+      });
+    }
+    const service = c.params['service'];
+    this.#challenge = { scheme: 'bearer', realm, service: service === '' ? undefined : service };
+    return this.#challenge;
+  }
+
+  async #basic(failed: string | undefined): Promise<string | undefined> {
+    const provider = this.#o.credentials;
+    let creds = await provider.get();
+    if (creds === undefined) return undefined;
+    let value = basicAuthorization(creds);
+    if (failed === undefined || value !== failed) return value;
+    // The upstream rejected exactly these credentials: let a minting provider try again.
+    if (provider.invalidate === undefined) return undefined;
+    provider.invalidate();
+    creds = await provider.get();
+    if (creds === undefined) return undefined;
+    value = basicAuthorization(creds);
+    return value === failed ? undefined : value;
+  }
+
+  async #bearer(realm: URL, service: string | undefined, scopes: string[], failed: string | undefined): Promise<string> {
+    const key = [realm.href, service ?? '', this.#o.credentials.identity, scopes.join(' ')].join('\n');
+    let cached = this.#tokens.get(key);
+    if (cached !== undefined && cached.value === failed) {
+      this.#tokens.delete(key); // rejected upstream: never hand it out again
+      cached = undefined;
+    }
+    if (cached !== undefined && this.#now() < cached.refreshAt) return cached.value;
+    try {
+      return (await this.#fetchShared(key, realm, service, scopes)).value;
+    } catch (e) {
+      // The refresh failed but the old token has not expired yet: keep using it.
+      if (cached !== undefined && this.#now() < cached.expiresAt) return cached.value;
+      throw e;
+    }
+  }
+
+  #fetchShared(key: string, realm: URL, service: string | undefined, scopes: string[]): Promise<Entry> {
+    const existing = this.#inflight.get(key);
+    if (existing !== undefined) return existing;
+    const p = this.#fetch(realm, service, scopes)
+      .then((entry) => {
+        this.#tokens.set(key, entry);
+        return entry;
+      })
+      .finally(() => {
+        if (this.#inflight.get(key) === p) this.#inflight.delete(key);
+      });
+    this.#inflight.set(key, p);
+    return p;
+  }
+
+  async #fetch(realm: URL, service: string | undefined, scopes: string[]): Promise<Entry> {
+    const t = await this.#request(realm, service, scopes);
+    const now = this.#now();
+    const lifetimeMs = t.expiresInS * 1000;
+    let issuedAt = t.issuedAt ?? now;
+    // Guard against clock skew: never in the future, and not already expired on arrival.
+    if (issuedAt > now || issuedAt + lifetimeMs <= now) issuedAt = now;
+    const margin = Math.min(this.#o.refreshMarginMs ?? Math.min(30_000, lifetimeMs * 0.1), lifetimeMs / 2);
+    const expiresAt = issuedAt + lifetimeMs;
+    return { value: `Bearer ${t.token}`, refreshAt: expiresAt - Math.max(0, margin), expiresAt };
+  }
+
+  /** GET <realm>?service=&scope=..., Basic only to a realm the policy allows. */
+  async #request(realm: URL, service: string | undefined, scopes: string[]): Promise<TokenResponse> {
+    const { upstream, upstreamName: name, credentials } = this.#o;
+    const fail = (code: 'DENIED' | 'TOOMANYREQUESTS' | 'UNAVAILABLE', message: string, extra: object = {}) =>
+      new RegistryError(code, { message, detail: { upstream: name, realm: realm.origin + realm.pathname }, ...extra });
+    const url = new URL(realm.href);
+    if (service !== undefined) url.searchParams.append('service', service);
+    for (const s of scopes) url.searchParams.append('scope', s);
+    const signal = AbortSignal.timeout(this.#o.timeoutMs ?? 30_000);
+    const headers: Record<string, string> = { accept: 'application/json' };
+    let sentCredentials = false;
+    if (mayReceiveCredentials(upstream, realm)) {
+      let creds;
+      try {
+        creds = await credentials.get(signal);
+      } catch (cause) {
+        if (cause instanceof RegistryError) throw cause;
+        throw fail('UNAVAILABLE', `could not obtain credentials for upstream "${name}"`, { cause });
+      }
+      if (creds !== undefined) {
+        headers['authorization'] = basicAuthorization(creds);
+        sentCredentials = true;
+      }
+    }
+    let text: string;
+    try {
+      const res = await request(url, { method: 'GET', headers, signal, dispatcher: this.#o.dispatcher });
+      if (res.statusCode !== 200) {
+        await res.body.dump({ limit: 64 * 1024 }).catch(() => undefined);
+        const st = res.statusCode;
+        if (st === 401 || st === 403) {
+          if (sentCredentials) credentials.invalidate?.();
+          throw fail('DENIED', sentCredentials
+            ? `upstream "${name}" refused our credentials (token endpoint answered ${st})`
+            : `upstream "${name}" refused an anonymous token (token endpoint answered ${st})`);
+        }
+        if (st === 429) {
+          const ra = res.headers['retry-after'];
+          const retryAfter = Array.isArray(ra) ? ra[0] : ra;
+          throw fail('TOOMANYREQUESTS', `upstream "${name}" token endpoint is rate limiting us`,
+            retryAfter === undefined ? {} : { headers: { 'Retry-After': retryAfter } });
+        }
+        throw fail('UNAVAILABLE', `upstream "${name}" token endpoint answered ${st}`);
+      }
+      const chunks: Buffer[] = [];
+      let size = 0;
+      for await (const chunk of res.body) {
+        size += (chunk as Buffer).length;
+        if (size > MAX_BODY) {
+          res.body.destroy();
+          throw fail('UNAVAILABLE', `upstream "${name}" token response exceeds ${MAX_BODY} bytes`);
+        }
+        chunks.push(chunk as Buffer);
+      }
+      text = Buffer.concat(chunks).toString('utf8');
+    } catch (e) {
+      if (e instanceof RegistryError) throw e;
+      const timedOut = signal.aborted;
+      throw fail('UNAVAILABLE', timedOut
+        ? `upstream "${name}" token endpoint timed out`
+        : `upstream "${name}" token endpoint unreachable`, { cause: e });
+    }
+    return parseTokenResponse(text, () => fail('UNAVAILABLE', `upstream "${name}" sent a malformed token response`));
+  }
+}
+
+interface TokenResponse {
+  token: string;
+  expiresInS: number;
+  issuedAt: number | undefined;
+}
+
+function parseTokenResponse(text: string, malformed: () => RegistryError): TokenResponse {
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch {
+    throw malformed();
+  }
+  if (typeof json !== 'object' || json === null) throw malformed();
+  const o = json as Record<string, unknown>;
+  const pick = (v: unknown): string | undefined => (typeof v === 'string' && v !== '' ? v : undefined);
+  const token = pick(o['access_token']) ?? pick(o['token']);
+  // Must be usable as a header value.
+  if (token === undefined || !/^[\x21-\x7e]+$/.test(token)) throw malformed();
+  const exp = typeof o['expires_in'] === 'number' && Number.isFinite(o['expires_in']) ? o['expires_in'] : 60;
+  const issued = typeof o['issued_at'] === 'string' ? Date.parse(o['issued_at']) : Number.NaN;
+  return { token, expiresInS: Math.max(60, exp), issuedAt: Number.isNaN(issued) ? undefined : issued };
+}
+
+function normaliseScopes(scopes: string[]): string[] {
+  return [...new Set(scopes.map((s) => s.trim()).filter((s) => s !== ''))].sort();
+}

@@ -1,0 +1,120 @@
+// The only place an upstream's HTTP status, error envelope or transport failure becomes a
+// RegistryError. An upstream 401 never reaches clients as a 401: it becomes DENIED.
+import { OCI_ERRORS, RegistryError, type OciCode } from '../oci/errors.js';
+
+export type ResourceKind = 'manifest' | 'blob' | 'tags' | 'referrers' | 'token';
+
+const MAX_ERROR_BODY = 64 << 10;
+const PASSED_THROUGH_400: readonly OciCode[] = ['NAME_INVALID', 'TAG_INVALID', 'MANIFEST_INVALID', 'DIGEST_INVALID'];
+const NOT_FOUND_BY_KIND: Record<ResourceKind, OciCode> = {
+  manifest: 'MANIFEST_UNKNOWN',
+  blob: 'BLOB_UNKNOWN',
+  tags: 'NAME_UNKNOWN',
+  referrers: 'MANIFEST_UNKNOWN',
+  token: 'DENIED',
+};
+
+export interface ErrorContext {
+  upstream: string;
+  kind: ResourceKind;
+  repo?: string | undefined;
+  ref?: string | undefined;
+}
+
+/** Reads (a bounded part of) an error response and classifies it. */
+export async function errorFromResponse(
+  ctx: ErrorContext,
+  status: number,
+  headers: Record<string, string | string[] | undefined>,
+  body: AsyncIterable<Buffer> & { destroy(): void },
+): Promise<RegistryError> {
+  const codes = await readEnvelopeCodes(body);
+  const detail = { upstream: ctx.upstream, status, repository: ctx.repo, reference: ctx.ref, upstreamCodes: codes.length ? codes : undefined };
+  if (status === 404) {
+    const code = codes.find((c): c is OciCode => c === 'NAME_UNKNOWN' || c === 'MANIFEST_UNKNOWN' || c === 'BLOB_UNKNOWN');
+    return new RegistryError(code ?? NOT_FOUND_BY_KIND[ctx.kind], { detail });
+  }
+  if (status === 401 || status === 403) {
+    return new RegistryError('DENIED', {
+      message: `upstream "${ctx.upstream}" denied access${ctx.repo ? ` to ${ctx.repo}` : ''}; check the credentials configured for it`,
+      detail,
+    });
+  }
+  if (status === 429) {
+    const retryAfter = header(headers, 'retry-after');
+    return new RegistryError('TOOMANYREQUESTS', {
+      message: `upstream "${ctx.upstream}" is rate-limiting us`,
+      detail,
+      headers: retryAfter ? { 'retry-after': retryAfter } : {},
+    });
+  }
+  if (status === 400) {
+    const code = codes.find((c): c is OciCode => (PASSED_THROUGH_400 as string[]).includes(c));
+    if (code) return new RegistryError(code, { detail });
+  }
+  if (status >= 500) {
+    return new RegistryError('UNAVAILABLE', { message: `upstream "${ctx.upstream}" answered ${status}`, detail });
+  }
+  return new RegistryError('UNKNOWN', { status: 502, message: `upstream "${ctx.upstream}" answered ${status}`, detail });
+}
+
+/** Connection refused, reset, DNS failure, timeouts: the upstream is unavailable. */
+export function errorFromTransport(ctx: ErrorContext, err: unknown): RegistryError {
+  if (err instanceof RegistryError) return err;
+  const reason = transportReason(err);
+  return new RegistryError('UNAVAILABLE', {
+    message: `upstream "${ctx.upstream}" is unreachable (${reason})`,
+    detail: { upstream: ctx.upstream, reason },
+    cause: err,
+  });
+}
+
+/** Upstream content that failed digest or size checks: never cached, reported as 502. */
+export function verificationError(ctx: ErrorContext, expected: string, got: string): RegistryError {
+  return new RegistryError('UNKNOWN', {
+    status: 502,
+    message: `upstream "${ctx.upstream}" sent content that does not match its digest`,
+    detail: { upstream: ctx.upstream, expected, got },
+  });
+}
+
+/** Failures worth retrying before any byte reached the client. */
+export function isRetryable(err: unknown): boolean {
+  if (err instanceof RegistryError) return err.code === 'UNAVAILABLE';
+  const reason = transportReason(err);
+  return reason !== 'error' && reason !== 'aborted';
+}
+
+function transportReason(err: unknown): string {
+  const code = typeof err === 'object' && err !== null && 'code' in err ? String((err as { code: unknown }).code) : '';
+  if (/^(ECONNREFUSED|ECONNRESET|EPIPE|ETIMEDOUT|EHOSTUNREACH|ENETUNREACH|ENOTFOUND|EAI_AGAIN|UND_ERR_\w+)$/.test(code)) return code;
+  if (err instanceof Error && err.name === 'AbortError') return 'aborted';
+  return 'error';
+}
+
+async function readEnvelopeCodes(body: AsyncIterable<Buffer> & { destroy(): void }): Promise<string[]> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  try {
+    for await (const chunk of body) {
+      chunks.push(chunk);
+      size += chunk.length;
+      if (size >= MAX_ERROR_BODY) break;
+    }
+  } catch {
+    return [];
+  } finally {
+    body.destroy();
+  }
+  try {
+    const parsed = JSON.parse(Buffer.concat(chunks).toString('utf8')) as { errors?: { code?: unknown }[] };
+    return (parsed.errors ?? []).map((e) => String(e.code)).filter((c) => c in OCI_ERRORS);
+  } catch {
+    return [];
+  }
+}
+
+export function header(headers: Record<string, string | string[] | undefined>, name: string): string | undefined {
+  const v = headers[name];
+  return Array.isArray(v) ? v.join(', ') : v;
+}

@@ -1,0 +1,256 @@
+// A distribution-API client on undici: one keep-alive Agent per upstream, the token handshake
+// through an Authenticator, redirects followed by hand (credentials never leave the upstream's
+// origin), bounded manifest reads verified against their digest, and retries with backoff for
+// requests that failed before any byte reached a client.
+import { setTimeout as sleep } from 'node:timers/promises';
+import { Readable } from 'node:stream';
+import { Agent, request } from 'undici';
+import { digestOf, tryParseDigest, type Digest } from '../oci/digest.js';
+import { declaredMediaType, MAX_MANIFEST_BYTES } from '../oci/media-types.js';
+import { RegistryError } from '../oci/errors.js';
+import { referenceString, type Reference } from '../oci/reference.js';
+import type { Authenticator } from './auth/authenticator.js';
+import { errorFromResponse, errorFromTransport, header, isRetryable, verificationError, type ErrorContext, type ResourceKind } from './errors.js';
+import type { BlobResponse, ByteRange, CallOptions, Manifest, ManifestHead, TagPage, Upstream } from './upstream.js';
+
+const MAX_REDIRECTS = 5;
+const USER_AGENT = 'pullthrough/0.1';
+
+export interface RegistryClientOptions {
+  name: string;
+  url: string;
+  authenticator: Authenticator;
+  /** a keep-alive Agent shared with the authenticator (see upstreamAgent) */
+  dispatcher: Agent;
+  retries: number;
+  /** base delay of the exponential backoff between retries */
+  backoffMs?: number;
+}
+
+type Headers = Record<string, string | string[] | undefined>;
+interface Sent {
+  status: number;
+  headers: Headers;
+  body: Readable;
+}
+
+export class RegistryClient implements Upstream {
+  readonly name: string;
+  readonly dispatcher: Agent;
+  private readonly base: URL;
+
+  constructor(private readonly opts: RegistryClientOptions) {
+    this.name = opts.name;
+    this.base = new URL(opts.url);
+    this.dispatcher = opts.dispatcher;
+  }
+
+  async headManifest(repo: string, ref: Reference, accept: readonly string[], o: CallOptions = {}): Promise<ManifestHead> {
+    const ctx = this.ctx('manifest', repo, referenceString(ref));
+    const res = await this.send(ctx, 'HEAD', `/v2/${repo}/manifests/${referenceString(ref)}`, { accept: accept.join(', ') }, o.signal);
+    res.body.destroy();
+    if (res.status !== 200) throw await errorFromResponse(ctx, res.status, res.headers, Readable.from([]));
+    const length = Number(header(res.headers, 'content-length'));
+    return {
+      digest: header(res.headers, 'docker-content-digest'),
+      mediaType: bareType(header(res.headers, 'content-type')),
+      size: Number.isFinite(length) ? length : undefined,
+    };
+  }
+
+  async getManifest(repo: string, ref: Reference, accept: readonly string[], o: CallOptions = {}): Promise<Manifest> {
+    const ctx = this.ctx('manifest', repo, referenceString(ref));
+    const res = await this.send(ctx, 'GET', `/v2/${repo}/manifests/${referenceString(ref)}`, { accept: accept.join(', ') }, o.signal);
+    if (res.status !== 200) throw await errorFromResponse(ctx, res.status, res.headers, res.body);
+    const body = await readBounded(res.body, MAX_MANIFEST_BYTES, ctx);
+    const expected = ref.kind === 'digest' ? ref.digest : tryParseDigest(header(res.headers, 'docker-content-digest') ?? '');
+    const digest = digestOf(body, expected?.algorithm ?? 'sha256');
+    if (expected && digest.value !== expected.value) throw verificationError(ctx, expected.value, digest.value);
+    const declared = declaredMediaType(body);
+    const mediaType = bareType(header(res.headers, 'content-type')) ?? declared;
+    if (!mediaType || (declared && declared !== mediaType && mediaType !== 'application/json')) {
+      throw new RegistryError('UNKNOWN', {
+        status: 502,
+        message: `upstream "${this.name}" sent a manifest whose media type is missing or contradicts its body`,
+        detail: { upstream: this.name, contentType: mediaType ?? null, declared: declared ?? null },
+      });
+    }
+    return { digest, mediaType: declared ?? mediaType, body };
+  }
+
+  async headBlob(repo: string, digest: Digest, o: CallOptions = {}): Promise<number | undefined> {
+    const ctx = this.ctx('blob', repo, digest.value);
+    const res = await this.send(ctx, 'HEAD', `/v2/${repo}/blobs/${digest.value}`, {}, o.signal);
+    res.body.destroy();
+    if (res.status !== 200) throw await errorFromResponse(ctx, res.status, res.headers, Readable.from([]));
+    const length = Number(header(res.headers, 'content-length'));
+    return Number.isFinite(length) ? length : undefined;
+  }
+
+  async getBlob(repo: string, digest: Digest, o: CallOptions & { range?: ByteRange } = {}): Promise<BlobResponse> {
+    const ctx = this.ctx('blob', repo, digest.value);
+    const headers: Record<string, string> = o.range ? { range: `bytes=${o.range.start}-${o.range.end}` } : {};
+    const res = await this.send(ctx, 'GET', `/v2/${repo}/blobs/${digest.value}`, headers, o.signal);
+    if (res.status === 200) {
+      // also when the upstream ignored a Range: `range` stays undefined and the body is whole
+      const length = Number(header(res.headers, 'content-length'));
+      return { size: Number.isFinite(length) ? length : undefined, range: undefined, body: res.body };
+    }
+    if (res.status === 206 && o.range) {
+      const m = /^bytes (\d+)-(\d+)\/(\d+|\*)$/.exec(header(res.headers, 'content-range') ?? '');
+      if (m) {
+        const total = m[3] === '*' ? undefined : Number(m[3]);
+        return { size: total, range: { start: Number(m[1]), end: Number(m[2]) }, body: res.body };
+      }
+    }
+    throw await errorFromResponse(ctx, res.status, res.headers, res.body);
+  }
+
+  async tags(repo: string, page: { n?: number; last?: string }, o: CallOptions = {}): Promise<TagPage> {
+    const ctx = this.ctx('tags', repo);
+    const q = new URLSearchParams();
+    if (page.n !== undefined) q.set('n', String(page.n));
+    if (page.last !== undefined) q.set('last', page.last);
+    const qs = q.size ? `?${q}` : '';
+    const res = await this.send(ctx, 'GET', `/v2/${repo}/tags/list${qs}`, {}, o.signal);
+    if (res.status !== 200) throw await errorFromResponse(ctx, res.status, res.headers, res.body);
+    const parsed = parseJson(await readBounded(res.body, MAX_MANIFEST_BYTES, ctx)) as { name?: unknown; tags?: unknown } | undefined;
+    const tags = Array.isArray(parsed?.tags) ? parsed.tags.filter((t): t is string => typeof t === 'string') : [];
+    return { name: repo, tags, next: parseNextLink(header(res.headers, 'link')) };
+  }
+
+  async referrers(repo: string, digest: Digest, artifactType: string | undefined, o: CallOptions = {}): Promise<Manifest | undefined> {
+    const ctx = this.ctx('referrers', repo, digest.value);
+    const qs = artifactType ? `?${new URLSearchParams({ artifactType })}` : '';
+    const res = await this.send(ctx, 'GET', `/v2/${repo}/referrers/${digest.value}${qs}`, { accept: 'application/vnd.oci.image.index.v1+json' }, o.signal);
+    if (res.status === 404 || res.status === 405 || res.status === 400) {
+      res.body.destroy();
+      return undefined;
+    }
+    if (res.status !== 200) throw await errorFromResponse(ctx, res.status, res.headers, res.body);
+    const body = await readBounded(res.body, MAX_MANIFEST_BYTES, ctx);
+    return { digest: digestOf(body), mediaType: bareType(header(res.headers, 'content-type')) ?? 'application/vnd.oci.image.index.v1+json', body };
+  }
+
+  async close(): Promise<void> {
+    await this.dispatcher.close();
+  }
+
+  private ctx(kind: ResourceKind, repo?: string, ref?: string): ErrorContext {
+    return { upstream: this.name, kind, repo, ref };
+  }
+
+  /**
+   * Sends one request with auth, redirects and retries. Returns any final response (the caller
+   * classifies non-2xx); throws RegistryError for transport failures after the retries.
+   */
+  private async send(ctx: ErrorContext, method: 'GET' | 'HEAD', path: string, extra: Record<string, string>, signal?: AbortSignal): Promise<Sent> {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        const res = await this.sendOnce(ctx, method, path, extra, signal);
+        if (res.status >= 502 && res.status <= 504 && attempt < this.opts.retries) {
+          res.body.destroy();
+          await sleep(this.backoff(attempt), undefined, { signal });
+          continue;
+        }
+        return res;
+      } catch (e) {
+        if (signal?.aborted || !isRetryable(e) || attempt >= this.opts.retries) throw errorFromTransport(ctx, e);
+        await sleep(this.backoff(attempt), undefined, { signal });
+      }
+    }
+  }
+
+  private backoff(attempt: number): number {
+    const base = this.opts.backoffMs ?? 200;
+    return base * 2 ** attempt * (0.5 + Math.random() / 2);
+  }
+
+  private async sendOnce(ctx: ErrorContext, method: 'GET' | 'HEAD', path: string, extra: Record<string, string>, signal?: AbortSignal): Promise<Sent> {
+    const scope = ctx.repo ? `repository:${ctx.repo}:pull` : '';
+    const auth = this.opts.authenticator;
+    let authorization = scope ? await auth.authorization(scope) : undefined;
+    let res = await this.follow(method, new URL(path, this.base), extra, authorization, signal);
+    if (res.status === 401 && scope) {
+      res.body.destroy();
+      const retry = await auth.challenged(res.headers['www-authenticate'], scope, authorization);
+      if (retry === undefined) return { ...res, body: Readable.from([]) };
+      authorization = retry;
+      res = await this.follow(method, new URL(path, this.base), extra, authorization, signal);
+    }
+    return res;
+  }
+
+  /** Follows redirects itself: Authorization only ever goes to the upstream's own origin. */
+  private async follow(method: 'GET' | 'HEAD', url: URL, extra: Record<string, string>, authorization: string | undefined, signal?: AbortSignal): Promise<Sent> {
+    for (let hop = 0; ; hop++) {
+      const sameOrigin = url.origin === this.base.origin;
+      const headers: Record<string, string> = { 'user-agent': USER_AGENT, ...extra };
+      if (authorization && sameOrigin) headers.authorization = authorization;
+      const res = await request(url, { method, headers, signal, dispatcher: this.dispatcher });
+      const location = header(res.headers, 'location');
+      if (res.statusCode >= 300 && res.statusCode < 400 && location && hop < MAX_REDIRECTS) {
+        res.body.destroy();
+        url = new URL(location, url);
+        continue;
+      }
+      return { status: res.statusCode, headers: res.headers, body: res.body };
+    }
+  }
+}
+
+/** One keep-alive connection pool per upstream, with connect, header and idle-body timeouts. */
+export function upstreamAgent(timeouts: { connectMs: number; headersMs: number; bodyMs: number }): Agent {
+  return new Agent({
+    connectTimeout: timeouts.connectMs,
+    headersTimeout: timeouts.headersMs,
+    bodyTimeout: timeouts.bodyMs,
+    keepAliveTimeout: 30_000,
+  });
+}
+
+function bareType(contentType: string | undefined): string | undefined {
+  const t = contentType?.split(';')[0]?.trim().toLowerCase();
+  return t ? t : undefined;
+}
+
+async function readBounded(body: AsyncIterable<Buffer> & { destroy(): void }, limit: number, ctx: ErrorContext): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  try {
+    for await (const chunk of body) {
+      size += chunk.length;
+      if (size > limit) {
+        body.destroy();
+        throw new RegistryError('UNKNOWN', {
+          status: 502,
+          message: `upstream "${ctx.upstream}" sent a ${ctx.kind} larger than ${limit} bytes`,
+          detail: { upstream: ctx.upstream, limit },
+        });
+      }
+      chunks.push(chunk);
+    }
+  } catch (e) {
+    throw errorFromTransport(ctx, e);
+  }
+  return Buffer.concat(chunks);
+}
+
+function parseJson(body: Buffer): unknown {
+  try {
+    return JSON.parse(body.toString('utf8'));
+  } catch {
+    return undefined;
+  }
+}
+
+/** Reads `last` and `n` out of a `Link: </v2/...?last=x&n=y>; rel="next"` header. */
+function parseNextLink(link: string | undefined): TagPage['next'] {
+  const m = link ? /<([^>]*)>\s*;\s*rel="?next"?/.exec(link) : null;
+  if (!m) return undefined;
+  const q = new URL(m[1]!, 'http://x').searchParams;
+  const last = q.get('last');
+  if (last === null) return undefined;
+  const n = q.get('n');
+  return { n: n === null ? undefined : Number(n), last };
+}
