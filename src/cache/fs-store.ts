@@ -138,6 +138,10 @@ export class FsBlobStore implements BlobStore {
             continue;
           }
           const s = await stat(path);
+          if (!s.isFile()) {
+            await rm(path, { recursive: true, force: true });
+            continue;
+          }
           found.push({ key, size: s.size, mtime: s.mtimeMs });
         }
       }
@@ -152,6 +156,11 @@ async function readdirSafe(dir: string): Promise<string[]> {
     return await readdir(dir);
   } catch (e) {
     if (isNotFound(e)) return [];
+    // a stray file where a directory belongs (blobs/<file>, blobs/<alg>/<file>): remove it
+    if (typeof e === 'object' && e !== null && (e as { code?: unknown }).code === 'ENOTDIR') {
+      await rm(dir, { force: true });
+      return [];
+    }
     throw e;
   }
 }

@@ -23,14 +23,15 @@ export function registerRoutes(app: FastifyInstance, deps: { router: Router; cac
     }
   });
 
-  app.get('/v2/', async (_req, reply) => reply.type('application/json').send({}));
+  // HEAD is routed explicitly: Fastify's automatic HEAD would recompute Content-Length from an empty body
+  app.route({ method: ['GET', 'HEAD'], url: '/v2/', handler: async (_req, reply) => reply.type('application/json').send({}) });
 
-  app.get('/v2/*', async (req, reply) => {
+  app.route({ method: ['GET', 'HEAD'], url: '/v2/*', handler: async (req, reply) => {
     const [path, query] = splitUrl(req.url);
     const endpoint = parseEndpoint(path.slice('/v2/'.length));
     if (endpoint.kind === 'uploads') throw new RegistryError('UNSUPPORTED', { message: 'uploads are not supported by a pull-through cache' });
     const route = deps.router.route(endpoint.name, query.get('ns') ?? undefined);
-    const signal = abortOnClose(req);
+    const signal = abortOnClose(reply);
     switch (endpoint.kind) {
       case 'manifests':
         return manifest(deps.cache, route, endpoint.ref, req, reply, signal);
@@ -41,7 +42,7 @@ export function registerRoutes(app: FastifyInstance, deps: { router: Router; cac
       case 'referrers':
         return referrers(deps.cache, route, endpoint.ref, query, reply, signal);
     }
-  });
+  } });
 }
 
 async function manifest(cache: PullThrough, route: Route, refText: string, req: FastifyRequest, reply: FastifyReply, signal: AbortSignal) {
@@ -126,11 +127,11 @@ function splitUrl(url: string): [string, URLSearchParams] {
   return q < 0 ? [url, new URLSearchParams()] : [url.slice(0, q), new URLSearchParams(url.slice(q + 1))];
 }
 
-function abortOnClose(req: FastifyRequest): AbortSignal {
+/** Aborted when the client goes away before its response finished. */
+function abortOnClose(reply: FastifyReply): AbortSignal {
   const controller = new AbortController();
-  req.raw.once('close', () => {
-    if (!req.raw.complete || req.raw.destroyed) controller.abort();
+  reply.raw.once('close', () => {
+    if (!reply.raw.writableFinished) controller.abort();
   });
-  req.raw.socket.once('close', () => controller.abort());
   return controller.signal;
 }

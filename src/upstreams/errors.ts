@@ -1,5 +1,6 @@
 // The only place an upstream's HTTP status, error envelope or transport failure becomes a
 // RegistryError. An upstream 401 never reaches clients as a 401: it becomes DENIED.
+import type { Readable } from 'node:stream';
 import { OCI_ERRORS, RegistryError, type OciCode } from '../oci/errors.js';
 
 export type ResourceKind = 'manifest' | 'blob' | 'tags' | 'referrers' | 'token';
@@ -26,7 +27,7 @@ export async function errorFromResponse(
   ctx: ErrorContext,
   status: number,
   headers: Record<string, string | string[] | undefined>,
-  body: AsyncIterable<Buffer> & { destroy(): void },
+  body: Readable,
 ): Promise<RegistryError> {
   const codes = await readEnvelopeCodes(body);
   const detail = { upstream: ctx.upstream, status, repository: ctx.repo, reference: ctx.ref, upstreamCodes: codes.length ? codes : undefined };
@@ -92,7 +93,7 @@ function transportReason(err: unknown): string {
   return 'error';
 }
 
-async function readEnvelopeCodes(body: AsyncIterable<Buffer> & { destroy(): void }): Promise<string[]> {
+async function readEnvelopeCodes(body: Readable): Promise<string[]> {
   const chunks: Buffer[] = [];
   let size = 0;
   try {
@@ -104,6 +105,7 @@ async function readEnvelopeCodes(body: AsyncIterable<Buffer> & { destroy(): void
   } catch {
     return [];
   } finally {
+    body.on('error', () => undefined);
     body.destroy();
   }
   try {

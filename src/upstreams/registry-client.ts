@@ -48,7 +48,7 @@ export class RegistryClient implements Upstream {
   async headManifest(repo: string, ref: Reference, accept: readonly string[], o: CallOptions = {}): Promise<ManifestHead> {
     const ctx = this.ctx('manifest', repo, referenceString(ref));
     const res = await this.send(ctx, 'HEAD', `/v2/${repo}/manifests/${referenceString(ref)}`, { accept: accept.join(', ') }, o.signal);
-    res.body.destroy();
+    discard(res.body);
     if (res.status !== 200) throw await errorFromResponse(ctx, res.status, res.headers, Readable.from([]));
     const length = Number(header(res.headers, 'content-length'));
     return {
@@ -81,7 +81,7 @@ export class RegistryClient implements Upstream {
   async headBlob(repo: string, digest: Digest, o: CallOptions = {}): Promise<number | undefined> {
     const ctx = this.ctx('blob', repo, digest.value);
     const res = await this.send(ctx, 'HEAD', `/v2/${repo}/blobs/${digest.value}`, {}, o.signal);
-    res.body.destroy();
+    discard(res.body);
     if (res.status !== 200) throw await errorFromResponse(ctx, res.status, res.headers, Readable.from([]));
     const length = Number(header(res.headers, 'content-length'));
     return Number.isFinite(length) ? length : undefined;
@@ -124,7 +124,7 @@ export class RegistryClient implements Upstream {
     const qs = artifactType ? `?${new URLSearchParams({ artifactType })}` : '';
     const res = await this.send(ctx, 'GET', `/v2/${repo}/referrers/${digest.value}${qs}`, { accept: 'application/vnd.oci.image.index.v1+json' }, o.signal);
     if (res.status === 404 || res.status === 405 || res.status === 400) {
-      res.body.destroy();
+      discard(res.body);
       return undefined;
     }
     if (res.status !== 200) throw await errorFromResponse(ctx, res.status, res.headers, res.body);
@@ -149,7 +149,7 @@ export class RegistryClient implements Upstream {
       try {
         const res = await this.sendOnce(ctx, method, path, extra, signal);
         if (res.status >= 502 && res.status <= 504 && attempt < this.opts.retries) {
-          res.body.destroy();
+          discard(res.body);
           await sleep(this.backoff(attempt), undefined, { signal });
           continue;
         }
@@ -172,7 +172,7 @@ export class RegistryClient implements Upstream {
     let authorization = scope ? await auth.authorization(scope) : undefined;
     let res = await this.follow(method, new URL(path, this.base), extra, authorization, signal);
     if (res.status === 401 && scope) {
-      res.body.destroy();
+      discard(res.body);
       const retry = await auth.challenged(res.headers['www-authenticate'], scope, authorization);
       if (retry === undefined) return { ...res, body: Readable.from([]) };
       authorization = retry;
@@ -190,7 +190,7 @@ export class RegistryClient implements Upstream {
       const res = await request(url, { method, headers, signal, dispatcher: this.dispatcher });
       const location = header(res.headers, 'location');
       if (res.statusCode >= 300 && res.statusCode < 400 && location && hop < MAX_REDIRECTS) {
-        res.body.destroy();
+        discard(res.body);
         url = new URL(location, url);
         continue;
       }
@@ -209,19 +209,26 @@ export function upstreamAgent(timeouts: { connectMs: number; headersMs: number; 
   });
 }
 
+/** Drops a response body we do not need, keeping the connection when the rest is small. */
+export function discard(body: Readable): void {
+  body.on('error', () => undefined);
+  if ('dump' in body && typeof body.dump === 'function') (body.dump as () => Promise<void>)().catch(() => undefined);
+  else body.destroy();
+}
+
 function bareType(contentType: string | undefined): string | undefined {
   const t = contentType?.split(';')[0]?.trim().toLowerCase();
   return t ? t : undefined;
 }
 
-async function readBounded(body: AsyncIterable<Buffer> & { destroy(): void }, limit: number, ctx: ErrorContext): Promise<Buffer> {
+async function readBounded(body: Readable, limit: number, ctx: ErrorContext): Promise<Buffer> {
   const chunks: Buffer[] = [];
   let size = 0;
+  body.on('error', () => undefined); // surfaced by the iterator; this only keeps an early exit quiet
   try {
     for await (const chunk of body) {
       size += chunk.length;
       if (size > limit) {
-        body.destroy();
         throw new RegistryError('UNKNOWN', {
           status: 502,
           message: `upstream "${ctx.upstream}" sent a ${ctx.kind} larger than ${limit} bytes`,
