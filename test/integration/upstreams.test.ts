@@ -1,0 +1,112 @@
+// Several upstreams in one instance (?ns=, path prefix, default), and blob redirects to a separate
+// blob server that must never see our Authorization header.
+import { createReadStream } from 'node:fs';
+import { stat } from 'node:fs/promises';
+import { createServer, request as httpRequest, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { join } from 'node:path';
+import t from 'tap';
+import { request } from 'undici';
+import { makeImage, pullImage, pushLayout } from '../helpers/images.js';
+import { startProxy } from '../helpers/proxy.js';
+import { startRegistry } from '../helpers/registry.js';
+import { makeTempDir, removeDir } from '../helpers/util.js';
+
+const work = await makeTempDir('pullthrough-up-');
+t.teardown(() => removeDir(work));
+const first = await makeImage({ layers: 2, layerBytes: 64 << 10, seed: 'first', dir: join(work, 'first') });
+const second = await makeImage({ layers: 2, layerBytes: 64 << 10, seed: 'second', dir: join(work, 'second') });
+
+function listen(server: Server): Promise<string> {
+  return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve(`http://127.0.0.1:${(server.address() as AddressInfo).port}`)));
+}
+
+t.test('one instance, three routes: ?ns=, path prefix and the default upstream', async (t) => {
+  const a = await startRegistry({ mode: 'open' });
+  t.teardown(() => a.stop());
+  const b = await startRegistry({ mode: 'open' });
+  t.teardown(() => b.stop());
+  await pushLayout(first.dir, `${a.host}/team/app:v1`);
+  await pushLayout(second.dir, `${b.host}/team/app:v1`);
+  const proxy = await startProxy({
+    configDoc: {
+      upstreams: [
+        { name: 'first.example', url: a.url },
+        { name: 'second.example', url: b.url, aliases: ['two'] },
+      ],
+      defaultUpstream: 'first.example',
+    },
+  });
+  t.teardown(() => proxy.stop());
+
+  const viaDefault = await pullImage(`${proxy.host}/team/app:v1`, join(work, 'default'));
+  t.same(viaDefault.allDigests, first.allDigests, 'bare name → default upstream');
+  const viaPrefix = await pullImage(`${proxy.host}/second.example/team/app:v1`, join(work, 'prefix'));
+  t.same(viaPrefix.allDigests, second.allDigests, 'path prefix → named upstream');
+  const viaAlias = await pullImage(`${proxy.host}/two/team/app:v1`, join(work, 'alias'));
+  t.same(viaAlias.allDigests, second.allDigests, 'alias prefix → named upstream');
+
+  for (const [ns, image] of [['second.example', second], ['first.example', first], [b.host, second]] as const) {
+    const res = await request(`${proxy.url}/v2/team/app/manifests/v1?ns=${ns}`, { headers: { accept: image.top.mediaType } });
+    await res.body.dump();
+    t.equal(res.statusCode, 200);
+    t.equal(res.headers['docker-content-digest'], image.top.digest, `?ns=${ns} → its upstream`);
+  }
+  const unknown = await request(`${proxy.url}/v2/team/app/manifests/v1?ns=elsewhere.example`);
+  t.equal(unknown.statusCode, 404);
+  t.equal(((await unknown.body.json()) as { errors: { code: string }[] }).errors[0]!.code, 'NAME_UNKNOWN');
+});
+
+t.test('blob redirects are followed without our Authorization', async (t) => {
+  const registry = await startRegistry({ mode: 'htpasswd' });
+  t.teardown(() => registry.stop());
+  await pushLayout(first.dir, `${registry.host}/team/app:v1`, { creds: registry.creds! });
+
+  // the blob server: serves layout files, refuses any request that carries Authorization (as S3 does)
+  const blobHits: { path: string; authorization: boolean }[] = [];
+  const blobServer = createServer((req, res) => {
+    blobHits.push({ path: req.url ?? '', authorization: req.headers.authorization !== undefined });
+    if (req.headers.authorization !== undefined) {
+      res.writeHead(400, { 'content-type': 'text/plain' }).end('only one auth mechanism allowed');
+      return;
+    }
+    const hex = /\/([a-f0-9]{64})$/.exec(new URL(req.url ?? '/', 'http://x').pathname)?.[1];
+    const file = join(first.dir, 'blobs', 'sha256', hex ?? 'none');
+    stat(file).then(
+      (s) => {
+        res.writeHead(200, { 'content-length': s.size, 'content-type': 'application/octet-stream' });
+        createReadStream(file).pipe(res);
+      },
+      () => res.writeHead(404).end(),
+    );
+  });
+  const blobUrl = await listen(blobServer);
+  t.teardown(() => new Promise<void>((r) => blobServer.close(() => r())));
+
+  // the registry front: blob GETs answer 307 to the blob server with a signed-looking URL; the rest is forwarded
+  const front = createServer((req: IncomingMessage, res: ServerResponse) => {
+    const blob = /\/blobs\/sha256:([a-f0-9]{64})$/.exec(req.url ?? '');
+    if (blob && req.method === 'GET' && req.headers.authorization) {
+      res.writeHead(307, { location: `${blobUrl}/storage/${blob[1]}?X-Signature=abc` }).end();
+      return;
+    }
+    const up = httpRequest(`${registry.url}${req.url}`, { method: req.method, headers: req.headers }, (r) => {
+      res.writeHead(r.statusCode ?? 502, r.headers);
+      r.pipe(res);
+    });
+    up.on('error', () => res.destroy());
+    req.pipe(up);
+  });
+  const frontUrl = await listen(front);
+  t.teardown(() => new Promise<void>((r) => front.close(() => r())));
+
+  const proxy = await startProxy({
+    configDoc: { upstreams: [{ name: 'up.example', url: frontUrl, username: '${U}', password: '${P}' }] },
+    env: { U: registry.username!, P: registry.password! },
+  });
+  t.teardown(() => proxy.stop());
+  const pulled = await pullImage(`${proxy.host}/team/app:v1`, join(work, 'redirect'));
+  t.same(pulled.allDigests, first.allDigests, 'every digest matches');
+  t.equal(blobHits.length, 3, 'config and both layers came from the blob server');
+  t.notOk(blobHits.some((h) => h.authorization), 'no Authorization header reached the blob server');
+});
