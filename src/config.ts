@@ -112,11 +112,16 @@ function readConfigFile(path: string): unknown {
   } catch (e) {
     throw new ConfigError('--config', `cannot read ${path}: ${(e as Error).message}`);
   }
+  let doc: unknown;
   try {
-    return parseYaml(text) ?? {};
+    doc = parseYaml(text) ?? {};
   } catch (e) {
     throw new ConfigError('--config', `${path} is not valid YAML or JSON: ${(e as Error).message.split('\n')[0]}`);
   }
+  if (typeof doc !== 'object' || Array.isArray(doc)) {
+    throw new ConfigError('--config', `${path} must hold a mapping of settings at the top level, not ${Array.isArray(doc) ? 'a list' : `a ${typeof doc}`}`);
+  }
+  return doc;
 }
 
 /** Replaces ${VAR} in every string; an unset variable becomes empty (an absent credential). */

@@ -8,6 +8,7 @@ import { PullThrough } from './proxy/pull-through.js';
 import { Router, type RoutedUpstream } from './proxy/routing.js';
 import { buildServer } from './proxy/server.js';
 import { createUpstream } from './upstreams/index.js';
+import type { UpstreamCall } from './upstreams/registry-client.js';
 
 export interface App {
   server: FastifyInstance;
@@ -25,10 +26,11 @@ export function loggerOptions(level: string): FastifyServerOptions['logger'] {
 export async function createApp(config: Config, logger: FastifyServerOptions['logger'] = loggerOptions(config.logLevel)): Promise<App> {
   const store = await FsBlobStore.open({ dir: config.cache.dir, maxBytes: config.cache.maxSize });
   const meta = new FsMetadataStore(config.cache.dir);
-  const upstreams: RoutedUpstream[] = config.upstreams.map((u) => ({ config: u, client: createUpstream(u, config) }));
+  let server: FastifyInstance | undefined;
+  const onResponse = (e: UpstreamCall) => server?.log.info(e, 'upstream');
+  const upstreams: RoutedUpstream[] = config.upstreams.map((u) => ({ config: u, client: createUpstream(u, config, onResponse) }));
   const fallback = upstreams.find((u) => u.config.name === config.defaultUpstream) ?? upstreams[0]!;
   const router = new Router(upstreams, fallback);
-  let server: FastifyInstance | undefined;
   const log = {
     info: (obj: object, msg?: string) => server?.log.info(obj, msg),
     warn: (obj: object, msg?: string) => server?.log.warn(obj, msg),

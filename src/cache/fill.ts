@@ -7,7 +7,7 @@ import { EventEmitter } from 'node:events';
 import { open, rm, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { randomUUID } from 'node:crypto';
-import { Readable, Writable } from 'node:stream';
+import { PassThrough, Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { VerifyingStream, type Digest } from '../oci/digest.js';
 import type { ByteRange } from '../upstreams/upstream.js';
@@ -23,6 +23,7 @@ export class Fill {
   private failure: Error | undefined;
   private written = 0;
   private readers = 0;
+  private fileClosed = false;
   readonly done: Promise<void>;
 
   private constructor(
@@ -31,6 +32,7 @@ export class Fill {
     readonly size: number | undefined,
     private readonly spoolPath: string,
     private readonly file: FileHandle,
+    private readonly store: BlobStore,
   ) {
     this.events.setMaxListeners(0);
     this.done = new Promise((resolve, reject) => {
@@ -43,7 +45,7 @@ export class Fill {
   static async start(store: BlobStore, digest: Digest, size: number | undefined, source: Readable): Promise<Fill> {
     const spoolPath = join(store.spoolDir, `${digest.hex.slice(0, 16)}-${randomUUID()}`);
     const file = await open(spoolPath, 'wx+');
-    const fill = new Fill(digest, size, spoolPath, file);
+    const fill = new Fill(digest, size, spoolPath, file, store);
     void fill.run(store, source);
     return fill;
   }
@@ -58,6 +60,7 @@ export class Fill {
 
   /** A stream of [start, end] of the blob, following the fill as it progresses. */
   reader(range?: ByteRange): Readable {
+    if (this.fileClosed) return this.settledReader(range);
     this.readers++;
     const r = new FillReader(this, this.file, range?.start ?? 0, range?.end);
     r.once('close', () => {
@@ -116,7 +119,28 @@ export class Fill {
 
   /** The spool descriptor serves every reader; it stays valid after the rename into the store. */
   private closeIfIdle(): void {
-    if (this.state !== 'running' && this.readers === 0) this.file.close().catch(() => undefined);
+    if (this.state !== 'running' && this.readers === 0 && !this.fileClosed) {
+      this.fileClosed = true;
+      this.file.close().catch(() => undefined);
+    }
+  }
+
+  /** A reader joining once the spool descriptor is closed: the verified blob from the store, or the failure. */
+  private settledReader(range?: ByteRange): Readable {
+    const out = new PassThrough({ highWaterMark: CHUNK });
+    const failure = this.failure;
+    if (this.state === 'failed' && failure) {
+      process.nextTick(() => out.destroy(failure));
+      return out;
+    }
+    this.store.open(this.digest, range).then(
+      (r) => {
+        if (!r) out.destroy(new Error(`${this.digest.value} was evicted from the cache right after its fill`));
+        else pipeline(r.stream, out).catch((e: Error) => out.destroy(e));
+      },
+      (e: Error) => out.destroy(e),
+    );
+    return out;
   }
 }
 

@@ -3,10 +3,10 @@
 import type { Config, UpstreamConfig } from '../config.js';
 import { Authenticator } from './auth/authenticator.js';
 import { anonymous, staticCredentials, type CredentialProvider } from './auth/credentials.js';
-import { RegistryClient, upstreamAgent } from './registry-client.js';
+import { RegistryClient, upstreamAgent, type UpstreamCall } from './registry-client.js';
 import type { Upstream } from './upstream.js';
 
-export function createUpstream(u: UpstreamConfig, config: Pick<Config, 'timeouts' | 'retries'>): Upstream {
+export function createUpstream(u: UpstreamConfig, config: Pick<Config, 'timeouts' | 'retries'>, onResponse?: (e: UpstreamCall) => void): Upstream {
   const dispatcher = upstreamAgent(config.timeouts);
   const authenticator = new Authenticator({
     upstream: new URL(u.url),
@@ -15,7 +15,7 @@ export function createUpstream(u: UpstreamConfig, config: Pick<Config, 'timeouts
     dispatcher,
     timeoutMs: config.timeouts.headersMs,
   });
-  return new RegistryClient({ name: u.name, url: u.url, authenticator, dispatcher, retries: config.retries });
+  return new RegistryClient({ name: u.name, url: u.url, authenticator, dispatcher, retries: config.retries, onResponse });
 }
 
 function credentialsFor(u: UpstreamConfig): CredentialProvider {

@@ -25,6 +25,17 @@ export interface RegistryClientOptions {
   retries: number;
   /** base delay of the exponential backoff between retries */
   backoffMs?: number;
+  /** called once per upstream response (after auth and redirects); the client itself never logs */
+  onResponse?: (e: UpstreamCall) => void;
+}
+
+export interface UpstreamCall {
+  upstream: string;
+  method: string;
+  path: string;
+  status: number;
+  ms: number;
+  attempt: number;
 }
 
 type Headers = Record<string, string | string[] | undefined>;
@@ -146,8 +157,10 @@ export class RegistryClient implements Upstream {
    */
   private async send(ctx: ErrorContext, method: 'GET' | 'HEAD', path: string, extra: Record<string, string>, signal?: AbortSignal): Promise<Sent> {
     for (let attempt = 0; ; attempt++) {
+      const t0 = performance.now();
       try {
         const res = await this.sendOnce(ctx, method, path, extra, signal);
+        this.opts.onResponse?.({ upstream: this.name, method, path, status: res.status, ms: Math.round(performance.now() - t0), attempt });
         if (res.status >= 502 && res.status <= 504 && attempt < this.opts.retries) {
           discard(res.body);
           await sleep(this.backoff(attempt), undefined, { signal });
