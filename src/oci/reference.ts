@@ -5,6 +5,8 @@ import { looksLikeDigest, parseDigest, type Digest } from './digest.js';
 const COMPONENT = /^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*$/;
 const TAG = /^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$/;
 const MAX_NAME = 255;
+/** dot-separated labels that start and end with a letter or digit, then an optional :port */
+const HOST = /^[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*(?::[0-9]+)?$/;
 
 export type Reference = { kind: 'tag'; tag: string } | { kind: 'digest'; digest: Digest };
 
@@ -21,7 +23,7 @@ export function validateRepository(name: string): string {
 
 /** A path segment that is a registry host, e.g. "ghcr.io" or "127.0.0.1:5000". */
 export function isHostComponent(part: string): boolean {
-  return /^[A-Za-z0-9.-]+(?::[0-9]+)?$/.test(part) && (part.includes('.') || part.includes(':') || part === 'localhost');
+  return HOST.test(part) && (part.includes('.') || part.includes(':') || part === 'localhost');
 }
 
 export function parseReference(ref: string): Reference {

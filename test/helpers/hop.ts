@@ -26,6 +26,8 @@ export interface HopFaults {
   resetAfterBytes?: number;
   /** Wait this long before forwarding each request. */
   delayMs?: number;
+  /** The faults above apply only to this many more requests (then they stop); unlimited when unset. */
+  times?: number;
 }
 
 export interface HopCountFilter {
@@ -67,7 +69,11 @@ export function startHop(target: string): Promise<Hop> {
   const handle = (req: IncomingMessage, res: ServerResponse): void => {
     const entry: HopLogEntry = { method: req.method ?? 'GET', path: req.url ?? '/', status: 0, bytes: 0 };
     log.push(entry);
-    const f = { ...faults };
+    let f: HopFaults = { ...faults };
+    if (faults.times !== undefined) {
+      if (faults.times > 0) faults.times--;
+      else f = { down: false };
+    }
     if (f.down) {
       req.socket.destroy();
       return;
@@ -136,7 +142,7 @@ export function startHop(target: string): Promise<Hop> {
 
   const server = createServer(handle);
   server.on('connection', (socket: Socket) => {
-    if (faults.down) socket.destroy();
+    if (faults.down && faults.times === undefined) socket.destroy();
     sockets.add(socket);
     socket.on('close', () => sockets.delete(socket));
   });

@@ -7,6 +7,7 @@ import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import t from 'tap';
 import { request } from 'undici';
+import { startHop } from '../helpers/hop.js';
 import { makeImage, pullImage, pushLayout } from '../helpers/images.js';
 import { startProxy } from '../helpers/proxy.js';
 import { startRegistry } from '../helpers/registry.js';
@@ -109,4 +110,46 @@ t.test('blob redirects are followed without our Authorization', async (t) => {
   t.same(pulled.allDigests, first.allDigests, 'every digest matches');
   t.equal(blobHits.length, 3, 'config and both layers came from the blob server');
   t.notOk(blobHits.some((h) => h.authorization), 'no Authorization header reached the blob server');
+});
+
+t.test('failures before any byte are retried with backoff; a silent upstream times out', async (t) => {
+  const registry = await startRegistry({ mode: 'open' });
+  t.teardown(() => registry.stop());
+  await pushLayout(first.dir, `${registry.host}/team/app:v1`);
+  const hop = await startHop(registry.url);
+  t.teardown(() => hop.close());
+  const proxy = await startProxy({
+    configDoc: { upstreams: [{ name: 'up.example', url: hop.url }], retries: 2, timeouts: { headers: '500ms' }, cache: { tagTtl: '0s' } },
+  });
+  t.teardown(() => proxy.stop());
+  const manifest = `${proxy.url}/v2/team/app/manifests/v1`;
+
+  Object.assign(hop.faults, { down: false, status: 503, times: 1 });
+  let res = await request(manifest, { headers: { accept: first.top.mediaType } });
+  await res.body.dump();
+  t.equal(res.statusCode, 200, 'a 503 is retried');
+  t.equal(hop.count({ pathIncludes: '/manifests/v1' }), 2, 'one failed request, one retry');
+
+  hop.reset();
+  Object.assign(hop.faults, { down: true, times: 2 });
+  const layer = first.images[0]!.layers[0]!;
+  res = await request(`${proxy.url}/v2/team/app/blobs/${layer.digest}`);
+  const body = Buffer.from(await res.body.arrayBuffer());
+  t.equal(res.statusCode, 200, 'two dropped connections are retried');
+  t.equal(body.length, layer.size, 'and the blob arrives whole');
+
+  hop.reset();
+  Object.assign(hop.faults, { down: false, status: 404 });
+  res = await request(`${proxy.url}/v2/team/app/blobs/sha256:${'1'.repeat(64)}`);
+  await res.body.dump();
+  t.equal(res.statusCode, 404);
+  t.equal(hop.log.length, 1, 'a 404 is not retried');
+
+  hop.reset();
+  Object.assign(hop.faults, { down: false, delayMs: 5_000 });
+  const t0 = Date.now();
+  res = await request(`${proxy.url}/v2/team/other/manifests/v1`);
+  await res.body.dump();
+  t.equal(res.statusCode, 503, 'an upstream that never answers → 503');
+  t.ok(Date.now() - t0 < 4_500, `the headers timeout bounds the wait (${Date.now() - t0} ms for 3 attempts)`);
 });
