@@ -1,0 +1,147 @@
+import t from 'tap';
+import { LruIndex } from '../../src/cache/lru-index.js';
+
+function make(maxBytes: number) {
+  const evicted: string[] = [];
+  const index = new LruIndex(maxBytes, (key) => evicted.push(key));
+  return { index, evicted };
+}
+
+t.test('entries are counted and the bound is not enforced below it', async (t) => {
+  const { index, evicted } = make(100);
+  index.add('a', 40);
+  index.add('b', 60);
+  t.equal(index.bytes, 100, 'exactly at the bound is allowed');
+  t.equal(index.count, 2);
+  t.same(evicted, []);
+  t.ok(index.has('a') && index.has('b'));
+});
+
+t.test('least recently added goes first', async (t) => {
+  const { index, evicted } = make(100);
+  index.add('a', 40);
+  index.add('b', 40);
+  index.add('c', 40);
+  t.same(evicted, ['a']);
+  t.equal(index.bytes, 80);
+  t.notOk(index.has('a'));
+  index.add('d', 40);
+  t.same(evicted, ['a', 'b']);
+});
+
+t.test('touch makes an entry most recently used', async (t) => {
+  const { index, evicted } = make(100);
+  index.add('a', 40);
+  index.add('b', 40);
+  index.touch('a');
+  index.add('c', 40);
+  t.same(evicted, ['b'], 'b is now the oldest');
+  t.ok(index.has('a'));
+  index.touch('missing');
+  t.equal(index.count, 2, 'touching an unknown key adds nothing');
+  t.equal(index.bytes, 80);
+});
+
+t.test('re-adding refreshes recency and replaces the size', async (t) => {
+  const { index, evicted } = make(100);
+  index.add('a', 40);
+  index.add('b', 40);
+  index.add('a', 10);
+  t.equal(index.bytes, 50, 'old size replaced, not added');
+  t.equal(index.count, 2);
+  index.add('c', 60);
+  t.same(evicted, ['b'], 'a was refreshed, so b goes');
+});
+
+t.test('the bound is enforced: evicts as many as needed, oldest first', async (t) => {
+  const { index, evicted } = make(100);
+  for (const k of ['a', 'b', 'c', 'd', 'e']) index.add(k, 20);
+  index.add('big', 70);
+  t.same(evicted, ['a', 'b', 'c', 'd']);
+  t.equal(index.bytes, 90);
+  t.ok(index.bytes <= 100);
+});
+
+t.test('an entry larger than the bound is evicted itself', async (t) => {
+  const { index, evicted } = make(100);
+  index.add('a', 10);
+  index.add('huge', 150);
+  t.same(evicted, ['a', 'huge']);
+  t.equal(index.bytes, 0);
+  t.equal(index.count, 0);
+});
+
+t.test('pinned entries are never evicted', async (t) => {
+  const { index, evicted } = make(100);
+  index.add('a', 40);
+  index.add('b', 40);
+  index.pin('a');
+  t.ok(index.isPinned('a'));
+  index.add('c', 40);
+  t.same(evicted, ['b'], 'the pinned oldest entry is skipped');
+  t.ok(index.has('a'));
+  index.add('d', 40);
+  t.same(evicted, ['b', 'c']);
+  t.ok(index.has('a'), 'still there under more pressure');
+});
+
+t.test('pinned entries over the bound are evicted once unpinned', async (t) => {
+  const { index, evicted } = make(100);
+  index.pin('a');
+  index.pin('b');
+  index.add('a', 60);
+  index.add('b', 60);
+  t.same(evicted, [], 'nothing can go while everything is pinned');
+  t.equal(index.bytes, 120, 'over the bound while pinned');
+  index.unpin('a');
+  t.same(evicted, ['a'], 'the unpinned entry goes as soon as it is released');
+  t.equal(index.bytes, 60);
+  t.notOk(index.isPinned('a'));
+  index.unpin('b');
+  t.same(evicted, ['a'], 'back under the bound: nothing more goes');
+});
+
+t.test('pins are counted: two readers, two unpins', async (t) => {
+  const { index, evicted } = make(100);
+  index.add('a', 60);
+  index.pin('a');
+  index.pin('a');
+  index.add('b', 60);
+  t.same(evicted, ['b'], 'pinned a survives; the newcomer goes instead');
+  index.pin('b');
+  index.add('b', 60);
+  t.same(evicted, ['b'], 'both pinned: over the bound for now');
+  index.unpin('a');
+  t.ok(index.isPinned('a'), 'still pinned by the second reader');
+  t.same(evicted, ['b']);
+  index.unpin('a');
+  t.notOk(index.isPinned('a'));
+  t.same(evicted, ['b', 'a'], 'evicted after the last reader is gone');
+});
+
+t.test('unpinning something never pinned is harmless', async (t) => {
+  const { index, evicted } = make(100);
+  index.add('a', 50);
+  index.unpin('a');
+  index.unpin('nope');
+  t.notOk(index.isPinned('a'));
+  t.same(evicted, []);
+  index.pin('a');
+  t.ok(index.isPinned('a'), 'a stray unpin does not make later pins negative');
+});
+
+t.test('remove drops an entry without calling evict', async (t) => {
+  const { index, evicted } = make(100);
+  index.add('a', 30);
+  index.add('b', 30);
+  index.remove('a');
+  t.notOk(index.has('a'));
+  t.equal(index.bytes, 30);
+  t.equal(index.count, 1);
+  t.same(evicted, []);
+  index.remove('a');
+  index.remove('never');
+  t.equal(index.bytes, 30, 'removing twice or an unknown key changes nothing');
+  index.add('c', 70);
+  t.same(evicted, [], 'space freed by remove is reusable');
+});
