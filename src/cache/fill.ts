@@ -6,14 +6,29 @@
 import { EventEmitter } from 'node:events';
 import { open, rm, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
-import { randomUUID } from 'node:crypto';
-import { PassThrough, Readable, Writable } from 'node:stream';
+import { createHash, randomUUID } from 'node:crypto';
+import { PassThrough, Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { VerifyingStream, type Digest } from '../oci/digest.js';
+import { VerificationError, type Digest } from '../oci/digest.js';
 import type { ByteRange } from '../upstreams/upstream.js';
 import type { BlobStore } from './blob-store.js';
 
 const CHUNK = 1 << 20;
+const DEFAULT_RESUMES = 3;
+
+/** Where a fill's bytes come from. */
+export interface FillSource {
+  /** total size, when the upstream announced it */
+  size: number | undefined;
+  body: Readable;
+  /** reopens the download at `offset` (a ranged request), for resuming after a broken stream */
+  resume?: (offset: number) => Promise<Readable>;
+}
+
+function discardBody(body: Readable): void {
+  body.on('error', () => undefined);
+  body.destroy();
+}
 
 type State = 'running' | 'done' | 'failed';
 
@@ -24,6 +39,7 @@ export class Fill {
   private written = 0;
   private readers = 0;
   private fileClosed = false;
+  private resumed = 0;
   readonly done: Promise<void>;
 
   private constructor(
@@ -33,6 +49,7 @@ export class Fill {
     private readonly spoolPath: string,
     private readonly file: FileHandle,
     private readonly store: BlobStore,
+    private readonly maxResumes: number,
   ) {
     this.events.setMaxListeners(0);
     this.done = new Promise((resolve, reject) => {
@@ -42,12 +59,17 @@ export class Fill {
   }
 
   /** Starts writing `source` into the store; resolves once the spool file exists. */
-  static async start(store: BlobStore, digest: Digest, size: number | undefined, source: Readable): Promise<Fill> {
+  static async start(store: BlobStore, digest: Digest, source: FillSource, maxResumes = DEFAULT_RESUMES): Promise<Fill> {
     const spoolPath = join(store.spoolDir, `${digest.hex.slice(0, 16)}-${randomUUID()}`);
     const file = await open(spoolPath, 'wx+');
-    const fill = new Fill(digest, size, spoolPath, file, store);
-    void fill.run(store, source);
+    const fill = new Fill(digest, source.size, spoolPath, file, store, maxResumes);
+    void fill.run(source);
     return fill;
+  }
+
+  /** How many times the download was resumed after a broken upstream stream. */
+  get resumes(): number {
+    return this.resumed;
   }
 
   get bytesWritten(): number {
@@ -84,30 +106,45 @@ export class Fill {
     return () => this.events.off('progress', listener);
   }
 
-  private async run(store: BlobStore, source: Readable): Promise<void> {
-    const sink = new Writable({
-      highWaterMark: CHUNK,
-      write: (chunk: Buffer, _enc, cb) => {
-        this.file.write(chunk, 0, chunk.length, this.written).then(
-          () => {
+  private async run(source: FillSource): Promise<void> {
+    const hash = createHash(this.digest.algorithm);
+    let body = source.body;
+    try {
+      for (;;) {
+        try {
+          for await (const chunk of body as AsyncIterable<Buffer>) {
+            if (this.size !== undefined && this.written + chunk.length > this.size) {
+              throw new VerificationError(`${this.size} bytes`, `more than ${this.size} bytes`);
+            }
+            hash.update(chunk);
+            await this.file.write(chunk, 0, chunk.length, this.written);
             this.written += chunk.length;
             this.events.emit('progress');
-            cb();
-          },
-          (e: Error) => cb(e),
-        );
-      },
-    });
-    try {
-      await pipeline(source, new VerifyingStream(this.digest, this.size), sink);
-      await store.ingest(this.digest, this.spoolPath, this.written);
+          }
+          if (this.size !== undefined && this.written < this.size) throw new Error(`upstream stream ended at ${this.written} of ${this.size} bytes`);
+          break;
+        } catch (e) {
+          discardBody(body);
+          if (!this.canResume(e, source)) throw e;
+          this.resumed++;
+          body = await source.resume!(this.written);
+        }
+      }
+      const got = `${this.digest.algorithm}:${hash.digest('hex')}`;
+      if (got !== this.digest.value) throw new VerificationError(this.digest.value, got);
+      await this.store.ingest(this.digest, this.spoolPath, this.written);
       this.settle('done');
     } catch (e) {
-      source.destroy();
+      discardBody(body);
       this.failure = e instanceof Error ? e : new Error(String(e));
       await rm(this.spoolPath, { force: true });
       this.settle('failed');
     }
+  }
+
+  /** A broken stream of known size resumes from the last written byte, a bounded number of times. */
+  private canResume(e: unknown, source: FillSource): boolean {
+    return !(e instanceof VerificationError) && source.resume !== undefined && this.size !== undefined && this.resumed < this.maxResumes;
   }
 
   private settle(state: State): void {

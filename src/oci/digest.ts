@@ -1,6 +1,5 @@
-// Content digests: parsing, and hashing while bytes stream past.
-import { createHash, type Hash } from 'node:crypto';
-import { Transform, type TransformCallback } from 'node:stream';
+// Content digests: parsing and hashing.
+import { createHash } from 'node:crypto';
 import { RegistryError } from './errors.js';
 
 export type Algorithm = 'sha256' | 'sha512';
@@ -48,46 +47,5 @@ export class VerificationError extends Error {
   ) {
     super(`content verification failed: expected ${expected}, got ${got}`);
     this.name = 'VerificationError';
-  }
-}
-
-/**
- * A pass-through that hashes what flows through it and fails the stream, instead of ending it,
- * when the content does not match the expected digest and size. Nothing downstream ever sees a
- * clean end for wrong bytes.
- */
-export class VerifyingStream extends Transform {
-  private readonly hash: Hash;
-  private seen = 0;
-
-  constructor(
-    private readonly expected: Digest,
-    private readonly expectedSize?: number,
-  ) {
-    super({ highWaterMark: 1 << 20 });
-    this.hash = createHash(expected.algorithm);
-  }
-
-  get bytes(): number {
-    return this.seen;
-  }
-
-  override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
-    this.seen += chunk.length;
-    if (this.expectedSize !== undefined && this.seen > this.expectedSize) {
-      cb(new VerificationError(`${this.expectedSize} bytes`, `more than ${this.expectedSize} bytes`));
-      return;
-    }
-    this.hash.update(chunk);
-    cb(null, chunk);
-  }
-
-  override _flush(cb: TransformCallback): void {
-    if (this.expectedSize !== undefined && this.seen !== this.expectedSize) {
-      cb(new VerificationError(`${this.expectedSize} bytes`, `${this.seen} bytes`));
-      return;
-    }
-    const got = `${this.expected.algorithm}:${this.hash.digest('hex')}`;
-    cb(got === this.expected.value ? null : new VerificationError(this.expected.value, got));
   }
 }

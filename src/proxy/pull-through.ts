@@ -99,7 +99,17 @@ export class PullThrough {
     if (running) return running;
     const started = (async () => {
       const res = await up.getBlob(repo, digest);
-      const fill = await Fill.start(this.opts.store, digest, res.size, res.body);
+      const size = res.size;
+      const resume = async (offset: number) => {
+        this.opts.log.warn({ upstream: up.name, repo, digest: digest.value, offset }, 'upstream stream broke; resuming with a ranged request');
+        const part = await up.getBlob(repo, digest, { range: { start: offset, end: size! - 1 } });
+        if (part.range?.start !== offset) {
+          part.body.destroy();
+          throw new Error('upstream ignored the resume range');
+        }
+        return part.body;
+      };
+      const fill = await Fill.start(this.opts.store, digest, { size, body: res.body, resume });
       const t0 = this.now();
       fill.done.then(
         () => this.opts.log.info({ upstream: up.name, repo, digest: digest.value, bytes: fill.bytesWritten, ms: this.now() - t0 }, 'blob cached'),

@@ -88,7 +88,7 @@ for (const declared of [true, false]) {
     const content = randomBytes(3 * MiB + 4321);
     const digest = digestOf(content);
     const source = controlledSource();
-    const fill = await Fill.start(store, digest, declared ? content.length : undefined, source);
+    const fill = await Fill.start(store, digest, { size: declared ? content.length : undefined, body: source });
 
     const early = consume(fill.reader());
     let middle: Promise<Outcome> | undefined;
@@ -126,7 +126,7 @@ t.test('a reader with a range gets exactly that range', async (t) => {
   const content = randomBytes(2 * MiB + 17);
   const digest = digestOf(content);
   const source = controlledSource();
-  const fill = await Fill.start(store, digest, content.length, source);
+  const fill = await Fill.start(store, digest, { size: content.length, body: source });
   const ranges: [number, number][] = [
     [0, 0],
     [0, 99],
@@ -152,7 +152,7 @@ t.test('a slow (paused) reader does not hold up the fill', async (t) => {
   const content = randomBytes(6 * MiB);
   const digest = digestOf(content);
   const source = controlledSource();
-  const fill = await Fill.start(store, digest, content.length, source);
+  const fill = await Fill.start(store, digest, { size: content.length, body: source });
   const slow = fill.reader();
   slow.pause();
   const feeding = feed(source, split(content, 12), 1);
@@ -168,7 +168,7 @@ t.test('destroying a reader does not stop the fill', async (t) => {
   const content = randomBytes(3 * MiB);
   const digest = digestOf(content);
   const source = controlledSource();
-  const fill = await Fill.start(store, digest, content.length, source);
+  const fill = await Fill.start(store, digest, { size: content.length, body: source });
   const quitter = fill.reader();
   const stayer = consume(fill.reader());
   let got = 0;
@@ -193,7 +193,7 @@ for (const declared of [true, false]) {
     const wrong = Buffer.from(content);
     wrong[wrong.length - 1] = wrong[wrong.length - 1]! ^ 0xff; // only the very last byte differs
     const source = controlledSource();
-    const fill = await Fill.start(store, digest, declared ? content.length : undefined, source);
+    const fill = await Fill.start(store, digest, { size: declared ? content.length : undefined, body: source });
 
     const readers = [consume(fill.reader()), consume(fill.reader({ start: 100, end: content.length - 1 }))];
     await feed(source, split(wrong, 4), 5, (i) => {
@@ -222,7 +222,7 @@ t.test('a source that errors mid-way fails its readers and caches nothing', asyn
   const content = randomBytes(2 * MiB);
   const digest = digestOf(content);
   const source = controlledSource();
-  const fill = await Fill.start(store, digest, content.length, source);
+  const fill = await Fill.start(store, digest, { size: content.length, body: source });
   const readers = [consume(fill.reader()), consume(fill.reader({ start: 0, end: 10 }))];
   const chunks = split(content, 4);
   source.push(chunks[0]);
@@ -254,7 +254,7 @@ for (const [name, body] of [
     // the digest of what is sent: only the size can catch the mismatch
     const digest = digestOf(sent);
     const source = controlledSource();
-    const fill = await Fill.start(store, digest, content.length, source);
+    const fill = await Fill.start(store, digest, { size: content.length, body: source });
     const reader = consume(fill.reader());
     await feed(source, split(sent, 3));
     const failure = await settled(fill);
@@ -272,7 +272,7 @@ t.test('an empty blob fills and reads', async (t) => {
   const store = await newStore(t);
   const digest = digestOf(Buffer.alloc(0));
   const source = controlledSource();
-  const fill = await Fill.start(store, digest, 0, source);
+  const fill = await Fill.start(store, digest, { size: 0, body: source });
   const early = consume(fill.reader());
   source.push(null);
   t.equal(await settled(fill), undefined);
@@ -286,7 +286,7 @@ t.test('a reader that arrives after a fill nobody was reading gets the full cont
   const content = randomBytes(MiB + 3);
   const digest = digestOf(content);
   const source = controlledSource();
-  const fill = await Fill.start(store, digest, content.length, source);
+  const fill = await Fill.start(store, digest, { size: content.length, body: source });
   await feed(source, split(content, 3));
   t.equal(await settled(fill), undefined, 'fill succeeds');
   await sleep(20); // nobody joined in time; the fill is idle
@@ -301,7 +301,7 @@ t.test('a reader that arrives after a failed fill nobody was reading errors', as
   const store = await newStore(t);
   const content = randomBytes(1000);
   const source = controlledSource();
-  const fill = await Fill.start(store, digestOf(content), content.length, source);
+  const fill = await Fill.start(store, digestOf(content), { size: content.length, body: source });
   source.push(content.subarray(0, 500));
   await sleep(5);
   source.destroy(new Error('upstream went away'));

@@ -2,7 +2,7 @@ import t from 'tap';
 import { createHash } from 'node:crypto';
 import { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { digestOf, parseDigest, tryParseDigest, VerificationError, VerifyingStream, type Digest } from '../../src/oci/digest.js';
+import { digestOf, parseDigest, tryParseDigest, type Digest } from '../../src/oci/digest.js';
 import { RegistryError } from '../../src/oci/errors.js';
 import { accepts, DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST, declaredMediaType, parseAccept } from '../../src/oci/media-types.js';
 import { isHostComponent, parseReference, referenceString, validateRepository } from '../../src/oci/reference.js';
@@ -139,76 +139,6 @@ t.test('isHostComponent tells registry hosts from repository components', async 
   }
 });
 
-/** Pipes chunks through a VerifyingStream; reports what came out, whether it ended, and the error. */
-async function verify(chunks: Buffer[], expected: Digest, size?: number) {
-  const v = new VerifyingStream(expected, size);
-  let ended = false;
-  v.on('end', () => (ended = true));
-  const out: Buffer[] = [];
-  const sink = new Writable({
-    write(chunk: Buffer, _enc, cb) {
-      out.push(chunk);
-      cb();
-    },
-  });
-  let error: unknown;
-  try {
-    await pipeline(Readable.from(chunks), v, sink);
-  } catch (e) {
-    error = e;
-  }
-  return { ended, error, out: Buffer.concat(out), bytes: v.bytes };
-}
-
-t.test('VerifyingStream', async (t) => {
-  const content = Buffer.from('the quick brown fox jumps over the lazy dog '.repeat(100));
-  const chunks = [content.subarray(0, 1000), content.subarray(1000, 3000), content.subarray(3000)];
-  const digest = digestOf(content);
-
-  t.test('correct content passes unchanged, with and without a size', async (t) => {
-    for (const size of [undefined, content.length]) {
-      const r = await verify(chunks, digest, size);
-      t.equal(r.error, undefined, `no error (size ${size})`);
-      t.equal(r.ended, true, 'ends cleanly');
-      t.ok(r.out.equals(content), 'same bytes out');
-      t.equal(r.bytes, content.length, 'counts bytes');
-    }
-    const r512 = await verify(chunks, digestOf(content, 'sha512'), content.length);
-    t.equal(r512.error, undefined, 'sha512 content passes');
-  });
-
-  t.test('one flipped byte fails the stream instead of ending it', async (t) => {
-    for (const at of [0, 1500, content.length - 1]) {
-      const bad = Buffer.from(content);
-      bad[at] = bad[at]! ^ 0x01;
-      const r = await verify([bad.subarray(0, 1000), bad.subarray(1000, 3000), bad.subarray(3000)], digest, content.length);
-      t.type(r.error, VerificationError, `flip at ${at}: VerificationError`);
-      t.equal(r.ended, false, `flip at ${at}: never ends cleanly`);
-      t.match((r.error as Error).message, digest.value, 'message names the expected digest');
-    }
-  });
-
-  t.test('content shorter than the expected size fails', async (t) => {
-    const short = content.subarray(0, content.length - 1);
-    const r = await verify([short], digestOf(short), content.length);
-    t.type(r.error, VerificationError);
-    t.equal(r.ended, false);
-  });
-
-  t.test('content longer than the expected size fails, and no more than the size passes', async (t) => {
-    const long = Buffer.concat([content, Buffer.from('x')]);
-    const r = await verify([long.subarray(0, 3000), long.subarray(3000)], digestOf(long), content.length);
-    t.type(r.error, VerificationError);
-    t.equal(r.ended, false);
-    t.ok(r.out.length <= content.length, 'never forwards bytes past the size');
-  });
-
-  t.test('empty content against a non-empty digest fails', async (t) => {
-    const r = await verify([], digest);
-    t.type(r.error, VerificationError);
-    t.equal(r.ended, false);
-  });
-});
 
 t.test('parseAccept', async (t) => {
   const cases: [string, string | string[] | undefined, string[]][] = [
