@@ -26,6 +26,10 @@ export interface Config {
     readonly maxSize: number;
     /** how long a tag is served without asking the upstream again */
     readonly tagTtlMs: number;
+    /** deadline for revalidating a cached tag; past it the cached manifest is served */
+    readonly revalidateTimeoutMs: number;
+    /** fill an uncached blob in the background when it is first asked for by Range */
+    readonly fillOnRange: boolean;
   };
   readonly upstreams: readonly UpstreamConfig[];
   readonly defaultUpstream: string;
@@ -91,6 +95,8 @@ export function loadConfig(flags: Flags, env: NodeJS.ProcessEnv = process.env): 
       dir: resolve(flags.cacheDir ?? optionalString(cache.dir, 'cache.dir') ?? defaultCacheDir(env)),
       maxSize: parseSize(flags.maxSize ?? cache.maxSize ?? '50GiB', flags.maxSize ? '--max-size' : 'cache.maxSize'),
       tagTtlMs: parseDuration(cache.tagTtl ?? '5m', 'cache.tagTtl'),
+      revalidateTimeoutMs: parseDuration(cache.revalidateTimeout ?? '3s', 'cache.revalidateTimeout'),
+      fillOnRange: parseBoolean(cache.fillOnRange ?? true, 'cache.fillOnRange'),
     },
     upstreams,
     defaultUpstream,
@@ -241,6 +247,12 @@ export function parseDuration(value: unknown, key: string): number {
 function parseCount(value: unknown, key: string): number {
   if (typeof value === 'number' && Number.isInteger(value) && value >= 0 && value <= 10) return value;
   throw new ConfigError(key, `"${String(value)}" is not a whole number from 0 to 10`);
+}
+
+function parseBoolean(value: unknown, key: string): boolean {
+  if (typeof value === 'boolean') return value;
+  if (value === 'true' || value === 'false') return value === 'true';
+  throw new ConfigError(key, `"${String(value)}" is not true or false`);
 }
 
 function optionalString(value: unknown, key: string): string | undefined {

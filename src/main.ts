@@ -35,7 +35,7 @@ export async function createApp(config: Config, logger: FastifyServerOptions['lo
     info: (obj: object, msg?: string) => server?.log.info(obj, msg),
     warn: (obj: object, msg?: string) => server?.log.warn(obj, msg),
   };
-  const cache = new PullThrough({ store, meta, tagTtlMs: config.cache.tagTtlMs, log });
+  const cache = new PullThrough({ store, meta, ...config.cache, log });
   server = buildServer({ router, cache, logger });
   return {
     server,

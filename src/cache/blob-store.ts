@@ -2,7 +2,7 @@
 // content arrives as a finished, verified local file (see Fill) and is published atomically.
 import type { Readable } from 'node:stream';
 import type { Digest } from '../oci/digest.js';
-import type { ByteRange } from '../upstreams/upstream.js';
+import type { ByteRange } from '../oci/range.js';
 
 export interface BlobInfo {
   digest: string;

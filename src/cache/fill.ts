@@ -10,7 +10,7 @@ import { createHash, randomUUID } from 'node:crypto';
 import { PassThrough, Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { VerificationError, type Digest } from '../oci/digest.js';
-import type { ByteRange } from '../upstreams/upstream.js';
+import type { ByteRange } from '../oci/range.js';
 import type { BlobStore } from './blob-store.js';
 
 const CHUNK = 1 << 20;

@@ -6,7 +6,7 @@ import { mkdir, open, readdir, rename, rm, stat, utimes } from 'node:fs/promises
 import { join } from 'node:path';
 import type { Digest } from '../oci/digest.js';
 import { tryParseDigest } from '../oci/digest.js';
-import type { ByteRange } from '../upstreams/upstream.js';
+import type { ByteRange } from '../oci/range.js';
 import type { BlobInfo, BlobReader, BlobStore } from './blob-store.js';
 import { LruIndex } from './lru-index.js';
 

@@ -5,7 +5,8 @@ import { parseDigest } from '../oci/digest.js';
 import { RegistryError } from '../oci/errors.js';
 import { OCI_INDEX, parseAccept } from '../oci/media-types.js';
 import { parseReference } from '../oci/reference.js';
-import type { PullThrough, RangeRequest } from './pull-through.js';
+import type { PullThrough } from './pull-through.js';
+import { parseRange } from '../oci/range.js';
 import type { Route, Router } from './routing.js';
 
 const READ_METHODS = new Set(['GET', 'HEAD']);
@@ -109,17 +110,6 @@ export function parseEndpoint(rest: string): Endpoint {
   const m = /^(.+)\/(manifests|blobs|referrers)\/([^/]+)$/.exec(rest);
   if (!m) throw new RegistryError('NAME_UNKNOWN', { message: 'unknown API path', detail: { path: `/v2/${rest.slice(0, 300)}` } });
   return { kind: m[2] as 'manifests' | 'blobs' | 'referrers', name: m[1]!, ref: m[3]! };
-}
-
-/** Parses a single-range `Range: bytes=...` header; anything else is ignored, as RFC 9110 allows. */
-export function parseRange(header: string | undefined): RangeRequest | undefined {
-  const m = header ? /^bytes=(\d*)-(\d*)$/.exec(header.trim()) : null;
-  if (!m || (m[1] === '' && m[2] === '')) return undefined;
-  if (m[1] === '') return { suffix: Number(m[2]) };
-  const start = Number(m[1]);
-  const end = m[2] === '' ? undefined : Number(m[2]);
-  if (end !== undefined && end < start) return undefined;
-  return { start, end };
 }
 
 function splitUrl(url: string): [string, URLSearchParams] {

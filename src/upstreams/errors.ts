@@ -49,6 +49,10 @@ export async function errorFromResponse(
       headers: retryAfter ? { 'retry-after': retryAfter } : {},
     });
   }
+  if (status === 416) {
+    const contentRange = header(headers, 'content-range');
+    return new RegistryError('RANGE_INVALID', { detail, headers: contentRange ? { 'content-range': contentRange } : {} });
+  }
   if (status === 400) {
     const code = codes.find((c): c is OciCode => (PASSED_THROUGH_400 as string[]).includes(c));
     if (code) return new RegistryError(code, { detail });

@@ -11,7 +11,8 @@ import { RegistryError } from '../oci/errors.js';
 import { referenceString, type Reference } from '../oci/reference.js';
 import type { Authenticator } from './auth/authenticator.js';
 import { errorFromResponse, errorFromTransport, header, isRetryable, verificationError, type ErrorContext, type ResourceKind } from './errors.js';
-import type { BlobResponse, ByteRange, CallOptions, Manifest, ManifestHead, TagPage, Upstream } from './upstream.js';
+import { rangeHeader, type RangeRequest } from '../oci/range.js';
+import type { BlobResponse, CallOptions, Manifest, ManifestHead, RateLimit, TagPage, Upstream } from './upstream.js';
 
 const MAX_REDIRECTS = 5;
 const USER_AGENT = 'pullthrough/0.1';
@@ -36,6 +37,8 @@ export interface UpstreamCall {
   status: number;
   ms: number;
   attempt: number;
+  /** Docker Hub's ratelimit-remaining, when the upstream sent it */
+  rateLimitRemaining: number | undefined;
 }
 
 type Headers = Record<string, string | string[] | undefined>;
@@ -49,6 +52,7 @@ export class RegistryClient implements Upstream {
   readonly name: string;
   readonly dispatcher: Agent;
   private readonly base: URL;
+  private lastRateLimit: RateLimit | undefined;
 
   constructor(private readonly opts: RegistryClientOptions) {
     this.name = opts.name;
@@ -98,9 +102,9 @@ export class RegistryClient implements Upstream {
     return Number.isFinite(length) ? length : undefined;
   }
 
-  async getBlob(repo: string, digest: Digest, o: CallOptions & { range?: ByteRange } = {}): Promise<BlobResponse> {
+  async getBlob(repo: string, digest: Digest, o: CallOptions & { range?: RangeRequest } = {}): Promise<BlobResponse> {
     const ctx = this.ctx('blob', repo, digest.value);
-    const headers: Record<string, string> = o.range ? { range: `bytes=${o.range.start}-${o.range.end}` } : {};
+    const headers: Record<string, string> = o.range ? { range: rangeHeader(o.range) } : {};
     const res = await this.send(ctx, 'GET', `/v2/${repo}/blobs/${digest.value}`, headers, o.signal);
     if (res.status === 200) {
       // also when the upstream ignored a Range: `range` stays undefined and the body is whole
@@ -143,6 +147,10 @@ export class RegistryClient implements Upstream {
     return { digest: digestOf(body), mediaType: bareType(header(res.headers, 'content-type')) ?? 'application/vnd.oci.image.index.v1+json', body };
   }
 
+  rateLimit(): RateLimit | undefined {
+    return this.lastRateLimit;
+  }
+
   async close(): Promise<void> {
     await this.dispatcher.close();
   }
@@ -160,7 +168,9 @@ export class RegistryClient implements Upstream {
       const t0 = performance.now();
       try {
         const res = await this.sendOnce(ctx, method, path, extra, signal);
-        this.opts.onResponse?.({ upstream: this.name, method, path, status: res.status, ms: Math.round(performance.now() - t0), attempt });
+        const rateLimit = parseRateLimit(res.headers);
+        if (rateLimit) this.lastRateLimit = rateLimit;
+        this.opts.onResponse?.({ upstream: this.name, method, path, status: res.status, ms: Math.round(performance.now() - t0), attempt, rateLimitRemaining: rateLimit?.remaining });
         if (res.status >= 502 && res.status <= 504 && attempt < this.opts.retries) {
           discard(res.body);
           await sleep(this.backoff(attempt), undefined, { signal });
@@ -227,6 +237,15 @@ export function discard(body: Readable): void {
   body.on('error', () => undefined);
   if ('dump' in body && typeof body.dump === 'function') (body.dump as () => Promise<void>)().catch(() => undefined);
   else body.destroy();
+}
+
+/** Reads `ratelimit-limit: 100;w=21600` and `ratelimit-remaining: 76;w=21600`. */
+export function parseRateLimit(headers: Headers, now = Date.now()): RateLimit | undefined {
+  const limit = /^\s*(\d+)\s*(?:;\s*w=(\d+))?/.exec(header(headers, 'ratelimit-limit') ?? '');
+  const remaining = /^\s*(\d+)\s*(?:;\s*w=(\d+))?/.exec(header(headers, 'ratelimit-remaining') ?? '');
+  if (!limit || !remaining) return undefined;
+  const window = Number(remaining[2] ?? limit[2] ?? 21600);
+  return { limit: Number(limit[1]), remaining: Number(remaining[1]), windowSeconds: window, seenAt: now };
 }
 
 function bareType(contentType: string | undefined): string | undefined {

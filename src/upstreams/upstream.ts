@@ -4,11 +4,7 @@ import type { Readable } from 'node:stream';
 import type { Digest } from '../oci/digest.js';
 import type { Reference } from '../oci/reference.js';
 
-export interface ByteRange {
-  /** inclusive, as in HTTP */
-  start: number;
-  end: number;
-}
+import type { ByteRange, RangeRequest } from '../oci/range.js';
 
 export interface ManifestHead {
   digest: string | undefined;
@@ -37,6 +33,15 @@ export interface TagPage {
   next: { n: number | undefined; last: string } | undefined;
 }
 
+/** A registry's announced rate limit (Docker Hub's `ratelimit-limit` / `ratelimit-remaining`). */
+export interface RateLimit {
+  limit: number;
+  remaining: number;
+  windowSeconds: number;
+  /** ms since the epoch when these figures were read */
+  seenAt: number;
+}
+
 export interface CallOptions {
   signal?: AbortSignal | undefined;
 }
@@ -50,9 +55,11 @@ export interface Upstream {
   /** The size of a blob, from a HEAD. */
   headBlob(repo: string, digest: Digest, o?: CallOptions): Promise<number | undefined>;
   /** GET a blob (following redirects without our credentials), streamed. */
-  getBlob(repo: string, digest: Digest, o?: CallOptions & { range?: ByteRange }): Promise<BlobResponse>;
+  getBlob(repo: string, digest: Digest, o?: CallOptions & { range?: RangeRequest }): Promise<BlobResponse>;
   tags(repo: string, page: { n?: number; last?: string }, o?: CallOptions): Promise<TagPage>;
   /** The referrers index, or undefined when the upstream has no referrers API. */
   referrers(repo: string, digest: Digest, artifactType: string | undefined, o?: CallOptions): Promise<Manifest | undefined>;
+  /** The last rate limit the upstream announced, if it does. */
+  rateLimit(): RateLimit | undefined;
   close(): Promise<void>;
 }

@@ -1,0 +1,42 @@
+// Byte ranges: what a client asked for, and what it resolves to against a blob's size.
+import { RegistryError } from './errors.js';
+
+/** A resolved, inclusive range, as in HTTP. */
+export interface ByteRange {
+  start: number;
+  end: number;
+}
+
+/** A single byte range as asked for: from-to, from-end (`end` undefined), or the last N bytes. */
+export type RangeRequest = { start: number; end: number | undefined } | { suffix: number };
+
+/** Resolves a range against the blob's size, or throws RANGE_INVALID (416). */
+export function satisfy(range: RangeRequest, size: number): ByteRange {
+  if ('suffix' in range) {
+    if (range.suffix === 0 || size === 0) throw rangeInvalid(size);
+    return { start: Math.max(0, size - range.suffix), end: size - 1 };
+  }
+  if (range.start >= size) throw rangeInvalid(size);
+  return { start: range.start, end: Math.min(range.end ?? size - 1, size - 1) };
+}
+
+/** The `Range` header value for a request. */
+export function rangeHeader(range: RangeRequest): string {
+  if ('suffix' in range) return `bytes=-${range.suffix}`;
+  return `bytes=${range.start}-${range.end ?? ''}`;
+}
+
+/** Parses a single-range `Range: bytes=...` header; anything else is ignored, as RFC 9110 allows. */
+export function parseRange(header: string | undefined): RangeRequest | undefined {
+  const m = header ? /^bytes=(\d*)-(\d*)$/.exec(header.trim()) : null;
+  if (!m || (m[1] === '' && m[2] === '')) return undefined;
+  if (m[1] === '') return { suffix: Number(m[2]) };
+  const start = Number(m[1]);
+  const end = m[2] === '' ? undefined : Number(m[2]);
+  if (end !== undefined && end < start) return undefined;
+  return { start, end };
+}
+
+export function rangeInvalid(size: number | undefined): RegistryError {
+  return new RegistryError('RANGE_INVALID', { detail: { size: size ?? null }, headers: size === undefined ? {} : { 'content-range': `bytes */${size}` } });
+}

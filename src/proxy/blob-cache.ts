@@ -1,0 +1,122 @@
+// Blobs through the cache: served from the store when present, else from the one fill of the
+// blob in progress, which outlives the requests that started it. A Range far ahead of what a
+// fill has written is answered by a ranged upstream request instead of waiting for the fill.
+import type { Readable } from 'node:stream';
+import type { BlobStore } from '../cache/blob-store.js';
+import { Fill } from '../cache/fill.js';
+import type { Digest } from '../oci/digest.js';
+import { satisfy, type ByteRange, type RangeRequest } from '../oci/range.js';
+import type { Upstream } from '../upstreams/upstream.js';
+import type { Logger } from './pull-through.js';
+
+/** A range starting within this distance of a fill's progress waits for the fill. */
+const NEAR_FILL_BYTES = 8 << 20;
+
+export interface ServedBlob {
+  size: number | undefined;
+  /** the part of the blob the body holds, for a satisfiable Range */
+  range: ByteRange | undefined;
+  body: Readable;
+}
+
+export interface BlobCacheOptions {
+  store: BlobStore;
+  log: Logger;
+  /** start a background fill when an uncached blob is first asked for by Range */
+  fillOnRange: boolean;
+  now?: () => number;
+}
+
+export class BlobCache {
+  /** fills in progress, by digest, until they settle (not just until they start) */
+  private readonly fills = new Map<string, Promise<Fill>>();
+  private readonly now: () => number;
+
+  constructor(private readonly opts: BlobCacheOptions) {
+    this.now = opts.now ?? Date.now;
+  }
+
+  /** HEAD of a blob: its size, from the cache, a fill or the upstream, without starting a fill. */
+  async size(up: Upstream, repo: string, digest: Digest, signal?: AbortSignal): Promise<number | undefined> {
+    const cached = await this.opts.store.stat(digest);
+    if (cached) return cached.size;
+    const fill = this.fills.get(digest.value);
+    if (fill) return (await fill).size;
+    return up.headBlob(repo, digest, { signal });
+  }
+
+  /** A blob or one range of it. A range that cannot be satisfied throws RANGE_INVALID. */
+  async get(up: Upstream, repo: string, digest: Digest, range: RangeRequest | undefined): Promise<ServedBlob> {
+    const cached = await this.opts.store.stat(digest);
+    if (cached) {
+      const r = range && satisfy(range, cached.size);
+      const reader = await this.opts.store.open(digest, r);
+      if (reader) return { size: reader.size, range: r, body: reader.stream };
+      // evicted between stat and open: fetch it again
+    }
+    if (range) {
+      const ranged = await this.rangeOnMiss(up, repo, digest, range);
+      if (ranged) return ranged;
+    }
+    const fill = await this.fill(up, repo, digest);
+    const r = range && fill.size !== undefined ? satisfy(range, fill.size) : undefined;
+    return { size: fill.size, range: r, body: fill.reader(r) };
+  }
+
+  /**
+   * A Range on an uncached blob: from a fill when the fill is (nearly) there, else by a ranged
+   * upstream request, starting a background fill when configured. Undefined: use the fill.
+   */
+  private async rangeOnMiss(up: Upstream, repo: string, digest: Digest, range: RangeRequest): Promise<ServedBlob | undefined> {
+    const running = this.fills.get(digest.value);
+    const fill = running && (await running.catch(() => undefined));
+    if (fill && !fill.settled && fill.size !== undefined) {
+      const r = satisfy(range, fill.size);
+      if (r.start <= fill.bytesWritten + NEAR_FILL_BYTES) return { size: fill.size, range: r, body: fill.reader(r) };
+    } else if (!fill && 'start' in range && range.start < NEAR_FILL_BYTES) {
+      return undefined; // the head of the blob: the fill we start now gets there first
+    }
+    const part = await up.getBlob(repo, digest, { range });
+    if (!part.range) {
+      part.body.destroy(); // the upstream ignored the Range: the fill will serve it
+      return undefined;
+    }
+    if (!running && this.opts.fillOnRange) {
+      this.fill(up, repo, digest).catch((e: Error) => this.opts.log.warn({ upstream: up.name, repo, digest: digest.value, err: e.message }, 'background fill failed to start'));
+    }
+    return { size: part.size, range: part.range, body: part.body };
+  }
+
+  /** Joins the fill of this digest in progress, or starts one. */
+  private fill(up: Upstream, repo: string, digest: Digest): Promise<Fill> {
+    const running = this.fills.get(digest.value);
+    if (running) return running;
+    const started = this.startFill(up, repo, digest);
+    this.fills.set(digest.value, started);
+    started.then(
+      (fill) => fill.done.catch(() => undefined).finally(() => this.fills.delete(digest.value)),
+      () => this.fills.delete(digest.value),
+    );
+    return started;
+  }
+
+  private async startFill(up: Upstream, repo: string, digest: Digest): Promise<Fill> {
+    const res = await up.getBlob(repo, digest);
+    const resume = async (offset: number) => {
+      this.opts.log.warn({ upstream: up.name, repo, digest: digest.value, offset }, 'upstream stream broke; resuming with a ranged request');
+      const part = await up.getBlob(repo, digest, { range: { start: offset, end: undefined } });
+      if (part.range?.start !== offset) {
+        part.body.destroy();
+        throw new Error('upstream ignored the resume range');
+      }
+      return part.body;
+    };
+    const fill = await Fill.start(this.opts.store, digest, { size: res.size, body: res.body, resume });
+    const t0 = this.now();
+    fill.done.then(
+      () => this.opts.log.info({ upstream: up.name, repo, digest: digest.value, bytes: fill.bytesWritten, resumes: fill.resumes, ms: this.now() - t0 }, 'blob cached'),
+      (e: Error) => this.opts.log.warn({ upstream: up.name, repo, digest: digest.value, err: e.message }, 'blob fill failed; nothing cached'),
+    );
+    return fill;
+  }
+}
