@@ -1,10 +1,18 @@
 #!/usr/bin/env node
 // pullthrough serve [--listen HOST:PORT] [--cache-dir DIR] [--upstream [NAME=]URL]... [--config FILE]
+// pullthrough verify [--cache-dir DIR] [--config FILE]
 import { parseArgs } from 'node:util';
 import { ConfigError, loadConfig } from './config.js';
 import { createApp } from './main.js';
+import { FsBlobStore } from './cache/fs-store.js';
+import { verifyStore } from './cache/verify.js';
 
 const USAGE = `usage: pullthrough serve [options]
+       pullthrough verify [--cache-dir DIR] [--config FILE]
+
+  serve                     run the proxy
+  verify                    re-hash every cached blob; remove and report the ones that do not match
+                            (exit code 1 when any did)
 
   --listen HOST:PORT        address to listen on (default 0.0.0.0:5000)
   --cache-dir DIR           filesystem cache directory (default ~/.cache/pullthrough)
@@ -39,7 +47,8 @@ async function main(argv: string[]): Promise<number> {
     process.stdout.write(USAGE);
     return 0;
   }
-  if (positionals[0] !== 'serve' || positionals.length > 1) {
+  const command = positionals[0];
+  if ((command !== 'serve' && command !== 'verify') || positionals.length > 1) {
     process.stderr.write(USAGE);
     return 2;
   }
@@ -60,6 +69,7 @@ async function main(argv: string[]): Promise<number> {
     }
     throw e;
   }
+  if (command === 'verify') return verify(config.cache.dir, config.cache.maxSize);
   const app = await createApp(config);
   const stop = async () => {
     await app.close();
@@ -73,6 +83,16 @@ async function main(argv: string[]): Promise<number> {
     'pullthrough ready',
   );
   return -1;
+}
+
+async function verify(dir: string, maxBytes: number): Promise<number> {
+  const store = await FsBlobStore.open({ dir, maxBytes });
+  const report = await verifyStore(store, (digest, got) => {
+    process.stdout.write(`bad ${digest}: content hashes to ${got}; removed\n`);
+  });
+  const mib = (report.bytes / 2 ** 20).toFixed(1);
+  process.stdout.write(`verified ${report.checked} blobs (${mib} MiB) in ${dir}: ${report.bad.length} bad\n`);
+  return report.bad.length > 0 ? 1 : 0;
 }
 
 main(process.argv.slice(2)).then(

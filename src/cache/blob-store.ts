@@ -26,6 +26,8 @@ export interface BlobStore {
    */
   ingest(digest: Digest, file: string, size: number): Promise<void>;
   delete(digest: Digest): Promise<void>;
+  /** Every cached digest ("sha256:..."). */
+  list(): AsyncIterable<string>;
   /** A directory for in-progress fills, on the same filesystem as the store when it has one. */
   readonly spoolDir: string;
 }

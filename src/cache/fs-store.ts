@@ -94,6 +94,10 @@ export class FsBlobStore implements BlobStore {
     this.index.add(digest.value, size);
   }
 
+  async *list(): AsyncIterable<string> {
+    yield* [...this.index.keys()];
+  }
+
   async delete(digest: Digest): Promise<void> {
     this.index.remove(digest.value);
     await rm(this.pathOf(digest), { force: true });

@@ -20,6 +20,11 @@ export class LruIndex {
     return this.entries.size;
   }
 
+  /** Keys from least to most recently used. */
+  keys(): IterableIterator<string> {
+    return this.entries.keys();
+  }
+
   has(key: string): boolean {
     return this.entries.has(key);
   }

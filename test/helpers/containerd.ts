@@ -1,0 +1,220 @@
+// Runs Debian's containerd (1.6) as a child process with its own root, state and gRPC socket in a
+// fresh temp dir, and drives it with `ctr`. Only what image pulls need is loaded: no CRI, no
+// runtimes or task service, and the `native` snapshotter (plain copies, works without overlayfs).
+import { spawn, spawnSync } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
+import { closeSync, existsSync, openSync } from 'node:fs';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { atExit, makeTempDir, removeDir, run, waitFor } from './util.js';
+import type { RunResult } from './util.js';
+
+/** Plugins a pull-only containerd does not need (CRI would also want CNI, cgroups and more). */
+const DISABLED_PLUGINS = [
+  'io.containerd.grpc.v1.cri',
+  'io.containerd.internal.v1.opt', // would create /opt/containerd
+  'io.containerd.internal.v1.restart',
+  'io.containerd.runtime.v1.linux',
+  'io.containerd.runtime.v2.task',
+  'io.containerd.monitor.v1.cgroups',
+  'io.containerd.service.v1.tasks-service',
+  'io.containerd.grpc.v1.tasks',
+  'io.containerd.snapshotter.v1.aufs',
+  'io.containerd.snapshotter.v1.btrfs',
+  'io.containerd.snapshotter.v1.devmapper',
+  'io.containerd.snapshotter.v1.zfs',
+  'io.containerd.snapshotter.v1.overlayfs',
+];
+
+export const SNAPSHOTTER = 'native';
+/** The containerd namespace the helper's ctr commands use. */
+export const NAMESPACE = 'pullthrough-test';
+
+/** Why containerd cannot be used here, or undefined when `containerd` and `ctr` both run. */
+export function containerdUnavailable(): string | undefined {
+  for (const cmd of ['containerd', 'ctr']) {
+    const res = spawnSync(cmd, ['--version'], { encoding: 'utf8', timeout: 10_000 });
+    if (res.error) return `${cmd} is not installed (${res.error.message}); apt-get install containerd`;
+    if (res.status !== 0) return `${cmd} --version failed: ${res.stderr}`;
+  }
+  return undefined;
+}
+
+export interface CtrImage {
+  ref: string;
+  mediaType: string;
+  digest: string;
+}
+
+export interface PullOptions {
+  /** A containerd hosts directory (`<dir>/<registry host>/hosts.toml`), passed as --hosts-dir. */
+  hostsDir: string;
+  /** e.g. linux/amd64 */
+  platform?: string;
+  timeoutMs?: number;
+}
+
+export interface Containerd {
+  /** The gRPC unix socket. */
+  address: string;
+  /** Temp dir holding config.toml, containerd.log, root/ and state/. */
+  dir: string;
+  /** Output of `ctr version` (client and server). */
+  version: string;
+  /** Runs `ctr --address <socket> --namespace <ns> <args>`. */
+  ctr(args: readonly string[], timeoutMs?: number): Promise<RunResult>;
+  /** `ctr image pull` through the hosts dir, unpacking with the native snapshotter. */
+  pull(ref: string, opts: PullOptions): Promise<RunResult>;
+  /** `ctr image ls`, parsed. */
+  images(): Promise<CtrImage[]>;
+  /** Digests in the content store (`ctr content ls -q`). */
+  content(): Promise<Set<string>>;
+  /** Contents of containerd.log, for debugging failures. */
+  log(): Promise<string>;
+  /** Stops containerd and removes its temp dir. Idempotent. */
+  stop(): Promise<void>;
+}
+
+const live = new Set<ChildProcess>();
+atExit(() => {
+  for (const child of live) child.kill('SIGKILL');
+});
+
+/** The kernel kills containerd if this process dies without running exit hooks (see registry.ts). */
+const SETPRIV = ['/usr/bin/setpriv', '/bin/setpriv'].find((p) => existsSync(p));
+
+/** ctr/containerd read these; keep the test's settings explicit, and never go through a proxy. */
+function cleanEnv(): NodeJS.ProcessEnv {
+  const drop = /^(CONTAINERD_|HTTPS?_PROXY$|ALL_PROXY$|NO_PROXY$)/i;
+  return { ...Object.fromEntries(Object.entries(process.env).filter(([k]) => !drop.test(k))), NO_PROXY: '*' };
+}
+
+async function kill(child: ChildProcess, graceMs = 5000): Promise<void> {
+  if (child.exitCode === null && child.signalCode === null) {
+    const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+    child.kill('SIGTERM');
+    const timer = setTimeout(() => child.kill('SIGKILL'), graceMs);
+    await exited;
+    clearTimeout(timer);
+  }
+  live.delete(child);
+}
+
+const toml = (s: string): string => JSON.stringify(s); // a TOML basic string is a JSON string for paths
+
+export async function startContainerd(opts: { startTimeoutMs?: number } = {}): Promise<Containerd> {
+  const dir = await makeTempDir('pt-ctd-');
+  const address = join(dir, 'containerd.sock');
+  if (Buffer.byteLength(`${address}.ttrpc`) > 107) {
+    await removeDir(dir);
+    throw new Error(`socket path ${address} is too long for a unix socket; set TMPDIR to a shorter directory`);
+  }
+  const configPath = join(dir, 'config.toml');
+  await writeFile(
+    configPath,
+    [
+      'version = 2',
+      `root = ${toml(join(dir, 'root'))}`,
+      `state = ${toml(join(dir, 'state'))}`,
+      `disabled_plugins = [${DISABLED_PLUGINS.map(toml).join(', ')}]`,
+      '',
+      '[grpc]',
+      `  address = ${toml(address)}`,
+      '',
+      '[debug]',
+      '  level = "info"',
+      '',
+    ].join('\n'),
+  );
+  const logFd = openSync(join(dir, 'containerd.log'), 'a');
+  const argv = ['containerd', '--config', configPath];
+  const child = SETPRIV
+    ? spawn(SETPRIV, ['--pdeathsig', 'SIGKILL', '--', ...argv], { cwd: dir, env: cleanEnv(), stdio: ['ignore', logFd, logFd] })
+    : spawn(argv[0]!, argv.slice(1), { cwd: dir, env: cleanEnv(), stdio: ['ignore', logFd, logFd] });
+  closeSync(logFd);
+  live.add(child);
+  const log = (): Promise<string> => readFile(join(dir, 'containerd.log'), 'utf8').catch(() => '');
+
+  const ctr = (args: readonly string[], timeoutMs = 30_000): Promise<RunResult> =>
+    run('ctr', ['--address', address, '--namespace', NAMESPACE, '--timeout', `${Math.ceil(timeoutMs / 1000)}s`, ...args], {
+      env: cleanEnv(),
+      timeoutMs: timeoutMs + 5000,
+    });
+
+  let version: string;
+  try {
+    const died = new AbortController();
+    child.once('exit', (code, signal) => died.abort(new Error(`containerd exited (${signal ?? code})`)));
+    version = await waitFor(
+      async () => {
+        if (!existsSync(address)) return undefined;
+        return (await ctr(['version'], 2000)).stdout;
+      },
+      { timeoutMs: opts.startTimeoutMs ?? 20_000, intervalMs: 100, what: `containerd on ${address}`, signal: died.signal },
+    );
+  } catch (err) {
+    await kill(child);
+    const text = await log();
+    await removeDir(dir);
+    throw new Error(`${err instanceof Error ? err.message : String(err)}\n${text}`);
+  }
+
+  let stopped: Promise<void> | undefined;
+  return {
+    address,
+    dir,
+    version,
+    ctr,
+    pull: (ref, p) =>
+      ctr(
+        [
+          'image', 'pull',
+          '--hosts-dir', p.hostsDir,
+          '--snapshotter', SNAPSHOTTER,
+          ...(p.platform !== undefined ? ['--platform', p.platform] : []),
+          ref,
+        ],
+        p.timeoutMs ?? 30_000,
+      ),
+    images: async () => {
+      const { stdout } = await ctr(['image', 'ls']);
+      return stdout
+        .split('\n')
+        .slice(1)
+        .map((line) => line.trim().split(/\s+/))
+        .filter((cols) => cols.length >= 3 && cols[0] !== '')
+        .map(([ref, mediaType, digest]) => ({ ref: ref!, mediaType: mediaType!, digest: digest! }));
+    },
+    content: async () => {
+      const { stdout } = await ctr(['content', 'ls', '-q']);
+      return new Set(stdout.split('\n').map((l) => l.trim()).filter((l) => l.startsWith('sha256:')));
+    },
+    log,
+    stop: () =>
+      (stopped ??= (async () => {
+        await kill(child);
+        await removeDir(dir);
+      })()),
+  };
+}
+
+export interface Mirror {
+  /** The registry host that image references name, e.g. first.example */
+  host: string;
+  /** The mirror's base URL, e.g. http://127.0.0.1:PORT */
+  mirror: string;
+}
+
+/**
+ * Writes `<dir>/<host>/hosts.toml` for each registry host: the mirror (plain http, from its URL
+ * scheme) with pull and resolve capabilities, in front of `server = "https://<host>"`.
+ */
+export async function writeHostsDir(dir: string, mirrors: readonly Mirror[]): Promise<void> {
+  for (const { host, mirror } of mirrors) {
+    await mkdir(join(dir, host), { recursive: true });
+    await writeFile(
+      join(dir, host, 'hosts.toml'),
+      [`server = ${toml(`https://${host}`)}`, '', `[host.${toml(mirror)}]`, '  capabilities = ["pull", "resolve"]', ''].join('\n'),
+    );
+  }
+}
