@@ -1,8 +1,8 @@
 import t from 'tap';
 import type { UpstreamConfig, UpstreamType } from '../../src/config.js';
 import { RegistryError } from '../../src/oci/errors.js';
-import { satisfy, type RangeRequest } from '../../src/proxy/pull-through.js';
-import { parseEndpoint, parseRange } from '../../src/proxy/routes.js';
+import { parseRange, satisfy, type RangeRequest } from '../../src/oci/range.js';
+import { parseEndpoint } from '../../src/proxy/routes.js';
 import { Router, type RoutedUpstream } from '../../src/proxy/routing.js';
 import type { Upstream } from '../../src/upstreams/upstream.js';
 
