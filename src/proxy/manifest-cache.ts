@@ -59,6 +59,10 @@ export class ManifestCache {
     const cached = await this.opts.meta.getTag(up.name, repo, tag);
     const usable = cached !== undefined && (await this.have(parseDigest(cached.digest)));
     if (usable && this.now() - cached.checkedAt < this.opts.tagTtlMs) return { record: cached, stale: false };
+    if (usable && !up.healthy()) {
+      this.opts.log.warn({ upstream: up.name, repo, tag }, 'upstream is failing; serving the cached tag without asking it');
+      return { record: cached, stale: true };
+    }
     if (usable && this.conserving(up)) {
       this.opts.log.info({ upstream: up.name, repo, tag }, 'upstream rate limit is low; serving the cached tag without revalidation');
       return { record: cached, stale: false };

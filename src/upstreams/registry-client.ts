@@ -15,6 +15,10 @@ import { rangeHeader, type RangeRequest } from '../oci/range.js';
 import type { BlobResponse, CallOptions, Manifest, ManifestHead, RateLimit, TagPage, Upstream } from './upstream.js';
 
 const MAX_REDIRECTS = 5;
+/** After this many consecutive failed requests the upstream counts as down... */
+const DOWN_AFTER_FAILURES = 3;
+/** ...until this long after the last failure (or the next success). */
+const DOWN_FOR_MS = 10_000;
 const USER_AGENT = 'pullthrough/0.1';
 
 export interface RegistryClientOptions {
@@ -53,6 +57,8 @@ export class RegistryClient implements Upstream {
   readonly dispatcher: Agent;
   private readonly base: URL;
   private lastRateLimit: RateLimit | undefined;
+  private failures = 0;
+  private lastFailureAt = 0;
 
   constructor(private readonly opts: RegistryClientOptions) {
     this.name = opts.name;
@@ -147,6 +153,10 @@ export class RegistryClient implements Upstream {
     return { digest: digestOf(body), mediaType: bareType(header(res.headers, 'content-type')) ?? 'application/vnd.oci.image.index.v1+json', body };
   }
 
+  healthy(): boolean {
+    return this.failures < DOWN_AFTER_FAILURES || Date.now() - this.lastFailureAt > DOWN_FOR_MS;
+  }
+
   rateLimit(): RateLimit | undefined {
     return this.lastRateLimit;
   }
@@ -176,11 +186,23 @@ export class RegistryClient implements Upstream {
           await sleep(this.backoff(attempt), undefined, { signal });
           continue;
         }
+        this.recordOutcome(res.status < 500);
         return res;
       } catch (e) {
-        if (signal?.aborted || !isRetryable(e) || attempt >= this.opts.retries) throw errorFromTransport(ctx, e);
+        if (signal?.aborted || !isRetryable(e) || attempt >= this.opts.retries) {
+          if (!signal?.aborted) this.recordOutcome(false);
+          throw errorFromTransport(ctx, e);
+        }
         await sleep(this.backoff(attempt), undefined, { signal });
       }
+    }
+  }
+
+  private recordOutcome(ok: boolean): void {
+    if (ok) this.failures = 0;
+    else {
+      this.failures++;
+      this.lastFailureAt = Date.now();
     }
   }
 

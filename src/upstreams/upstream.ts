@@ -59,6 +59,8 @@ export interface Upstream {
   tags(repo: string, page: { n?: number; last?: string }, o?: CallOptions): Promise<TagPage>;
   /** The referrers index, or undefined when the upstream has no referrers API. */
   referrers(repo: string, digest: Digest, artifactType: string | undefined, o?: CallOptions): Promise<Manifest | undefined>;
+  /** False while the upstream has failed several requests in a row, recently. */
+  healthy(): boolean;
   /** The last rate limit the upstream announced, if it does. */
   rateLimit(): RateLimit | undefined;
   close(): Promise<void>;
