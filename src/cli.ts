@@ -69,7 +69,7 @@ async function main(argv: string[]): Promise<number> {
     }
     throw e;
   }
-  if (command === 'verify') return verify(config.cache.dir, config.cache.maxSize);
+  if (command === 'verify') return verify(config.cache.dir);
   const app = await createApp(config);
   const stop = async () => {
     await app.close();
@@ -85,8 +85,10 @@ async function main(argv: string[]): Promise<number> {
   return -1;
 }
 
-async function verify(dir: string, maxBytes: number): Promise<number> {
-  const store = await FsBlobStore.open({ dir, maxBytes });
+async function verify(dir: string): Promise<number> {
+  // A running server may share the directory: no size bound here (this process must not evict
+  // good blobs, whatever its maxSize says), and its fills in tmp/ are left alone.
+  const store = await FsBlobStore.open({ dir, maxBytes: Number.POSITIVE_INFINITY, keepSpool: true });
   const report = await verifyStore(store, (digest, got) => {
     process.stdout.write(`bad ${digest}: content hashes to ${got}; removed\n`);
   });

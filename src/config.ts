@@ -4,6 +4,7 @@ import { readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
+import { parseServiceAccountKey } from './upstreams/auth/gar-credentials.js';
 
 export const UPSTREAM_TYPES = ['registry', 'dockerhub', 'ecr', 'gar', 'ghcr'] as const;
 export type UpstreamType = (typeof UPSTREAM_TYPES)[number];
@@ -17,6 +18,23 @@ export interface UpstreamConfig {
   readonly aliases: readonly string[];
   readonly username: string | undefined;
   readonly password: string | undefined;
+  /** type ecr: how to call GetAuthorizationToken */
+  readonly aws?: AwsUpstreamConfig | undefined;
+  /** type gar: a service-account key file's JSON text (not a path), minted into access tokens */
+  readonly serviceAccountJson?: string | undefined;
+}
+
+export interface AwsUpstreamConfig {
+  /** explicit keys; without them the standard AWS credential chain is used (ECR Public: anonymous) */
+  readonly accessKeyId: string | undefined;
+  readonly secretAccessKey: string | undefined;
+  readonly sessionToken: string | undefined;
+  /** the API region; default: the region in the registry host, else the SDK's (AWS_REGION) */
+  readonly region: string | undefined;
+  /** GetAuthorizationToken endpoint override, for VPC interface endpoints and tests */
+  readonly endpoint: string | undefined;
+  /** ECR Public (public.ecr.aws): inferred from the host */
+  readonly public: boolean;
 }
 
 export interface Config {
@@ -30,12 +48,31 @@ export interface Config {
     readonly revalidateTimeoutMs: number;
     /** fill an uncached blob in the background when it is first asked for by Range */
     readonly fillOnRange: boolean;
+    /** blobs, tags and manifests in an S3 bucket shared by replicas; undefined: the filesystem cache */
+    readonly s3: S3CacheConfig | undefined;
   };
   readonly upstreams: readonly UpstreamConfig[];
   readonly defaultUpstream: string;
   readonly timeouts: { readonly connectMs: number; readonly headersMs: number; readonly bodyMs: number };
   readonly retries: number;
+  /** eStargz layers: served lazily by range (sparse cache), with the prefetch range fetched on first touch */
+  readonly estargz: { readonly lazy: boolean; readonly prefetch: boolean };
   readonly logLevel: string;
+}
+
+export interface S3CacheConfig {
+  readonly bucket: string;
+  /** "" or ending in "/" */
+  readonly prefix: string;
+  readonly region: string;
+  /** an S3-compatible endpoint; undefined: AWS's own for the region */
+  readonly endpoint: string | undefined;
+  readonly forcePathStyle: boolean;
+  /** keep the filesystem cache (cache.dir, bounded by cache.maxSize) in front of the bucket */
+  readonly localTier: boolean;
+  /** answer GETs of cached blobs with a 307 to a pre-signed bucket URL */
+  readonly redirect: boolean;
+  readonly redirectTtlMs: number;
 }
 
 export interface Flags {
@@ -58,6 +95,7 @@ export class ConfigError extends Error {
 }
 
 const DOCKER_HUB_URL = 'https://registry-1.docker.io';
+const GHCR_URL = 'https://ghcr.io';
 
 export function defaultCacheDir(env: NodeJS.ProcessEnv = process.env): string {
   return join(env.XDG_CACHE_HOME || join(homedir(), '.cache'), 'pullthrough');
@@ -97,6 +135,7 @@ export function loadConfig(flags: Flags, env: NodeJS.ProcessEnv = process.env): 
       tagTtlMs: parseDuration(cache.tagTtl ?? '5m', 'cache.tagTtl'),
       revalidateTimeoutMs: parseDuration(cache.revalidateTimeout ?? '3s', 'cache.revalidateTimeout'),
       fillOnRange: parseBoolean(cache.fillOnRange ?? true, 'cache.fillOnRange'),
+      s3: s3FromDoc(cache.s3, env),
     },
     upstreams,
     defaultUpstream,
@@ -106,6 +145,10 @@ export function loadConfig(flags: Flags, env: NodeJS.ProcessEnv = process.env): 
       bodyMs: parseDuration(timeouts.body ?? '60s', 'timeouts.body'),
     },
     retries: parseCount(doc.retries ?? 2, 'retries'),
+    estargz: {
+      lazy: parseBoolean(objectAt(doc, 'estargz').lazy ?? true, 'estargz.lazy'),
+      prefetch: parseBoolean(objectAt(doc, 'estargz').prefetch ?? true, 'estargz.prefetch'),
+    },
     logLevel: flags.logLevel ?? optionalString(doc.logLevel, 'logLevel') ?? 'info',
   };
   return deepFreeze(config);
@@ -146,11 +189,15 @@ function expandEnv(value: unknown, env: NodeJS.ProcessEnv, key: string): unknown
 function upstreamFromDoc(value: unknown, key: string): UpstreamConfig {
   if (!value || typeof value !== 'object' || Array.isArray(value)) throw new ConfigError(key, 'must be a mapping with at least url');
   const u = value as Record<string, unknown>;
-  const url = parseUrl(u.url, `${key}.url`);
-  const type = optionalString(u.type, `${key}.type`) ?? inferType(url);
+  const givenType = optionalString(u.type, `${key}.type`);
+  const defaultUrl = givenType === 'dockerhub' ? DOCKER_HUB_URL : givenType === 'ghcr' ? GHCR_URL : undefined;
+  let url = parseUrl(u.url ?? defaultUrl, `${key}.url`);
+  const type = givenType ?? inferType(url);
   if (!(UPSTREAM_TYPES as readonly string[]).includes(type)) {
     throw new ConfigError(`${key}.type`, `"${type}" is not one of ${UPSTREAM_TYPES.join(', ')}`);
   }
+  // docker.io and index.docker.io are names of Docker Hub; its API lives on registry-1.docker.io
+  if (type === 'dockerhub' && (url.hostname === 'docker.io' || url.hostname === 'index.docker.io')) url = new URL(DOCKER_HUB_URL);
   const name = optionalString(u.name, `${key}.name`) ?? defaultName(url, type as UpstreamType);
   validateName(name, `${key}.name`);
   const aliases = u.aliases === undefined ? defaultAliases(type as UpstreamType, name) : arrayOfStrings(u.aliases, `${key}.aliases`);
@@ -160,7 +207,46 @@ function upstreamFromDoc(value: unknown, key: string): UpstreamConfig {
   if ((username === undefined) !== (password === undefined) && type !== 'ghcr') {
     throw new ConfigError(`${key}.${username ? 'password' : 'username'}`, 'is empty while the other credential is set');
   }
-  return { name, url: url.origin, type: type as UpstreamType, aliases, username, password };
+  const kind = kindSettings(u, type as UpstreamType, url, key, username !== undefined);
+  return { name, url: url.origin, type: type as UpstreamType, aliases, username, password, ...kind };
+}
+
+const AWS_KEYS = ['awsAccessKeyId', 'awsSecretAccessKey', 'awsSessionToken', 'awsRegion', 'awsEndpoint', 'ecrPublic'] as const;
+
+/** The settings only some upstream types take: AWS for ecr, a service-account key for gar. */
+function kindSettings(u: Record<string, unknown>, type: UpstreamType, url: URL, key: string, hasBasic: boolean): Pick<UpstreamConfig, 'aws' | 'serviceAccountJson'> {
+  const text = (k: string) => optionalString(u[k], `${key}.${k}`) || undefined;
+  for (const k of AWS_KEYS) {
+    if (type !== 'ecr' && u[k] !== undefined) throw new ConfigError(`${key}.${k}`, 'is only for upstreams of type ecr');
+  }
+  if (type !== 'gar' && u.serviceAccountJson !== undefined) throw new ConfigError(`${key}.serviceAccountJson`, 'is only for upstreams of type gar');
+  if (type === 'gar') {
+    const json = text('serviceAccountJson');
+    if (json === undefined) return {};
+    if (hasBasic) throw new ConfigError(`${key}.serviceAccountJson`, 'cannot be combined with username and password; use one');
+    const parsed = parseServiceAccountKey(json);
+    if (typeof parsed === 'string') throw new ConfigError(`${key}.serviceAccountJson`, parsed);
+    return { serviceAccountJson: json };
+  }
+  if (type !== 'ecr') return {};
+  const accessKeyId = text('awsAccessKeyId');
+  const secretAccessKey = text('awsSecretAccessKey');
+  if ((accessKeyId === undefined) !== (secretAccessKey === undefined)) {
+    throw new ConfigError(`${key}.${accessKeyId ? 'awsSecretAccessKey' : 'awsAccessKeyId'}`, 'is empty while the other AWS key is set');
+  }
+  if (hasBasic) throw new ConfigError(`${key}.username`, 'ECR upstreams take awsAccessKeyId and awsSecretAccessKey (or the AWS credential chain), not username and password');
+  const endpoint = text('awsEndpoint');
+  const host = url.hostname;
+  return {
+    aws: {
+      accessKeyId,
+      secretAccessKey,
+      sessionToken: text('awsSessionToken'),
+      region: text('awsRegion'),
+      endpoint: endpoint === undefined ? undefined : parseUrl(endpoint, `${key}.awsEndpoint`).href,
+      public: parseBoolean(u.ecrPublic ?? (host === 'public.ecr.aws' || host === 'ecr-public.aws.com'), `${key}.ecrPublic`),
+    },
+  };
 }
 
 function upstreamFromFlag(spec: string, i: number): UpstreamConfig {
@@ -178,7 +264,7 @@ function dockerHub(): UpstreamConfig {
 function inferType(url: URL): UpstreamType {
   const host = url.hostname;
   if (host === 'registry-1.docker.io' || host === 'index.docker.io' || host === 'docker.io') return 'dockerhub';
-  if (/\.dkr\.ecr\./.test(host) || host === 'public.ecr.aws') return 'ecr';
+  if (/\.dkr[.-]ecr(-fips)?\./.test(host) || host === 'public.ecr.aws' || host === 'ecr-public.aws.com') return 'ecr';
   if (host.endsWith('-docker.pkg.dev') || host === 'gcr.io' || host.endsWith('.gcr.io')) return 'gar';
   if (host === 'ghcr.io') return 'ghcr';
   return 'registry';
@@ -287,4 +373,38 @@ function deepFreeze<T>(value: T): T {
     Object.freeze(value);
   }
   return value;
+}
+
+/** cache.s3: the bucket is required; region falls back to AWS_REGION, AWS_DEFAULT_REGION, then us-east-1. */
+function s3FromDoc(value: unknown, env: NodeJS.ProcessEnv): S3CacheConfig | undefined {
+  if (value === undefined || value === null || value === false) return undefined;
+  if (typeof value !== 'object' || Array.isArray(value)) throw new ConfigError('cache.s3', 'must be a mapping with at least bucket');
+  const s = value as Record<string, unknown>;
+  const known = ['bucket', 'prefix', 'region', 'endpoint', 'forcePathStyle', 'localTier', 'redirect', 'redirectTtl'];
+  for (const k of Object.keys(s)) {
+    if (!known.includes(k)) throw new ConfigError(`cache.s3.${k}`, `is not a setting (one of ${known.join(', ')}); credentials come from the AWS credential chain`);
+  }
+  const bucket = optionalString(s.bucket, 'cache.s3.bucket') ?? '';
+  if (!/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/.test(bucket)) {
+    throw new ConfigError('cache.s3.bucket', bucket ? `"${bucket}" is not an S3 bucket name (3-63 lowercase letters, digits, dots, dashes)` : 'is required');
+  }
+  const rawPrefix = (optionalString(s.prefix, 'cache.s3.prefix') ?? '').replace(/^\/+/, '');
+  if (!/^[A-Za-z0-9!_.*'()/-]*$/.test(rawPrefix) || rawPrefix.split('/').some((seg) => seg === '.' || seg === '..')) {
+    throw new ConfigError('cache.s3.prefix', `"${rawPrefix}" may hold only letters, digits, / and !_.*'()- (and no . or .. segments)`);
+  }
+  const prefix = rawPrefix === '' || rawPrefix.endsWith('/') ? rawPrefix : `${rawPrefix}/`;
+  const region = optionalString(s.region, 'cache.s3.region') || env.AWS_REGION || env.AWS_DEFAULT_REGION || 'us-east-1';
+  const endpoint = optionalString(s.endpoint, 'cache.s3.endpoint') || undefined;
+  const redirectTtlMs = parseDuration(s.redirectTtl ?? '5m', 'cache.s3.redirectTtl');
+  if (redirectTtlMs < 1000 || redirectTtlMs > 7 * 86_400_000) throw new ConfigError('cache.s3.redirectTtl', 'must be from 1s to 7d (the longest a pre-signed URL may live)');
+  return {
+    bucket,
+    prefix,
+    region,
+    endpoint: endpoint === undefined ? undefined : parseUrl(endpoint, 'cache.s3.endpoint').origin,
+    forcePathStyle: parseBoolean(s.forcePathStyle ?? false, 'cache.s3.forcePathStyle'),
+    localTier: parseBoolean(s.localTier ?? false, 'cache.s3.localTier'),
+    redirect: parseBoolean(s.redirect ?? false, 'cache.s3.redirect'),
+    redirectTtlMs,
+  };
 }

@@ -1,8 +1,14 @@
 // Composition root: config → stores and upstreams → server. No listen() here, so tests can start
 // the whole proxy in-process and pick their own port.
+import { join } from 'node:path';
 import type { FastifyInstance, FastifyServerOptions } from 'fastify';
+import type { BlobStore, MetadataStore, StoreLogger } from './cache/blob-store.js';
 import { FsMetadataStore } from './cache/fs-metadata.js';
 import { FsBlobStore } from './cache/fs-store.js';
+import { createS3Client, S3Health } from './cache/s3-client.js';
+import { S3MetadataStore } from './cache/s3-metadata.js';
+import { S3BlobStore } from './cache/s3-store.js';
+import { TieredBlobStore } from './cache/tiered-store.js';
 import type { Config } from './config.js';
 import { PullThrough } from './proxy/pull-through.js';
 import { Router, type RoutedUpstream } from './proxy/routing.js';
@@ -12,7 +18,35 @@ import type { UpstreamCall } from './upstreams/registry-client.js';
 
 export interface App {
   server: FastifyInstance;
+  /** the S3 bucket's failure counters, when the cache is in S3 */
+  s3Health: S3Health | undefined;
   close(): Promise<void>;
+}
+
+interface Stores {
+  store: BlobStore;
+  meta: MetadataStore;
+  s3Health?: S3Health;
+  close(): void;
+}
+
+/** The filesystem cache, or the S3 bucket (with the filesystem cache in front when localTier is set). */
+export async function createStores(cache: Config['cache'], log: StoreLogger): Promise<Stores> {
+  const s3 = cache.s3;
+  if (!s3) {
+    return { store: await FsBlobStore.open({ dir: cache.dir, maxBytes: cache.maxSize }), meta: new FsMetadataStore(cache.dir), close() {} };
+  }
+  const client = createS3Client(s3);
+  const health = new S3Health({ log });
+  const location = { client, bucket: s3.bucket, prefix: s3.prefix, health };
+  const local = s3.localTier ? await FsBlobStore.open({ dir: cache.dir, maxBytes: cache.maxSize }) : undefined;
+  const remote = await S3BlobStore.open({ ...location, spoolDir: local ? join(cache.dir, 'tmp', 's3') : join(cache.dir, 'tmp') });
+  return {
+    store: local ? new TieredBlobStore(local, remote, log) : remote,
+    meta: new S3MetadataStore(location),
+    s3Health: health,
+    close: () => client.destroy(),
+  };
 }
 
 /** Pino options: credentials never reach the log, whatever a request carries. */
@@ -24,24 +58,29 @@ export function loggerOptions(level: string): FastifyServerOptions['logger'] {
 }
 
 export async function createApp(config: Config, logger: FastifyServerOptions['logger'] = loggerOptions(config.logLevel)): Promise<App> {
-  const store = await FsBlobStore.open({ dir: config.cache.dir, maxBytes: config.cache.maxSize });
-  const meta = new FsMetadataStore(config.cache.dir);
   let server: FastifyInstance | undefined;
-  const onResponse = (e: UpstreamCall) => server?.log.info(e, 'upstream');
-  const upstreams: RoutedUpstream[] = config.upstreams.map((u) => ({ config: u, client: createUpstream(u, config, onResponse) }));
-  const fallback = upstreams.find((u) => u.config.name === config.defaultUpstream) ?? upstreams[0]!;
-  const router = new Router(upstreams, fallback);
   const log = {
     info: (obj: object, msg?: string) => server?.log.info(obj, msg),
     warn: (obj: object, msg?: string) => server?.log.warn(obj, msg),
   };
-  const cache = new PullThrough({ store, meta, ...config.cache, log });
+  const stores = await createStores(config.cache, log);
+  const { store, meta } = stores;
+  const onResponse = (e: UpstreamCall) => server?.log.info(e, 'upstream');
+  const upstreams: RoutedUpstream[] = config.upstreams.map((u) => ({ config: u, client: createUpstream(u, config, onResponse) }));
+  const fallback = upstreams.find((u) => u.config.name === config.defaultUpstream) ?? upstreams[0]!;
+  const router = new Router(upstreams, fallback);
+  const redirectTtlSeconds = config.cache.s3?.redirect ? config.cache.s3.redirectTtlMs / 1000 : undefined;
+  const estargz = config.estargz.lazy ? { sparseDir: join(config.cache.dir, 'sparse'), prefetch: config.estargz.prefetch } : undefined;
+  const cache = new PullThrough({ store, meta, ...config.cache, redirectTtlSeconds, estargz, log });
   server = buildServer({ router, cache, logger });
   return {
     server,
+    s3Health: stores.s3Health,
     async close() {
       await server.close();
       await Promise.all(upstreams.map((u) => u.client.close()));
+      await cache.close();
+      stores.close();
     },
   };
 }

@@ -1,8 +1,16 @@
 // Where verified content lives. A blob store only ever holds bytes that hashed to their digest:
-// content arrives as a finished, verified local file (see Fill) and is published atomically.
-import type { Readable } from 'node:stream';
+// content arrives as a finished, verified local file (see Fill) and is published atomically, or,
+// for stores with a streaming writer, as bytes fed while the fill runs that become visible under
+// the digest only once the fill verified them.
+import type { Readable, Writable } from 'node:stream';
 import type { Digest } from '../oci/digest.js';
 import type { ByteRange } from '../oci/range.js';
+
+/** What stores that talk to a remote service log through (the server's pino logger fits). */
+export interface StoreLogger {
+  info(obj: object, msg?: string): void;
+  warn(obj: object, msg?: string): void;
+}
 
 export interface BlobInfo {
   digest: string;
@@ -25,11 +33,40 @@ export interface BlobStore {
    * is moved (or copied) into the store; the caller must not use it afterwards.
    */
   ingest(digest: Digest, file: string, size: number): Promise<void>;
+  /**
+   * Optional streaming writer, for stores that gain from receiving a fill's bytes as they arrive
+   * (S3: a multipart upload that runs while clients are served). Undefined, or no method: the fill
+   * ingests its spool file once verified. See BlobWriter for what a writer must guarantee.
+   */
+  create?(digest: Digest, size: number | undefined): BlobWriter | undefined;
+  /**
+   * Optional: a short-lived URL from which a client can GET the blob (or a Range of it) directly,
+   * or undefined when the blob is not stored where such a URL can point.
+   */
+  presign?(digest: Digest, ttlSeconds: number): Promise<string | undefined>;
   delete(digest: Digest): Promise<void>;
   /** Every cached digest ("sha256:..."). */
   list(): AsyncIterable<string>;
   /** A directory for in-progress fills, on the same filesystem as the store when it has one. */
   readonly spoolDir: string;
+}
+
+/**
+ * A blob being stored while its fill runs. The fill writes every byte to `sink` in order as it
+ * arrives, before the digest is known to match, and ends `sink` only after the whole blob verified
+ * (a failed fill destroys it instead). So a writer must never let anything appear under the digest
+ * before `sink` ended normally, and never at all once it was destroyed or aborted.
+ */
+export interface BlobWriter {
+  readonly sink: Writable;
+  /**
+   * The fill verified; `file` holds the complete blob (`size` bytes), which the writer may move
+   * (the fill removes whatever is left at that path afterwards). Resolves once the blob is stored;
+   * rejects when it could not be (the fill's clients are unaffected: they have every byte).
+   */
+  commit(file: string, size: number): Promise<void>;
+  /** The fill failed: discard what was written, leaving nothing under the digest. Idempotent; never rejects. */
+  abort(reason: Error): Promise<void>;
 }
 
 /** Tag and manifest records: small JSON documents kept beside the blobs. */

@@ -3,6 +3,8 @@
 // gets what is already there and then the live tail, and a slow or departed reader never holds
 // up the download. The last byte is released to readers only after the whole blob verified, so
 // wrong content can never look complete to a client: a failed fill aborts its readers instead.
+// A store with a streaming writer (S3) gets the bytes the same way, from one more reader of the
+// spool file that ends only once the blob verified; its upload then runs at its own pace.
 import { EventEmitter } from 'node:events';
 import { open, rm, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -11,7 +13,7 @@ import { PassThrough, Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { VerificationError, type Digest } from '../oci/digest.js';
 import type { ByteRange } from '../oci/range.js';
-import type { BlobStore } from './blob-store.js';
+import type { BlobStore, BlobWriter } from './blob-store.js';
 
 const CHUNK = 1 << 20;
 const DEFAULT_RESUMES = 3;
@@ -40,6 +42,9 @@ export class Fill {
   private readers = 0;
   private fileClosed = false;
   private resumed = 0;
+  /** the content hashed to the digest: readers may have every byte */
+  private isVerified = false;
+  private writer: BlobWriter | undefined;
   readonly done: Promise<void>;
 
   private constructor(
@@ -63,8 +68,24 @@ export class Fill {
     const spoolPath = join(store.spoolDir, `${digest.hex.slice(0, 16)}-${randomUUID()}`);
     const file = await open(spoolPath, 'wx+');
     const fill = new Fill(digest, source.size, spoolPath, file, store, maxResumes);
+    fill.startWriter();
     void fill.run(source);
     return fill;
+  }
+
+  /** Feeds the store's streaming writer, when it has one, from the spool file as bytes arrive. */
+  private startWriter(): void {
+    let writer: BlobWriter | undefined;
+    try {
+      writer = this.store.create?.(this.digest, this.size);
+    } catch {
+      writer = undefined; // the store cannot stream this one: the spool file is ingested instead
+    }
+    if (!writer) return;
+    this.writer = writer;
+    const feed = this.reader(undefined, true);
+    // a failing writer destroys its sink, which only ends this feed; the fill and its readers go on
+    pipeline(feed, writer.sink).catch(() => undefined);
   }
 
   /** How many times the download was resumed after a broken upstream stream. */
@@ -80,11 +101,19 @@ export class Fill {
     return this.state !== 'running';
   }
 
-  /** A stream of [start, end] of the blob, following the fill as it progresses. */
-  reader(range?: ByteRange): Readable {
+  /** The whole blob is there and hashed to its digest (its publication may still be under way). */
+  get verified(): boolean {
+    return this.isVerified;
+  }
+
+  /**
+   * A stream of [start, end] of the blob, following the fill as it progresses. With `untilVerified`
+   * the stream ends only once the blob verified, even when its last byte was read before.
+   */
+  reader(range?: ByteRange, untilVerified = false): Readable {
     if (this.fileClosed) return this.settledReader(range);
     this.readers++;
-    const r = new FillReader(this, this.file, range?.start ?? 0, range?.end);
+    const r = new FillReader(this, this.file, range?.start ?? 0, range?.end, untilVerified);
     r.once('close', () => {
       this.readers--;
       this.closeIfIdle();
@@ -94,11 +123,12 @@ export class Fill {
 
   /** Bytes readers may take: all once verified, else all but the last one. */
   readable(): number {
-    return this.state === 'done' ? this.written : Math.max(0, this.written - 1);
+    return this.isVerified ? this.written : Math.max(0, this.written - 1);
   }
 
+  /** Why the fill failed, for readers; once the bytes verified, a failure to store them is none of theirs. */
   get error(): Error | undefined {
-    return this.state === 'failed' ? this.failure : undefined;
+    return this.state === 'failed' && !this.isVerified ? this.failure : undefined;
   }
 
   onProgress(listener: () => void): () => void {
@@ -132,14 +162,40 @@ export class Fill {
       }
       const got = `${this.digest.algorithm}:${hash.digest('hex')}`;
       if (got !== this.digest.value) throw new VerificationError(this.digest.value, got);
-      await this.store.ingest(this.digest, this.spoolPath, this.written);
+      await this.publish();
       this.settle('done');
     } catch (e) {
       discardBody(body);
       this.failure = e instanceof Error ? e : new Error(String(e));
       await rm(this.spoolPath, { force: true });
       this.settle('failed');
+      // the writer's feed broke off with the failure (or the writer failed): drop what it stored
+      if (this.writer) void this.writer.abort(this.failure);
     }
+  }
+
+  /**
+   * Makes the verified blob the store's. Without a writer, the spool file is ingested before the
+   * last byte is released, as ever. With one, readers get the last byte at once (the writer's
+   * feed ends with them), and the fill stays running until the writer has stored the blob.
+   */
+  private async publish(): Promise<void> {
+    if (!this.writer) {
+      await this.store.ingest(this.digest, this.spoolPath, this.written);
+      this.verify();
+      return;
+    }
+    this.verify();
+    try {
+      await this.writer.commit(this.spoolPath, this.written);
+    } finally {
+      await rm(this.spoolPath, { force: true });
+    }
+  }
+
+  private verify(): void {
+    this.isVerified = true;
+    this.events.emit('progress');
   }
 
   /** A broken stream of known size resumes from the last written byte, a bounded number of times. */
@@ -165,8 +221,8 @@ export class Fill {
   /** A reader joining once the spool descriptor is closed: the verified blob from the store, or the failure. */
   private settledReader(range?: ByteRange): Readable {
     const out = new PassThrough({ highWaterMark: CHUNK });
-    const failure = this.failure;
-    if (this.state === 'failed' && failure) {
+    const failure = this.error;
+    if (failure) {
       process.nextTick(() => out.destroy(failure));
       return out;
     }
@@ -191,6 +247,7 @@ class FillReader extends Readable {
     private readonly handle: FileHandle,
     start: number,
     private readonly end: number | undefined,
+    private readonly untilVerified: boolean,
   ) {
     super({ highWaterMark: CHUNK });
     this.pos = start;
@@ -209,7 +266,7 @@ class FillReader extends Readable {
     const handle = this.handle;
     while (!this.destroyed) {
       const last = this.end ?? (this.fill.size !== undefined ? this.fill.size - 1 : Infinity);
-      if (this.pos > last) {
+      if (this.pos > last && (!this.untilVerified || this.fill.verified)) {
         this.push(null);
         return;
       }
@@ -225,7 +282,7 @@ class FillReader extends Readable {
       }
       const error = this.fill.error;
       if (error) throw error;
-      if (this.fill.settled) {
+      if (this.fill.verified) {
         // verified and complete, but shorter than the requested range
         this.push(null);
         return;

@@ -65,13 +65,13 @@ export class FsMetadataStore implements MetadataStore {
   }
 }
 
-function isTagRecord(v: unknown): v is TagRecord {
+export function isTagRecord(v: unknown): v is TagRecord {
   if (typeof v !== 'object' || v === null) return false;
   const r = v as Record<string, unknown>;
   return typeof r.digest === 'string' && typeof r.mediaType === 'string' && typeof r.size === 'number' && typeof r.checkedAt === 'number';
 }
 
-function isManifestRecord(v: unknown): v is ManifestRecord {
+export function isManifestRecord(v: unknown): v is ManifestRecord {
   if (typeof v !== 'object' || v === null) return false;
   const r = v as Record<string, unknown>;
   return typeof r.mediaType === 'string' && typeof r.size === 'number';

@@ -18,6 +18,8 @@ export interface FsBlobStoreOptions {
   dir: string;
   maxBytes: number;
   onEvict?: (digest: string) => void;
+  /** leave <dir>/tmp as it is (another process may be filling into it), for tools such as verify */
+  keepSpool?: boolean;
 }
 
 export class FsBlobStore implements BlobStore {
@@ -35,7 +37,7 @@ export class FsBlobStore implements BlobStore {
   /** Opens (creating if needed) a cache directory: removes leftovers of interrupted fills and indexes what is there. */
   static async open(opts: FsBlobStoreOptions): Promise<FsBlobStore> {
     const store = new FsBlobStore(opts);
-    await rm(store.spoolDir, { recursive: true, force: true });
+    if (!opts.keepSpool) await rm(store.spoolDir, { recursive: true, force: true });
     await mkdir(store.spoolDir, { recursive: true });
     await mkdir(store.blobDir, { recursive: true });
     await store.scan();

@@ -28,13 +28,30 @@ export function rangeHeader(range: RangeRequest): string {
 
 /** Parses a single-range `Range: bytes=...` header; anything else is ignored, as RFC 9110 allows. */
 export function parseRange(header: string | undefined): RangeRequest | undefined {
-  const m = header ? /^bytes=(\d*)-(\d*)$/.exec(header.trim()) : null;
-  if (!m || (m[1] === '' && m[2] === '')) return undefined;
-  if (m[1] === '') return { suffix: Number(m[2]) };
-  const start = Number(m[1]);
-  const end = m[2] === '' ? undefined : Number(m[2]);
-  if (end !== undefined && end < start) return undefined;
-  return { start, end };
+  const ranges = parseRanges(header);
+  return ranges?.length === 1 ? ranges[0] : undefined;
+}
+
+/** Parses `Range: bytes=a-b, c-, -n` (at most 64 ranges); undefined when any part is malformed. */
+export function parseRanges(header: string | undefined): RangeRequest[] | undefined {
+  const m = header ? /^bytes=(.+)$/.exec(header.trim()) : null;
+  if (!m) return undefined;
+  const parts = m[1]!.split(',');
+  if (parts.length > 64) return undefined;
+  const out: RangeRequest[] = [];
+  for (const part of parts) {
+    const r = /^\s*(\d*)-(\d*)\s*$/.exec(part);
+    if (!r || (r[1] === '' && r[2] === '')) return undefined;
+    if (r[1] === '') {
+      out.push({ suffix: Number(r[2]) });
+      continue;
+    }
+    const start = Number(r[1]);
+    const end = r[2] === '' ? undefined : Number(r[2]);
+    if (end !== undefined && end < start) return undefined;
+    out.push({ start, end });
+  }
+  return out;
 }
 
 export function rangeInvalid(size: number | undefined): RegistryError {

@@ -5,8 +5,9 @@ import type { Readable } from 'node:stream';
 import type { BlobStore } from '../cache/blob-store.js';
 import { Fill } from '../cache/fill.js';
 import type { Digest } from '../oci/digest.js';
-import { satisfy, type ByteRange, type RangeRequest } from '../oci/range.js';
+import { rangeInvalid, satisfy, type ByteRange, type RangeRequest } from '../oci/range.js';
 import type { Upstream } from '../upstreams/upstream.js';
+import { lazyRange, wholeFromSparse, type LazyLayer, type LazyLayers } from './lazy-layers.js';
 import type { Logger } from './pull-through.js';
 
 /** A range starting within this distance of a fill's progress waits for the fill. */
@@ -19,11 +20,20 @@ export interface ServedBlob {
   body: Readable;
 }
 
+export interface RangedParts {
+  size: number;
+  parts: { range: ByteRange; open(): Promise<Readable> }[];
+}
+
 export interface BlobCacheOptions {
   store: BlobStore;
   log: Logger;
   /** start a background fill when an uncached blob is first asked for by Range */
   fillOnRange: boolean;
+  /** redirect GETs of cached blobs to pre-signed URLs valid this long (stores with presign only) */
+  redirectTtlSeconds?: number | undefined;
+  /** eStargz layers served lazily; absent when lazy serving is off */
+  lazy?: LazyLayers | undefined;
   now?: () => number;
 }
 
@@ -45,6 +55,40 @@ export class BlobCache {
     return up.headBlob(repo, digest, { signal });
   }
 
+  /** A pre-signed URL for a cached blob, in redirect mode; undefined otherwise or when it is not cached. */
+  async redirect(digest: Digest): Promise<string | undefined> {
+    const ttl = this.opts.redirectTtlSeconds;
+    if (!ttl || !this.opts.store.presign) return undefined;
+    return this.opts.store.presign(digest, ttl);
+  }
+
+  /**
+   * Several ranges of a blob that is cached or served lazily (eStargz), for a multipart answer.
+   * Undefined when the blob is neither: the caller answers with the whole blob instead.
+   */
+  async getRanges(up: Upstream, repo: string, digest: Digest, ranges: readonly RangeRequest[]): Promise<RangedParts | undefined> {
+    const cached = await this.opts.store.stat(digest);
+    const lazy = cached ? undefined : await this.lazyLayer(up, repo, digest);
+    const size = cached?.size ?? lazy?.index.blobSize;
+    if (size === undefined) return undefined;
+    const satisfiable = ranges.flatMap((r) => {
+      try {
+        return [satisfy(r, size)];
+      } catch {
+        return [];
+      }
+    });
+    if (satisfiable.length === 0) throw rangeInvalid(size);
+    const store = this.opts.store;
+    const open = async (r: ByteRange): Promise<Readable> => {
+      if (lazy) return lazyRange(lazy, r);
+      const reader = await store.open(digest, r);
+      if (!reader) throw new Error(`${digest.value} left the cache while being served`);
+      return reader.stream;
+    };
+    return { size, parts: satisfiable.map((range) => ({ range, open: () => open(range) })) };
+  }
+
   /** A blob or one range of it. A range that cannot be satisfied throws RANGE_INVALID. */
   async get(up: Upstream, repo: string, digest: Digest, range: RangeRequest | undefined): Promise<ServedBlob> {
     const cached = await this.opts.store.stat(digest);
@@ -55,6 +99,11 @@ export class BlobCache {
       // evicted between stat and open: fetch it again
     }
     if (range) {
+      const lazy = await this.lazyLayer(up, repo, digest);
+      if (lazy) {
+        const r = satisfy(range, lazy.index.blobSize);
+        return { size: lazy.index.blobSize, range: r, body: await lazyRange(lazy, r) };
+      }
       const ranged = await this.rangeOnMiss(up, repo, digest, range);
       if (ranged) return ranged;
     }
@@ -100,7 +149,21 @@ export class BlobCache {
     return started;
   }
 
+  /** The lazy eStargz view of an uncached layer, or undefined (not eStargz, or it failed to open). */
+  async lazyLayer(up: Upstream, repo: string, digest: Digest): Promise<LazyLayer | undefined> {
+    const lazy = this.opts.lazy;
+    if (!lazy?.isLazy(digest)) return undefined;
+    try {
+      return await lazy.layer(up, repo, digest);
+    } catch (e) {
+      this.opts.log.warn({ upstream: up.name, repo, digest: digest.value, err: (e as Error).message }, 'eStargz layer could not be opened lazily; serving it as a plain blob');
+      return undefined;
+    }
+  }
+
   private async startFill(up: Upstream, repo: string, digest: Digest): Promise<Fill> {
+    const started = await this.opts.lazy?.started(digest);
+    if (started) return this.fillFromSparse(up, repo, digest, started);
     const res = await up.getBlob(repo, digest);
     const resume = async (offset: number) => {
       this.opts.log.warn({ upstream: up.name, repo, digest: digest.value, offset }, 'upstream stream broke; resuming with a ranged request');
@@ -116,6 +179,27 @@ export class BlobCache {
     fill.done.then(
       () => this.opts.log.info({ upstream: up.name, repo, digest: digest.value, bytes: fill.bytesWritten, resumes: fill.resumes, ms: this.now() - t0 }, 'blob cached'),
       (e: Error) => this.opts.log.warn({ upstream: up.name, repo, digest: digest.value, err: e.message }, 'blob fill failed; nothing cached'),
+    );
+    return fill;
+  }
+
+  /** A full GET of a lazily touched layer: what the sparse copy holds plus the missing ranges, verified whole. */
+  private async fillFromSparse(up: Upstream, repo: string, digest: Digest, layer: LazyLayer): Promise<Fill> {
+    const openGap = async (gap: { start: number; end: number }) => {
+      const part = await up.getBlob(repo, digest, { range: { start: gap.start, end: gap.end - 1 } });
+      if (part.range?.start !== gap.start || part.range.end !== gap.end - 1) {
+        part.body.destroy();
+        throw new Error(`upstream did not answer the range ${gap.start}-${gap.end - 1}`);
+      }
+      return part.body;
+    };
+    const fill = await Fill.start(this.opts.store, digest, { size: layer.index.blobSize, body: wholeFromSparse(layer, openGap) });
+    fill.done.then(
+      () => {
+        this.opts.log.info({ upstream: up.name, repo, digest: digest.value, fromSparse: layer.sparse.cachedBytes }, 'eStargz layer cached whole');
+        void this.opts.lazy?.forget(digest);
+      },
+      (e: Error) => this.opts.log.warn({ upstream: up.name, repo, digest: digest.value, err: e.message }, 'eStargz layer fill failed; nothing cached'),
     );
     return fill;
   }

@@ -29,6 +29,8 @@ export interface ManifestCacheOptions {
   /** deadline for revalidating a tag we hold; past it the cached manifest is served */
   revalidateTimeoutMs: number;
   log: Logger;
+  /** sees every manifest served (e.g. to learn which layers are eStargz) */
+  onManifest?: ((body: Buffer) => void) | undefined;
   now?: () => number;
 }
 
@@ -48,6 +50,12 @@ export class ManifestCache {
 
   /** GET or HEAD of a manifest by tag or digest, honouring the client's Accept list. */
   async get(up: Upstream, repo: string, ref: Reference, accept: readonly string[], signal?: AbortSignal): Promise<ServedManifest> {
+    const served = await this.lookup(up, repo, ref, accept, signal);
+    this.opts.onManifest?.(served.body);
+    return served;
+  }
+
+  private async lookup(up: Upstream, repo: string, ref: Reference, accept: readonly string[], signal?: AbortSignal): Promise<ServedManifest> {
     if (ref.kind === 'digest') return { ...(await this.byDigest(up, repo, ref.digest, signal)), stale: false };
     const { record, stale } = await this.resolveTag(up, repo, ref.tag);
     if (!accepts(accept, record.mediaType)) return this.forAccept(up, repo, ref, accept, signal);

@@ -5,7 +5,9 @@ import type { Digest } from '../oci/digest.js';
 import type { RangeRequest } from '../oci/range.js';
 import type { Reference } from '../oci/reference.js';
 import type { Manifest, TagPage, Upstream } from '../upstreams/upstream.js';
-import { BlobCache, type ServedBlob } from './blob-cache.js';
+import { BlobCache, type RangedParts, type ServedBlob } from './blob-cache.js';
+import { LayerFiles, type LayerFile } from './layer-files.js';
+import { LazyLayers } from './lazy-layers.js';
 import { ManifestCache, type ServedManifest } from './manifest-cache.js';
 
 export interface Logger {
@@ -19,6 +21,10 @@ export interface PullThroughOptions {
   tagTtlMs: number;
   revalidateTimeoutMs: number;
   fillOnRange: boolean;
+  /** answer GETs of cached blobs with a 307 to a pre-signed URL valid this long, when the store can make one */
+  redirectTtlSeconds?: number | undefined;
+  /** lazy serving of eStargz layers: where their sparse copies live; absent to turn it off */
+  estargz?: { sparseDir: string; prefetch: boolean } | undefined;
   log: Logger;
   now?: () => number;
 }
@@ -26,10 +32,34 @@ export interface PullThroughOptions {
 export class PullThrough {
   private readonly manifests: ManifestCache;
   private readonly blobs: BlobCache;
+  private readonly files: LayerFiles;
+  private readonly lazy: LazyLayers | undefined;
 
   constructor(opts: PullThroughOptions) {
-    this.manifests = new ManifestCache(opts);
-    this.blobs = new BlobCache(opts);
+    const lazy = opts.estargz && new LazyLayers({ dir: opts.estargz.sparseDir, prefetch: opts.estargz.prefetch, log: opts.log });
+    this.lazy = lazy;
+    this.manifests = new ManifestCache({ ...opts, onManifest: lazy && ((body) => lazy.learn(body)) });
+    this.blobs = new BlobCache({ ...opts, lazy });
+    this.files = new LayerFiles({ store: opts.store, blobs: this.blobs, manifests: this.manifests });
+  }
+
+  async close(): Promise<void> {
+    await this.lazy?.close();
+  }
+
+  /** The TOC JSON of an eStargz layer. */
+  layerToc(up: Upstream, repo: string, digest: Digest): Promise<Buffer> {
+    return this.files.toc(up, repo, digest);
+  }
+
+  /** One file of one layer. */
+  layerFile(up: Upstream, repo: string, digest: Digest, path: string): Promise<LayerFile> {
+    return this.files.layerFile(up, repo, digest, path);
+  }
+
+  /** One file of an image's root filesystem (platform "os/arch[/variant]" for an index). */
+  imageFile(up: Upstream, repo: string, ref: Reference, path: string, platform: string): Promise<LayerFile> {
+    return this.files.imageFile(up, repo, ref, path, platform);
   }
 
   manifest(up: Upstream, repo: string, ref: Reference, accept: readonly string[], signal?: AbortSignal): Promise<ServedManifest> {
@@ -38,6 +68,16 @@ export class PullThrough {
 
   blob(up: Upstream, repo: string, digest: Digest, range: RangeRequest | undefined): Promise<ServedBlob> {
     return this.blobs.get(up, repo, digest, range);
+  }
+
+  /** Several ranges of a cached or lazily served blob; undefined: answer with the whole blob. */
+  blobRanges(up: Upstream, repo: string, digest: Digest, ranges: readonly RangeRequest[]): Promise<RangedParts | undefined> {
+    return this.blobs.getRanges(up, repo, digest, ranges);
+  }
+
+  /** Where a client can GET a cached blob directly (redirect mode), or undefined: serve it here. */
+  blobRedirect(digest: Digest): Promise<string | undefined> {
+    return this.blobs.redirect(digest);
   }
 
   blobSize(up: Upstream, repo: string, digest: Digest, signal?: AbortSignal): Promise<number | undefined> {

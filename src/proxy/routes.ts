@@ -6,7 +6,9 @@ import { RegistryError } from '../oci/errors.js';
 import { OCI_INDEX, parseAccept } from '../oci/media-types.js';
 import { parseReference } from '../oci/reference.js';
 import type { PullThrough } from './pull-through.js';
-import { parseRange } from '../oci/range.js';
+import { parseRange, parseRanges } from '../oci/range.js';
+import { parseFileEndpoint, serveFileEndpoint } from './file-routes.js';
+import { multipartRanges } from './multipart.js';
 import type { Route, Router } from './routing.js';
 
 const READ_METHODS = new Set(['GET', 'HEAD']);
@@ -29,6 +31,8 @@ export function registerRoutes(app: FastifyInstance, deps: { router: Router; cac
 
   app.route({ method: ['GET', 'HEAD'], url: '/v2/*', handler: async (req, reply) => {
     const [path, query] = splitUrl(req.url);
+    const files = parseFileEndpoint(path.slice('/v2/'.length));
+    if (files) return serveFileEndpoint(deps.cache, deps.router.route(files.name, query.get('ns') ?? undefined), files, query, req, reply);
     const endpoint = parseEndpoint(path.slice('/v2/'.length));
     if (endpoint.kind === 'uploads') throw new RegistryError('UNSUPPORTED', { message: 'uploads are not supported by a pull-through cache' });
     const route = deps.router.route(endpoint.name, query.get('ns') ?? undefined);
@@ -66,6 +70,17 @@ async function blob(cache: PullThrough, route: Route, refText: string, req: Fast
     const size = await cache.blobSize(route.upstream.client, route.repo, digest, signal);
     if (size !== undefined) reply.header('content-length', String(size));
     return reply.send();
+  }
+  const location = await cache.blobRedirect(digest);
+  if (location) return reply.code(307).header('location', location).header('cache-control', 'no-store').send();
+  const ranges = parseRanges(req.headers.range);
+  if (ranges && ranges.length > 1) {
+    const multi = await cache.blobRanges(route.upstream.client, route.repo, digest, ranges);
+    if (multi) {
+      const body = multipartRanges(multi);
+      reply.code(206).header('content-type', body.contentType).header('content-length', String(body.length));
+      return reply.send(body.stream);
+    }
   }
   const b = await cache.blob(route.upstream.client, route.repo, digest, parseRange(req.headers.range));
   if (b.range) {

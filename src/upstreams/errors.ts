@@ -20,6 +20,8 @@ export interface ErrorContext {
   kind: ResourceKind;
   repo?: string | undefined;
   ref?: string | undefined;
+  /** what the upstream's credential needs, for DENIED messages (never a secret) */
+  hint?: string | undefined;
 }
 
 /** Reads (a bounded part of) an error response and classifies it. */
@@ -37,7 +39,7 @@ export async function errorFromResponse(
   }
   if (status === 401 || status === 403) {
     return new RegistryError('DENIED', {
-      message: `upstream "${ctx.upstream}" denied access${ctx.repo ? ` to ${ctx.repo}` : ''}; check the credentials configured for it`,
+      message: `upstream "${ctx.upstream}" denied access${ctx.repo ? ` to ${ctx.repo}` : ''}; ${ctx.hint ?? 'check the credentials configured for it'}`,
       detail,
     });
   }

@@ -1,25 +1,32 @@
 // Builds the Upstream for a configured upstream. Every kind speaks the same distribution API
-// through RegistryClient; kinds differ in where their credentials come from.
+// through RegistryClient; kinds differ in where their credentials come from (adapters.ts).
 import type { Config, UpstreamConfig } from '../config.js';
+import { adapterFor } from './adapters.js';
 import { Authenticator } from './auth/authenticator.js';
-import { anonymous, staticCredentials, type CredentialProvider } from './auth/credentials.js';
 import { RegistryClient, upstreamAgent, type UpstreamCall } from './registry-client.js';
 import type { Upstream } from './upstream.js';
 
-export function createUpstream(u: UpstreamConfig, config: Pick<Config, 'timeouts' | 'retries'>, onResponse?: (e: UpstreamCall) => void): Upstream {
+export interface UpstreamDeps {
+  /** ms clock for token and credential lifetimes, injectable for tests */
+  now?: () => number;
+}
+
+export function createUpstream(
+  u: UpstreamConfig,
+  config: Pick<Config, 'timeouts' | 'retries'>,
+  onResponse?: (e: UpstreamCall) => void,
+  deps: UpstreamDeps = {},
+): Upstream {
   const dispatcher = upstreamAgent(config.timeouts);
+  const adapter = adapterFor(u, { now: deps.now, timeoutMs: config.timeouts.headersMs });
   const authenticator = new Authenticator({
     upstream: new URL(u.url),
     upstreamName: u.name,
-    credentials: credentialsFor(u),
+    credentials: adapter.credentials,
     dispatcher,
     timeoutMs: config.timeouts.headersMs,
+    deniedHint: adapter.deniedHint,
+    ...(deps.now ? { now: deps.now } : {}),
   });
-  return new RegistryClient({ name: u.name, url: u.url, authenticator, dispatcher, retries: config.retries, onResponse });
-}
-
-function credentialsFor(u: UpstreamConfig): CredentialProvider {
-  if (u.username !== undefined && u.password !== undefined) return staticCredentials(u.username, u.password);
-  if (u.password !== undefined) return staticCredentials('token', u.password);
-  return anonymous;
+  return new RegistryClient({ name: u.name, url: u.url, authenticator, dispatcher, retries: config.retries, onResponse, deniedHint: adapter.deniedHint });
 }

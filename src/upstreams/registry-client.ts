@@ -32,6 +32,8 @@ export interface RegistryClientOptions {
   backoffMs?: number;
   /** called once per upstream response (after auth and redirects); the client itself never logs */
   onResponse?: (e: UpstreamCall) => void;
+  /** what this upstream's credential needs, added to DENIED messages (see adapters.ts) */
+  deniedHint?: string | undefined;
 }
 
 export interface UpstreamCall {
@@ -43,6 +45,10 @@ export interface UpstreamCall {
   attempt: number;
   /** Docker Hub's ratelimit-remaining, when the upstream sent it */
   rateLimitRemaining: number | undefined;
+  /** Docker Hub's ratelimit-limit, when the upstream sent it */
+  rateLimitLimit?: number | undefined;
+  /** true when less than a tenth of the announced limit remains */
+  rateLimitLow?: boolean | undefined;
 }
 
 type Headers = Record<string, string | string[] | undefined>;
@@ -50,6 +56,8 @@ interface Sent {
   status: number;
   headers: Headers;
   body: Readable;
+  /** the response came from another origin (blob storage, a CDN) after a redirect */
+  offOrigin?: boolean;
 }
 
 export class RegistryClient implements Upstream {
@@ -166,7 +174,7 @@ export class RegistryClient implements Upstream {
   }
 
   private ctx(kind: ResourceKind, repo?: string, ref?: string): ErrorContext {
-    return { upstream: this.name, kind, repo, ref };
+    return { upstream: this.name, kind, repo, ref, hint: this.opts.deniedHint };
   }
 
   /**
@@ -180,7 +188,16 @@ export class RegistryClient implements Upstream {
         const res = await this.sendOnce(ctx, method, path, extra, signal);
         const rateLimit = parseRateLimit(res.headers);
         if (rateLimit) this.lastRateLimit = rateLimit;
-        this.opts.onResponse?.({ upstream: this.name, method, path, status: res.status, ms: Math.round(performance.now() - t0), attempt, rateLimitRemaining: rateLimit?.remaining });
+        this.opts.onResponse?.({
+          upstream: this.name,
+          method,
+          path,
+          status: res.status,
+          ms: Math.round(performance.now() - t0),
+          attempt,
+          rateLimitRemaining: rateLimit?.remaining,
+          ...(rateLimit ? { rateLimitLimit: rateLimit.limit, rateLimitLow: rateLimit.remaining < rateLimit.limit / 10 } : {}),
+        });
         if (res.status >= 502 && res.status <= 504 && attempt < this.opts.retries) {
           discard(res.body);
           await sleep(this.backoff(attempt), undefined, { signal });
@@ -216,11 +233,22 @@ export class RegistryClient implements Upstream {
     const auth = this.opts.authenticator;
     let authorization = scope ? await auth.authorization(scope) : undefined;
     let res = await this.follow(method, new URL(path, this.base), extra, authorization, signal);
-    if (res.status === 401 && scope) {
+    // A 401 gets one refresh and one retry. A request that went out without credentials first
+    // learns the challenge; if the Basic credentials it then sends (possibly a cached, minted
+    // ECR password) are refused too, they get their one refresh.
+    const rounds = authorization === undefined ? 2 : 1;
+    for (let round = 0; res.status === 401 && scope && round < rounds; round++) {
+      if (round > 0 && !authorization?.startsWith('Basic ')) break;
       discard(res.body);
       const retry = await auth.challenged(res.headers['www-authenticate'], scope, authorization);
       if (retry === undefined) return { ...res, body: Readable.from([]) };
       authorization = retry;
+      res = await this.follow(method, new URL(path, this.base), extra, authorization, signal);
+    }
+    if (res.offOrigin && (res.status === 400 || res.status === 401 || res.status === 403)) {
+      // A signed storage URL that expired (or was refused) before we used it: ask the registry
+      // for a fresh one, once.
+      discard(res.body);
       res = await this.follow(method, new URL(path, this.base), extra, authorization, signal);
     }
     return res;
@@ -239,7 +267,7 @@ export class RegistryClient implements Upstream {
         url = new URL(location, url);
         continue;
       }
-      return { status: res.statusCode, headers: res.headers, body: res.body };
+      return { status: res.statusCode, headers: res.headers, body: res.body, offOrigin: !sameOrigin };
     }
   }
 }

@@ -5,14 +5,29 @@ import { Agent, createServer, request as httpRequest } from 'node:http';
 import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 
+/** Something the hop did to a request instead of (or besides) forwarding it faithfully. */
+export type Injected = 'down' | 'status' | 'delay' | 'throttle' | 'headers' | 'reset' | 'corrupt';
+
 export interface HopLogEntry {
   method: string;
   /** Path plus query string, as received. */
   path: string;
   /** Status sent to the client; 0 while pending or when the connection was dropped. */
   status: number;
-  /** Response body bytes sent to the client. */
+  /** Response body bytes sent to the client so far (grows while the body streams). */
   bytes: number;
+  /** The request's Range header, when it had one (e.g. a resume after a reset). */
+  range?: string | undefined;
+  /** The faults that took effect on this request, when any did. */
+  injected?: Injected[] | undefined;
+}
+
+/** Which requests faults apply to; every given field must match. */
+export interface HopMatch {
+  method?: string;
+  pathIncludes?: string | RegExp;
+  /** true: only requests with a Range header; false: only requests without one. */
+  ranged?: boolean;
 }
 
 export interface HopFaults {
@@ -22,17 +37,31 @@ export interface HopFaults {
   retryAfter?: string;
   /** Destroy every connection immediately, as if the upstream were unreachable. */
   down: boolean;
-  /** On blob GETs, cut the connection after this many body bytes. */
+  /** On blob GETs, cut the connection (FIN) after this many body bytes of each response. */
   resetAfterBytes?: number;
-  /** Wait this long before forwarding each request. */
+  /**
+   * On blob GETs, flip (XOR 0xff) the byte at this offset of each response body. The offset
+   * counts from the first byte of the response body, not of the blob: in a 206 response for
+   * `bytes=S-` it hits blob offset S + corruptAt. Headers (Content-Length, digest) are unchanged.
+   */
+  corruptAt?: number;
+  /** Pace every response body to about this many bytes per second. */
+  throttleBytesPerSec?: number;
+  /** Added to every response the hop sends (forwarded ones and forced `status` ones). */
+  headers?: Record<string, string>;
+  /** Wait this long before forwarding each request (cancelled if the client goes away). */
   delayMs?: number;
-  /** The faults above apply only to this many more requests (then they stop); unlimited when unset. */
+  /** The faults apply only to requests matching this; others are forwarded untouched. */
+  only?: HopMatch;
+  /**
+   * The faults apply only to this many more (matching) requests, then they stop; unlimited when
+   * unset. Faults are decided when a request arrives, so with `times: 1` and `resetAfterBytes`
+   * the first blob GET is cut and its ranged resume goes through clean.
+   */
   times?: number;
 }
 
-export interface HopCountFilter {
-  method?: string;
-  pathIncludes?: string | RegExp;
+export interface HopCountFilter extends HopMatch {
   status?: number;
 }
 
@@ -44,7 +73,7 @@ export interface Hop {
   port: number;
   target: string;
   log: HopLogEntry[];
-  /** Mutable: change at any time to inject faults into subsequent requests. */
+  /** Mutable (use Object.assign, never replace it): applies to subsequent requests. */
   faults: HopFaults;
   count(filter?: HopCountFilter): number;
   /** Clears the log and all faults. */
@@ -59,29 +88,119 @@ function endToEnd(headers: IncomingHttpHeaders): IncomingHttpHeaders {
   return Object.fromEntries(Object.entries(headers).filter(([k]) => !HOP_BY_HOP.has(k.toLowerCase())));
 }
 
+function matches(m: HopCountFilter, e: HopLogEntry): boolean {
+  return (
+    (m.method === undefined || e.method === m.method.toUpperCase()) &&
+    (m.status === undefined || e.status === m.status) &&
+    (m.ranged === undefined || (e.range !== undefined) === m.ranged) &&
+    (m.pathIncludes === undefined ||
+      (typeof m.pathIncludes === 'string' ? e.path.includes(m.pathIncludes) : m.pathIncludes.test(e.path)))
+  );
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** Resolves when `res` can take more data, or is gone. */
+function drained(res: ServerResponse): Promise<void> {
+  return new Promise((resolve) => {
+    const done = (): void => {
+      res.off('drain', done);
+      res.off('close', done);
+      resolve();
+    };
+    res.on('drain', done);
+    res.on('close', done);
+  });
+}
+
+/** The faults for one request: a snapshot taken when it arrives, consuming one of `times`. */
+function planFor(faults: HopFaults, entry: HopLogEntry): HopFaults {
+  if (faults.only && !matches(faults.only, entry)) return { down: false };
+  if (faults.times === undefined) return { ...faults };
+  if (faults.times <= 0) return { down: false };
+  faults.times--;
+  return { ...faults };
+}
+
+/**
+ * Copies a response body to the client, applying the body faults: corruption, a reset after N
+ * bytes, pacing. Honours backpressure and stops when the client goes away.
+ */
+async function relayBody(upRes: IncomingMessage, res: ServerResponse, entry: HopLogEntry, f: HopFaults, isBlobGet: boolean): Promise<void> {
+  const note = (what: Injected): void => {
+    if (!entry.injected?.includes(what)) (entry.injected ??= []).push(what);
+  };
+  const resetAt = isBlobGet ? f.resetAfterBytes : undefined;
+  const corruptAt = isBlobGet ? f.corruptAt : undefined;
+  const rate = f.throttleBytesPerSec;
+  // throttled bodies go out in slices of ~20 ms worth, so pacing is smooth and bytes stay current
+  const slice = rate ? Math.max(4096, Math.floor(rate / 50)) : Infinity;
+  const t0 = Date.now();
+  try {
+    for await (const received of upRes as AsyncIterable<Buffer>) {
+      let chunk = received;
+      if (corruptAt !== undefined && corruptAt >= entry.bytes && corruptAt < entry.bytes + chunk.length) {
+        chunk = Buffer.from(chunk);
+        chunk[corruptAt - entry.bytes]! ^= 0xff;
+        note('corrupt');
+      }
+      for (let off = 0; off < chunk.length; off += slice) {
+        const piece = chunk.subarray(off, off + slice);
+        if (resetAt !== undefined && entry.bytes + piece.length > resetAt) {
+          const part = piece.subarray(0, Math.max(0, resetAt - entry.bytes));
+          entry.bytes += part.length;
+          res.flushHeaders();
+          if (part.length > 0) res.write(part);
+          res.socket?.end(); // FIN right after exactly `resetAt` body bytes
+          note('reset');
+          upRes.destroy();
+          return;
+        }
+        if (rate) {
+          const wait = t0 + ((entry.bytes + piece.length) / rate) * 1000 - Date.now();
+          if (wait > 0) await sleep(wait);
+          note('throttle');
+        }
+        if (res.destroyed) {
+          upRes.destroy();
+          return;
+        }
+        entry.bytes += piece.length;
+        if (!res.write(piece)) await drained(res);
+      }
+    }
+    res.end();
+  } catch {
+    res.destroy(); // the upstream broke off: break off too
+  }
+}
+
 export function startHop(target: string): Promise<Hop> {
   const upstream = new URL(target);
   const agent = new Agent({ keepAlive: true });
   const sockets = new Set<Socket>();
+  const timers = new Set<NodeJS.Timeout>();
   const log: HopLogEntry[] = [];
   const faults: HopFaults = { down: false };
 
   const handle = (req: IncomingMessage, res: ServerResponse): void => {
-    const entry: HopLogEntry = { method: req.method ?? 'GET', path: req.url ?? '/', status: 0, bytes: 0 };
+    const range = req.headers.range;
+    const entry: HopLogEntry = { method: req.method ?? 'GET', path: req.url ?? '/', status: 0, bytes: 0, range, injected: undefined };
     log.push(entry);
-    let f: HopFaults = { ...faults };
-    if (faults.times !== undefined) {
-      if (faults.times > 0) faults.times--;
-      else f = { down: false };
-    }
+    const f = planFor(faults, entry);
     if (f.down) {
+      entry.injected = ['down'];
       req.socket.destroy();
       return;
     }
+    if (f.headers) entry.injected = ['headers'];
+    const extraHeaders = f.headers ?? {};
     if (f.status !== undefined) {
       entry.status = f.status;
+      (entry.injected ??= []).push('status');
       const body = JSON.stringify({ errors: [{ code: 'UNAVAILABLE', message: 'injected by hop' }] });
       res.writeHead(f.status, {
+        ...extraHeaders,
         'content-type': 'application/json',
         'content-length': Buffer.byteLength(body),
         ...(f.retryAfter !== undefined ? { 'retry-after': f.retryAfter } : {}),
@@ -99,28 +218,13 @@ export function startHop(target: string): Promise<Hop> {
           port: upstream.port,
           method: req.method,
           path: req.url,
-          headers: endToEnd(req.headers), // Host and Authorization pass through unchanged
+          headers: endToEnd(req.headers), // Host, Authorization and Range pass through unchanged
         },
         (upRes) => {
           entry.status = upRes.statusCode ?? 502;
-          res.writeHead(entry.status, upRes.statusMessage, endToEnd(upRes.headers));
-          const limit = req.method === 'GET' && BLOB_PATH.test(entry.path) ? f.resetAfterBytes : undefined;
-          upRes.on('data', (chunk: Buffer) => {
-            if (limit !== undefined && entry.bytes + chunk.length > limit) {
-              const part = chunk.subarray(0, Math.max(0, limit - entry.bytes));
-              entry.bytes += part.length;
-              res.flushHeaders();
-              if (part.length > 0) res.write(part);
-              res.socket?.end(); // FIN right after exactly `limit` body bytes
-              upRes.destroy();
-              return;
-            }
-            entry.bytes += chunk.length;
-            if (!res.write(chunk)) upRes.pause();
-          });
-          res.on('drain', () => upRes.resume());
-          upRes.on('end', () => res.end());
-          upRes.on('error', () => res.destroy());
+          res.writeHead(entry.status, upRes.statusMessage, { ...endToEnd(upRes.headers), ...extraHeaders });
+          const isBlobGet = req.method === 'GET' && BLOB_PATH.test(entry.path);
+          void relayBody(upRes, res, entry, f, isBlobGet);
         },
       );
       up.on('error', () => {
@@ -136,13 +240,25 @@ export function startHop(target: string): Promise<Hop> {
       });
       req.pipe(up);
     };
-    if (f.delayMs) setTimeout(forward, f.delayMs);
-    else forward();
+    if (f.delayMs) {
+      (entry.injected ??= []).push('delay');
+      const timer = setTimeout(() => {
+        timers.delete(timer);
+        if (!res.destroyed) forward();
+      }, f.delayMs);
+      timers.add(timer);
+      res.on('close', () => {
+        clearTimeout(timer);
+        timers.delete(timer);
+      });
+    } else {
+      forward();
+    }
   };
 
   const server = createServer(handle);
   server.on('connection', (socket: Socket) => {
-    if (faults.down && faults.times === undefined) socket.destroy();
+    if (faults.down && faults.times === undefined && faults.only === undefined) socket.destroy();
     sockets.add(socket);
     socket.on('close', () => sockets.delete(socket));
   });
@@ -160,16 +276,7 @@ export function startHop(target: string): Promise<Hop> {
         target,
         log,
         faults,
-        count: (filter = {}) =>
-          log.filter(
-            (e) =>
-              (filter.method === undefined || e.method === filter.method.toUpperCase()) &&
-              (filter.status === undefined || e.status === filter.status) &&
-              (filter.pathIncludes === undefined ||
-                (typeof filter.pathIncludes === 'string'
-                  ? e.path.includes(filter.pathIncludes)
-                  : filter.pathIncludes.test(e.path))),
-          ).length,
+        count: (filter = {}) => log.filter((e) => matches(filter, e)).length,
         reset: () => {
           log.length = 0;
           for (const k of Object.keys(faults)) Reflect.deleteProperty(faults, k);
@@ -177,6 +284,8 @@ export function startHop(target: string): Promise<Hop> {
         },
         close: () =>
           (closed ??= new Promise<void>((done) => {
+            for (const timer of timers) clearTimeout(timer);
+            timers.clear();
             server.close(() => done());
             for (const s of sockets) s.destroy();
             agent.destroy();

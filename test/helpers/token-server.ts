@@ -68,6 +68,8 @@ export interface TokenRequestRecord {
   user?: string;
   /** HTTP status the token server answered with. */
   status: number;
+  /** The token issued, when one was (tests check it never leaks). */
+  token?: string;
 }
 
 /**
@@ -84,6 +86,11 @@ export interface TokenServerOptions {
   /** When both are set, full access requires these Basic credentials. */
   username?: string;
   password?: string;
+  /**
+   * When set, full access requires Basic credentials it accepts (instead of username/password),
+   * e.g. short-lived passwords minted elsewhere.
+   */
+  verifyCredentials?: (user: string, password: string) => boolean;
   anonymous?: AnonymousPolicy;
   /** Token lifetime in seconds (default 300). */
   expiresIn?: number;
@@ -168,9 +175,11 @@ export async function startTokenServer(options: TokenServerOptions): Promise<Tok
       return;
     }
     const creds = parseBasic(req);
-    const needCreds = o.username !== undefined && o.password !== undefined;
+    const needCreds = o.verifyCredentials !== undefined || (o.username !== undefined && o.password !== undefined);
     if (creds) record.user = creds.user;
-    if (needCreds && creds && !(same(creds.user, o.username ?? '') && same(creds.password, o.password ?? ''))) {
+    const valid = (c: { user: string; password: string }): boolean =>
+      o.verifyCredentials ? o.verifyCredentials(c.user, c.password) : same(c.user, o.username ?? '') && same(c.password, o.password ?? '');
+    if (needCreds && creds && !valid(creds)) {
       reply(401, { errors: [{ code: 'UNAUTHORIZED', message: 'bad credentials' }] }, { 'www-authenticate': 'Basic realm="token"' });
       return;
     }
@@ -199,6 +208,7 @@ export async function startTokenServer(options: TokenServerOptions): Promise<Tok
       jti: randomUUID(),
       access,
     });
+    record.token = token;
     reply(200, { token, access_token: token, expires_in: expiresIn, issued_at: new Date(now * 1000).toISOString() });
   };
 

@@ -25,6 +25,8 @@ export interface AuthenticatorOptions {
   timeoutMs?: number;
   /** token cache bound; default 10 000 */
   maxTokens?: number;
+  /** what the credential needs, appended to DENIED messages (never a secret) */
+  deniedHint?: string | undefined;
 }
 
 type Recorded = { scheme: 'basic' } | { scheme: 'bearer'; realm: URL; service: string | undefined };
@@ -43,6 +45,8 @@ export class Authenticator {
   readonly #now: () => number;
   readonly #tokens: LRUCache<string, Entry>;
   readonly #inflight = new Map<string, Promise<Entry>>();
+  /** token-endpoint refusals of credentials we sent (a minting provider may get a second try) */
+  readonly #refused = new WeakSet<RegistryError>();
   #challenge: Recorded | undefined;
 
   constructor(o: AuthenticatorOptions) {
@@ -154,8 +158,21 @@ export class Authenticator {
     return { value: `Bearer ${t.token}`, refreshAt: expiresAt - Math.max(0, margin), expiresAt };
   }
 
-  /** GET <realm>?service=&scope=..., Basic only to a realm the policy allows. */
+  /**
+   * GET <realm>?service=&scope=... When the realm refuses credentials that a minting provider
+   * (ECR, GAR) gave us, they are re-minted and the request is made once more.
+   */
   async #request(realm: URL, service: string | undefined, scopes: string[]): Promise<TokenResponse> {
+    try {
+      return await this.#requestOnce(realm, service, scopes);
+    } catch (e) {
+      if (!(e instanceof RegistryError) || !this.#refused.has(e) || this.#o.credentials.invalidate === undefined) throw e;
+      return this.#requestOnce(realm, service, scopes);
+    }
+  }
+
+  /** One token request; Basic only to a realm the policy allows. */
+  async #requestOnce(realm: URL, service: string | undefined, scopes: string[]): Promise<TokenResponse> {
     const { upstream, upstreamName: name, credentials } = this.#o;
     const fail = (code: 'DENIED' | 'TOOMANYREQUESTS' | 'UNAVAILABLE', message: string, extra: object = {}) =>
       new RegistryError(code, { message, detail: { upstream: name, realm: realm.origin + realm.pathname }, ...extra });
@@ -186,9 +203,12 @@ export class Authenticator {
         const st = res.statusCode;
         if (st === 401 || st === 403) {
           if (sentCredentials) credentials.invalidate?.();
-          throw fail('DENIED', sentCredentials
-            ? `upstream "${name}" refused our credentials (token endpoint answered ${st})`
-            : `upstream "${name}" refused an anonymous token (token endpoint answered ${st})`);
+          const hint = this.#o.deniedHint ? `; ${this.#o.deniedHint}` : '';
+          const refused = fail('DENIED', sentCredentials
+            ? `upstream "${name}" refused our credentials (token endpoint answered ${st})${hint}`
+            : `upstream "${name}" refused an anonymous token (token endpoint answered ${st})${hint}`);
+          if (sentCredentials) this.#refused.add(refused);
+          throw refused;
         }
         if (st === 429) {
           const ra = res.headers['retry-after'];

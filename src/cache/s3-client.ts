@@ -1,0 +1,168 @@
+// What the S3 blob and metadata stores share: the client, the object keys, the reading of S3
+// errors, and the bucket's health. A bucket that fails is carried on without: reads become misses
+// and writes are skipped, each failure logged and counted, and after a few failures in a row the
+// bucket is left alone for a cooldown, so a dead bucket never makes a pull slow. The first request
+// after the cooldown tries again; its success is the recovery.
+import { createHash } from 'node:crypto';
+import { S3Client } from '@aws-sdk/client-s3';
+import type { Digest } from '../oci/digest.js';
+import type { StoreLogger } from './blob-store.js';
+
+export interface S3ClientSettings {
+  region: string;
+  endpoint?: string | undefined;
+  forcePathStyle?: boolean | undefined;
+}
+
+/** Credentials come from the standard AWS chain (environment, profile, web identity, instance role). */
+export function createS3Client(s: S3ClientSettings): S3Client {
+  return new S3Client({
+    region: s.region,
+    ...(s.endpoint ? { endpoint: s.endpoint } : {}),
+    forcePathStyle: s.forcePathStyle ?? false,
+    // checksums only where S3 demands them: a streamed body is then sent as it is, not re-framed
+    requestChecksumCalculation: 'WHEN_REQUIRED',
+    responseChecksumValidation: 'WHEN_REQUIRED',
+    // the cache has a fallback for every failure; a long retry chain would only delay it
+    maxAttempts: 2,
+    requestHandler: {
+      connectionTimeout: 3000,
+      requestTimeout: 30_000,
+      httpAgent: { keepAlive: true, maxSockets: 256 },
+      httpsAgent: { keepAlive: true, maxSockets: 256 },
+    },
+  });
+}
+
+/** Object keys under the configured prefix. Every key is derived from a digest or a hash, never from a client's string. */
+export class S3Keys {
+  readonly blobs: string;
+
+  constructor(readonly prefix: string) {
+    this.blobs = `${prefix}blobs/`;
+  }
+
+  blob(d: Digest): string {
+    return `${this.blobs}${d.algorithm}/${d.hex}`;
+  }
+
+  /** "sha256:<hex>" for a blob key, undefined for anything else. */
+  digestOf(key: string): string | undefined {
+    const m = /^(sha256|sha512)\/([a-f0-9]+)$/.exec(key.slice(this.blobs.length));
+    return key.startsWith(this.blobs) && m ? `${m[1]}:${m[2]}` : undefined;
+  }
+
+  tag(upstream: string, repo: string, tag: string): string {
+    const h = createHash('sha256').update(`${upstream}\0${repo}\0${tag}`).digest('hex');
+    return `${this.prefix}meta/tags/${h}.json`;
+  }
+
+  manifest(d: Digest): string {
+    return `${this.prefix}meta/manifests/${d.algorithm}/${d.hex}.json`;
+  }
+}
+
+interface S3ErrorShape {
+  name?: string;
+  code?: string;
+  message?: string;
+  $metadata?: { httpStatusCode?: number };
+}
+
+const shape = (e: unknown): S3ErrorShape => (typeof e === 'object' && e !== null ? (e as S3ErrorShape) : {});
+
+/** An absent object: a normal miss, not a fault. (A missing bucket is a fault.) */
+export function isMissing(e: unknown): boolean {
+  const s = shape(e);
+  if (s.name === 'NoSuchBucket') return false;
+  return s.name === 'NotFound' || s.name === 'NoSuchKey' || s.$metadata?.httpStatusCode === 404;
+}
+
+export function isInvalidRange(e: unknown): boolean {
+  const s = shape(e);
+  return s.name === 'InvalidRange' || s.$metadata?.httpStatusCode === 416;
+}
+
+/** A short description of an S3 or network error for the log. */
+export function describe(e: unknown): { err: string; code: string | undefined; status: number | undefined } {
+  const s = shape(e);
+  return { err: s.message ?? String(e), code: s.name ?? s.code, status: s.$metadata?.httpStatusCode };
+}
+
+export interface S3HealthOptions {
+  log?: StoreLogger | undefined;
+  /** failures in a row that make the bucket be left alone for a cooldown (default 3) */
+  failuresToPause?: number;
+  /** default 5 s */
+  cooldownMs?: number;
+  now?: () => number;
+}
+
+/** The bucket's health, shared by every store on it: counts failures, pauses after several in a row. */
+export class S3Health {
+  private failures = 0;
+  private skips = 0;
+  private inARow = 0;
+  private pausedUntil = 0;
+  private readonly now: () => number;
+  private readonly failuresToPause: number;
+  private readonly cooldownMs: number;
+
+  constructor(private readonly opts: S3HealthOptions = {}) {
+    this.now = opts.now ?? Date.now;
+    this.failuresToPause = opts.failuresToPause ?? 3;
+    this.cooldownMs = opts.cooldownMs ?? 5000;
+  }
+
+  /** S3 requests that failed since start-up. */
+  get errors(): number {
+    return this.failures;
+  }
+
+  /** Requests not sent because the bucket was paused. */
+  get skipped(): number {
+    return this.skips;
+  }
+
+  /** False while the bucket is paused after failures in a row; a caller then acts as on a failure. */
+  available(): boolean {
+    if (this.now() >= this.pausedUntil) return true;
+    this.skips++;
+    return false;
+  }
+
+  succeeded(): void {
+    if (this.inARow >= this.failuresToPause) {
+      this.opts.log?.info({ s3Errors: this.failures, s3Skipped: this.skips }, 'S3 bucket reachable again');
+    }
+    this.inARow = 0;
+    this.pausedUntil = 0;
+  }
+
+  failed(op: string, fields: Record<string, unknown>, e: unknown): void {
+    this.failures++;
+    this.inARow++;
+    const pausing = this.inARow >= this.failuresToPause;
+    if (pausing) this.pausedUntil = this.now() + this.cooldownMs;
+    this.opts.log?.warn(
+      { op, ...fields, ...describe(e), s3Errors: this.failures, inARow: this.inARow, ...(pausing ? { pausedMs: this.cooldownMs } : {}) },
+      'S3 request failed; carrying on without the bucket (reads miss, writes are skipped)',
+    );
+  }
+
+  /**
+   * Runs one S3 operation: `fallback` when the bucket is paused or the operation failed. `fn` turns
+   * expected outcomes (an absent object) into values itself; whatever it throws is a failure.
+   */
+  async run<T>(op: string, fields: Record<string, unknown>, fn: () => Promise<T>, fallback: T): Promise<T> {
+    if (!this.available()) return fallback;
+    try {
+      const value = await fn();
+      this.succeeded();
+      return value;
+    } catch (e) {
+      this.failed(op, fields, e);
+      return fallback;
+    }
+  }
+}

@@ -1,0 +1,162 @@
+// A partly cached blob: verified byte ranges written at their offsets into a sparse file, with the
+// list of ranges held beside it (<dir>/<alg>/<hex>.data and .ranges). Used for eStargz layers that
+// clients read lazily, so no byte is fetched from the upstream twice and no whole-layer fill starts.
+import { mkdir, open, readFile, rename, rm, type FileHandle } from 'node:fs/promises';
+import { randomUUID } from 'node:crypto';
+import { join } from 'node:path';
+import { Readable } from 'node:stream';
+import type { Digest } from '../oci/digest.js';
+import { isNotFound } from './fs-store.js';
+
+/** A half-open span [start, end). */
+export interface Span {
+  start: number;
+  end: number;
+}
+
+const READ_CHUNK = 1 << 20;
+
+/** Sorted, non-overlapping, non-adjacent spans. */
+export class SpanSet {
+  private spans: Span[] = [];
+
+  constructor(initial: readonly Span[] = []) {
+    for (const s of initial) this.add(s);
+  }
+
+  get list(): readonly Span[] {
+    return this.spans;
+  }
+
+  get bytes(): number {
+    return this.spans.reduce((n, s) => n + s.end - s.start, 0);
+  }
+
+  add(span: Span): void {
+    if (span.end <= span.start) return;
+    const out: Span[] = [];
+    let merged = { ...span };
+    for (const s of this.spans) {
+      if (s.end < merged.start || s.start > merged.end) out.push(s);
+      else merged = { start: Math.min(s.start, merged.start), end: Math.max(s.end, merged.end) };
+    }
+    out.push(merged);
+    out.sort((a, b) => a.start - b.start);
+    this.spans = out;
+  }
+
+  /** The parts of [start, end) not in the set. */
+  missing(start: number, end: number): Span[] {
+    const gaps: Span[] = [];
+    let pos = start;
+    for (const s of this.spans) {
+      if (s.end <= pos) continue;
+      if (s.start >= end) break;
+      if (s.start > pos) gaps.push({ start: pos, end: s.start });
+      pos = Math.max(pos, s.end);
+      if (pos >= end) break;
+    }
+    if (pos < end) gaps.push({ start: pos, end });
+    return gaps;
+  }
+
+  covers(start: number, end: number): boolean {
+    return this.missing(start, end).length === 0;
+  }
+}
+
+export class SparseBlob {
+  private constructor(
+    readonly digest: Digest,
+    readonly size: number,
+    private readonly dataPath: string,
+    private readonly rangesPath: string,
+    private readonly handle: FileHandle,
+    private readonly present: SpanSet,
+  ) {}
+
+  /** Opens (or creates) the sparse copy of a blob under `dir`. */
+  static async open(dir: string, digest: Digest, size: number): Promise<SparseBlob> {
+    const base = join(dir, digest.algorithm);
+    await mkdir(base, { recursive: true });
+    const dataPath = join(base, `${digest.hex}.data`);
+    const rangesPath = join(base, `${digest.hex}.ranges`);
+    let spans: Span[] = [];
+    try {
+      const parsed: unknown = JSON.parse(await readFile(rangesPath, 'utf8'));
+      if (Array.isArray(parsed)) spans = parsed.filter(isSpan).filter((s) => s.end <= size);
+    } catch (e) {
+      if (!isNotFound(e) && !(e instanceof SyntaxError)) throw e;
+    }
+    // not 'a+': O_APPEND would turn positional writes into appends
+    const handle = await open(dataPath, 'r+').catch((e: unknown) => {
+      if (isNotFound(e)) return open(dataPath, 'w+');
+      throw e;
+    });
+    return new SparseBlob(digest, size, dataPath, rangesPath, handle, new SpanSet(spans));
+  }
+
+  get cachedBytes(): number {
+    return this.present.bytes;
+  }
+
+  missing(start: number, end: number): Span[] {
+    return this.present.missing(start, end);
+  }
+
+  covers(start: number, end: number): boolean {
+    return this.present.covers(start, end);
+  }
+
+  /** Writes verified bytes at `start`; they count as present once the range list is saved. */
+  async write(start: number, bytes: Buffer): Promise<void> {
+    await this.handle.write(bytes, 0, bytes.length, start);
+    this.present.add({ start, end: start + bytes.length });
+    const tmp = `${this.rangesPath}.${randomUUID()}.tmp`;
+    await writeJson(tmp, this.present.list);
+    await rename(tmp, this.rangesPath);
+  }
+
+  async read(start: number, end: number): Promise<Buffer> {
+    const buf = Buffer.alloc(end - start);
+    const { bytesRead } = await this.handle.read(buf, 0, buf.length, start);
+    if (bytesRead !== buf.length) throw new Error(`sparse copy of ${this.digest.value} is shorter than its range list`);
+    return buf;
+  }
+
+  /** Streams [start, end) (half-open), which must be present. */
+  stream(start: number, end: number): Readable {
+    const self = this;
+    return Readable.from(
+      (async function* () {
+        for (let pos = start; pos < end; pos += READ_CHUNK) yield await self.read(pos, Math.min(end, pos + READ_CHUNK));
+      })(),
+      { objectMode: false },
+    );
+  }
+
+  async close(): Promise<void> {
+    await this.handle.close().catch(() => undefined);
+  }
+
+  async remove(): Promise<void> {
+    await this.close();
+    await rm(this.dataPath, { force: true });
+    await rm(this.rangesPath, { force: true });
+  }
+}
+
+function isSpan(v: unknown): v is Span {
+  if (typeof v !== 'object' || v === null) return false;
+  const s = v as Record<string, unknown>;
+  return Number.isSafeInteger(s.start) && Number.isSafeInteger(s.end) && (s.start as number) >= 0 && (s.end as number) > (s.start as number);
+}
+
+async function writeJson(path: string, value: unknown): Promise<void> {
+  const h = await open(path, 'w');
+  try {
+    await h.writeFile(JSON.stringify(value));
+  } finally {
+    await h.close();
+  }
+}

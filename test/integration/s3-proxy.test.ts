@@ -1,0 +1,174 @@
+// pullthrough with its cache in S3 (s3rver on 127.0.0.1), pulled through with skopeo: redirects
+// to pre-signed URLs, a bucket that fails and comes back, the local tier in front of the bucket,
+// and a blob that a lifecycle rule removed. Counting hops sit before the upstream registry and
+// before the bucket.
+import t from 'tap';
+import { randomUUID } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { DeleteObjectCommand, HeadObjectCommand } from '@aws-sdk/client-s3';
+import { startHop, type Hop } from '../helpers/hop.js';
+import { makeImage, pullImage, pushLayout } from '../helpers/images.js';
+import { startProxy, type Proxy } from '../helpers/proxy.js';
+import { startRegistry } from '../helpers/registry.js';
+import { startS3rver } from '../helpers/s3rver.js';
+import { makeTempDir, removeDir, waitFor } from '../helpers/util.js';
+
+type Test = Parameters<Parameters<typeof t.test>[0]>[0];
+
+const work = await makeTempDir('pullthrough-s3-proxy-');
+t.teardown(() => removeDir(work));
+const image = await makeImage({ layers: 3, layerBytes: 1 << 20, seed: 's3-proxy', dir: join(work, 'image') });
+const blobs = image.images.flatMap((img) => [img.config.digest, ...img.layers.map((l) => l.digest)]);
+const registry = await startRegistry({ mode: 'open' });
+t.teardown(() => registry.stop());
+await pushLayout(image.dir, `${registry.host}/team/app:v1`);
+const s3 = await startS3rver();
+t.teardown(() => s3.stop());
+// the in-process proxies find their credentials through the standard AWS chain
+Object.assign(process.env, s3.env, { AWS_EC2_METADATA_DISABLED: 'true' });
+const s3Client = s3.client();
+t.teardown(() => s3Client.destroy());
+
+const UPSTREAM_BLOB_GET = { method: 'GET', pathIncludes: '/blobs/sha256:' } as const;
+const BUCKET_BLOB_GET = { method: 'GET', pathIncludes: '/blobs/sha256/' } as const;
+
+interface Env {
+  /** before the upstream registry */
+  hop: Hop;
+  /** before the bucket */
+  bucketHop: Hop;
+  prefix: string;
+  proxy: Proxy;
+  start(cacheDir?: string): Promise<Proxy>;
+}
+
+async function setup(t: Test, s3Settings: Record<string, unknown> = {}): Promise<Env> {
+  const hop = await startHop(registry.url);
+  t.teardown(() => hop.close());
+  const bucketHop = await startHop(s3.endpoint);
+  t.teardown(() => bucketHop.close());
+  const prefix = `p-${randomUUID().slice(0, 8)}/`;
+  const start = async (cacheDir?: string) => {
+    const p = await startProxy({
+      ...(cacheDir ? { cacheDir } : {}),
+      configDoc: {
+        upstreams: [{ name: 'upstream.test', url: hop.url }],
+        retries: 0,
+        cache: { s3: { bucket: s3.bucket, prefix, endpoint: bucketHop.url, forcePathStyle: true, ...s3Settings } },
+      },
+    });
+    t.teardown(() => p.stop());
+    return p;
+  };
+  return { hop, bucketHop, prefix, proxy: await start(), start };
+}
+
+const keyOf = (prefix: string, digest: string) => `${prefix}blobs/sha256/${digest.slice('sha256:'.length)}`;
+const inBucket = (prefix: string, digest: string) =>
+  s3Client.send(new HeadObjectCommand({ Bucket: s3.bucket, Key: keyOf(prefix, digest) })).then(() => true, () => false);
+/** A fill's upload completes just after its last byte went to the client. */
+const allInBucket = (prefix: string) =>
+  waitFor(async () => (await Promise.all(image.allDigests.map((d) => inBucket(prefix, d)))).every(Boolean), { timeoutMs: 30_000, what: 'every blob in the bucket' });
+
+let pulls = 0;
+const pull = (proxy: Proxy) => pullImage(`${proxy.host}/team/app:v1`, join(work, `pull-${++pulls}`));
+
+t.test('redirect: GETs of cached blobs answer 307 to a pre-signed bucket URL; skopeo follows it', async (t) => {
+  const { hop, bucketHop, prefix, proxy } = await setup(t, { redirect: true, redirectTtl: '2m' });
+  const first = await pull(proxy);
+  t.same(first.allDigests, image.allDigests, 'a cold pull is served by the proxy itself');
+  await allInBucket(prefix);
+
+  const layer = image.images[0]!.layers[0]!;
+  const res = await fetch(`${proxy.url}/v2/team/app/blobs/${layer.digest}`, { redirect: 'manual' });
+  await res.arrayBuffer();
+  t.equal(res.status, 307);
+  const location = res.headers.get('location') ?? '';
+  t.ok(location.startsWith(`${bucketHop.url}/${s3.bucket}/${keyOf(prefix, layer.digest)}?`), 'to the blob in the bucket');
+  t.match(location, /X-Amz-Signature=[0-9a-f]{64}/);
+  t.match(location, /X-Amz-Expires=120/);
+  const direct = await fetch(location);
+  const bytes = Buffer.from(await direct.arrayBuffer());
+  t.equal(direct.status, 200);
+  t.equal(bytes.length, layer.size, 'the bucket serves the whole blob');
+  const head = await fetch(`${proxy.url}/v2/team/app/blobs/${layer.digest}`, { method: 'HEAD', redirect: 'manual' });
+  t.equal(head.status, 200, 'HEAD is answered by the proxy');
+  t.equal(head.headers.get('content-length'), String(layer.size));
+
+  hop.reset();
+  bucketHop.reset();
+  const second = await pull(proxy);
+  t.same(second.allDigests, image.allDigests, 'a warm pull through redirects has every digest');
+  t.equal(hop.count(UPSTREAM_BLOB_GET), 0, 'no upstream blob requests');
+  t.ok(bucketHop.count(BUCKET_BLOB_GET) >= blobs.length, 'the client fetched the blobs from the bucket');
+});
+
+t.test('a bucket that is down: pulls stream from the upstream, nothing is cached; caching resumes when it is back', async (t) => {
+  const { hop, bucketHop, prefix, proxy } = await setup(t);
+  Object.assign(bucketHop.faults, { down: true });
+  const first = await pull(proxy);
+  t.same(first.allDigests, image.allDigests, 'the pull works without the bucket');
+  t.equal(hop.count(UPSTREAM_BLOB_GET), blobs.length, 'every blob from the upstream');
+  const errors = proxy.app.s3Health?.errors ?? 0;
+  t.ok(errors >= 1, `bucket failures counted (${errors})`);
+  hop.reset();
+  const second = await pull(proxy);
+  t.same(second.allDigests, image.allDigests);
+  t.equal(hop.count(UPSTREAM_BLOB_GET), blobs.length, 'nothing was cached: the upstream again');
+  for (const d of blobs) t.notOk(await inBucket(prefix, d), `${d.slice(0, 19)} not in the bucket`);
+
+  bucketHop.reset();
+  // after the pause that follows failures in a row (5 s), the bucket is used again by itself
+  await waitFor(
+    async () => {
+      await pull(proxy);
+      return (await Promise.all(image.allDigests.map((d) => inBucket(prefix, d)))).every(Boolean);
+    },
+    { timeoutMs: 40_000, intervalMs: 1000, what: 'the image cached once the bucket is back' },
+  );
+  hop.reset();
+  const last = await pull(proxy);
+  t.same(last.allDigests, image.allDigests);
+  t.equal(hop.count(UPSTREAM_BLOB_GET), 0, 'served from the bucket again');
+});
+
+t.test('local tier: hot blobs come from local disk; a new replica fills its disk from the bucket, not the upstream', async (t) => {
+  const { hop, bucketHop, prefix, proxy, start } = await setup(t, { localTier: true });
+  await pull(proxy);
+  await allInBucket(prefix);
+  hop.reset();
+  bucketHop.reset();
+  const warm = await pull(proxy);
+  t.same(warm.allDigests, image.allDigests);
+  t.equal(hop.count(UPSTREAM_BLOB_GET), 0, 'no upstream blob requests');
+  t.equal(bucketHop.count(BUCKET_BLOB_GET), 0, 'no bucket blob requests: local disk');
+
+  const fresh = await start(await makeTempDir('pullthrough-s3-local-'));
+  hop.reset();
+  bucketHop.reset();
+  const viaBucket = await pull(fresh);
+  t.same(viaBucket.allDigests, image.allDigests, 'a replica with an empty disk');
+  t.equal(hop.count(UPSTREAM_BLOB_GET), 0, 'took nothing from the upstream');
+  t.ok(bucketHop.count(BUCKET_BLOB_GET) >= blobs.length, 'but the blobs from the bucket');
+  const localPath = (d: string) => join(fresh.cacheDir, 'blobs', 'sha256', d.slice(7, 9), d.slice(7));
+  await waitFor(() => blobs.every((d) => existsSync(localPath(d))), { timeoutMs: 10_000, what: 'local copies' });
+  bucketHop.reset();
+  const hot = await pull(fresh);
+  t.same(hot.allDigests, image.allDigests);
+  t.equal(bucketHop.count(BUCKET_BLOB_GET), 0, 'and from its own disk after that');
+});
+
+t.test('a blob removed from the bucket (a lifecycle rule) is fetched again and stored again', async (t) => {
+  const { hop, prefix, proxy } = await setup(t);
+  await pull(proxy);
+  await allInBucket(prefix);
+  const gone = image.images[0]!.layers[1]!.digest;
+  await s3Client.send(new DeleteObjectCommand({ Bucket: s3.bucket, Key: keyOf(prefix, gone) }));
+  hop.reset();
+  const again = await pull(proxy);
+  t.same(again.allDigests, image.allDigests, 'the pull works');
+  t.equal(hop.count({ ...UPSTREAM_BLOB_GET, pathIncludes: gone }), 1, 'the removed blob came from the upstream');
+  t.equal(hop.count(UPSTREAM_BLOB_GET), 1, 'and only that one');
+  await waitFor(() => inBucket(prefix, gone), { timeoutMs: 20_000, what: 'the blob back in the bucket' });
+});
