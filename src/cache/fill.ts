@@ -17,6 +17,8 @@ import type { BlobStore, BlobWriter } from './blob-store.js';
 
 const CHUNK = 1 << 20;
 const DEFAULT_RESUMES = 3;
+/** Bytes received but not yet written to the spool before the download waits for the disk. */
+const MAX_QUEUED_BYTES = 8 << 20;
 
 /** Where a fill's bytes come from. */
 export interface FillSource {
@@ -138,28 +140,33 @@ export class Fill {
 
   private async run(source: FillSource): Promise<void> {
     const hash = createHash(this.digest.algorithm);
+    const spool = new BatchedWrites(this.file, (n) => {
+      this.written += n;
+      this.events.emit('progress');
+    });
+    let received = 0;
     let body = source.body;
     try {
       for (;;) {
         try {
           for await (const chunk of body as AsyncIterable<Buffer>) {
-            if (this.size !== undefined && this.written + chunk.length > this.size) {
+            if (this.size !== undefined && received + chunk.length > this.size) {
               throw new VerificationError(`${this.size} bytes`, `more than ${this.size} bytes`);
             }
             hash.update(chunk);
-            await this.file.write(chunk, 0, chunk.length, this.written);
-            this.written += chunk.length;
-            this.events.emit('progress');
+            received += chunk.length;
+            await spool.add(chunk);
           }
-          if (this.size !== undefined && this.written < this.size) throw new Error(`upstream stream ended at ${this.written} of ${this.size} bytes`);
+          if (this.size !== undefined && received < this.size) throw new Error(`upstream stream ended at ${received} of ${this.size} bytes`);
           break;
         } catch (e) {
           discardBody(body);
           if (!this.canResume(e, source)) throw e;
           this.resumed++;
-          body = await source.resume!(this.written);
+          body = await source.resume!(received);
         }
       }
+      await spool.drain();
       const got = `${this.digest.algorithm}:${hash.digest('hex')}`;
       if (got !== this.digest.value) throw new VerificationError(this.digest.value, got);
       await this.publish();
@@ -167,6 +174,7 @@ export class Fill {
     } catch (e) {
       discardBody(body);
       this.failure = e instanceof Error ? e : new Error(String(e));
+      await spool.drain().catch(() => undefined);
       await rm(this.spoolPath, { force: true });
       this.settle('failed');
       // the writer's feed broke off with the failure (or the writer failed): drop what it stored
@@ -298,5 +306,55 @@ class FillReader extends Readable {
         resolve();
       });
     });
+  }
+}
+
+/**
+ * Appends to the spool file in batches: while one write is on the thread pool, chunks arriving
+ * meanwhile queue up and go out together in the next writev. Waits only when too much is queued.
+ */
+class BatchedWrites {
+  private queue: Buffer[] = [];
+  private queued = 0;
+  private position = 0;
+  private flushing: Promise<void> | undefined;
+  private failure: unknown;
+
+  constructor(
+    private readonly file: FileHandle,
+    private readonly onWritten: (bytes: number) => void,
+  ) {}
+
+  async add(chunk: Buffer): Promise<void> {
+    if (this.failure) throw this.failure;
+    this.queue.push(chunk);
+    this.queued += chunk.length;
+    this.flushing ??= this.flush();
+    if (this.queued > MAX_QUEUED_BYTES) await this.flushing;
+  }
+
+  /** Resolves once everything added is on disk; throws the first write error. */
+  async drain(): Promise<void> {
+    while (this.flushing) await this.flushing;
+    if (this.failure) throw this.failure;
+  }
+
+  private async flush(): Promise<void> {
+    try {
+      while (this.queue.length > 0) {
+        const batch = this.queue;
+        const bytes = this.queued;
+        this.queue = [];
+        this.queued = 0;
+        await this.file.writev(batch, this.position);
+        this.position += bytes;
+        this.onWritten(bytes);
+      }
+    } catch (e) {
+      this.failure = e;
+      this.queue = [];
+    } finally {
+      this.flushing = undefined;
+    }
   }
 }
