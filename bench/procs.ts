@@ -83,10 +83,10 @@ export interface Pullthrough {
   stop(): Promise<void>;
 }
 
-/** Starts `node <cli> serve` as its own process and waits for GET /v2/ = 200. */
-export async function startPullthrough(cli: string, cacheDir: string, upstreamUrl: string, logPath: string): Promise<Pullthrough> {
+/** Starts `node <cli> serve [extraArgs]` as its own process and waits for GET /v2/ = 200. */
+export async function startPullthrough(cli: string, cacheDir: string, upstreamUrl: string, logPath: string, extraArgs: readonly string[] = []): Promise<Pullthrough> {
   const port = await freePort();
-  const args = [cli, 'serve', '--listen', `127.0.0.1:${port}`, '--cache-dir', cacheDir, '--upstream', `bench=${upstreamUrl}`, '--log-level', 'warn'];
+  const args = [cli, 'serve', '--listen', `127.0.0.1:${port}`, '--cache-dir', cacheDir, '--upstream', `bench=${upstreamUrl}`, '--log-level', 'warn', ...extraArgs];
   const logFd = openSync(logPath, 'a');
   const child: ChildProcess = SETPRIV
     ? spawn(SETPRIV, ['--pdeathsig', 'SIGKILL', '--', process.execPath, ...args], { stdio: ['ignore', logFd, logFd] })

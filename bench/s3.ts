@@ -19,7 +19,7 @@ import { startS3rver, type S3rver } from '../test/helpers/s3rver.js';
 import { pushLayout } from '../test/helpers/skopeo.js';
 import { makeTempDir, removeDir, waitFor } from '../test/helpers/util.js';
 import { buildLayout } from './layout.js';
-import { curlGets, sampleRss } from './procs.js';
+import { curlGets, readCpu, sampleRss } from './procs.js';
 import { fmt, max, median, min, ratioCell, table } from './stats.js';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
@@ -97,19 +97,24 @@ interface Figures {
   one: number[];
   many: number[];
   rssMiB: number[];
+  /** the proxy's CPU seconds per GiB served, over both measurements: load on the machine barely moves it */
+  cpuPerGiB: number[];
 }
 
 async function measure(url: string, bytes: number, pid: number | undefined, f: Figures): Promise<void> {
   const timeoutS = Math.max(120, (bytes / MiB) * cfg.clients / 10);
+  const cpu0 = pid ? await readCpu(pid) : NaN;
   const one = await curlGets(url, 1, bytes, timeoutS);
   const rss = pid ? sampleRss(pid) : undefined;
   const many = await curlGets(url, cfg.clients, bytes, timeoutS);
   const peak = await rss?.stop();
+  const cpu = pid ? (await readCpu(pid)) - cpu0 : NaN;
   const failures = [...one.failures, ...many.failures];
   if (failures.length) throw new Error(`${url}: ${failures.slice(0, 3).join('; ')}`);
   f.one.push(one.mibps);
   f.many.push(many.mibps);
   if (peak !== undefined) f.rssMiB.push(peak);
+  if (Number.isFinite(cpu)) f.cpuPerGiB.push(cpu / ((one.bytes + many.bytes) / 2 ** 30));
 }
 
 const cell = (xs: number[]): string => `${fmt(median(xs), 0)} (${fmt(min(xs), 0)}–${fmt(max(xs), 0)})`;
@@ -144,7 +149,7 @@ async function main(): Promise<void> {
     const path = `/v2/one/blobs/${layer.digest}`;
     for (const t of targets) {
       say(`warming ${t.name}`);
-      await measure(`${t.url}${path}`, layer.size, undefined, { one: [], many: [], rssMiB: [] });
+      await measure(`${t.url}${path}`, layer.size, undefined, { one: [], many: [], rssMiB: [], cpuPerGiB: [] });
     }
     const hex = layer.digest.slice('sha256:'.length);
     for (const prefix of ['s3/', 'tier/']) {
@@ -156,7 +161,7 @@ async function main(): Promise<void> {
     const direct = await getSignedUrl(client, new GetObjectCommand({ Bucket: s3.bucket, Key: `s3/blobs/sha256/${hex}` }), { expiresIn: 3600 });
 
     const rows = [...targets.map((t) => t.name), 'the bucket itself (pre-signed URL, no proxy)'];
-    const figures = new Map<string, Figures>(rows.map((r) => [r, { one: [], many: [], rssMiB: [] }]));
+    const figures = new Map<string, Figures>(rows.map((r) => [r, { one: [], many: [], rssMiB: [], cpuPerGiB: [] }]));
     for (let round = 0; round < cfg.runs; round++) {
       const order = [...targets.slice(round % 3), ...targets.slice(0, round % 3)];
       for (const t of order) {
@@ -175,11 +180,12 @@ async function main(): Promise<void> {
       `Node ${process.version}. \`npm run bench:s3\`, ${new Date().toISOString().slice(0, 10)}.`,
       '',
       table(
-        ['cache', '1 client MiB/s', `${cfg.clients} clients MiB/s`, 'ratio to fs (1 / N)', `peak RSS MiB (${cfg.clients} clients)`],
+        ['cache', '1 client MiB/s', `${cfg.clients} clients MiB/s`, 'ratio to fs (1 / N)', 'proxy CPU s per GiB', `peak RSS MiB (${cfg.clients} clients)`],
         rows.map((r) => {
           const f = figures.get(r)!;
           const ratio = r === targets[0]!.name ? '1' : `${ratioCell(f.one, fs.one)} / ${ratioCell(f.many, fs.many)}`;
-          return [r, cell(f.one), cell(f.many), ratio, f.rssMiB.length ? fmt(median(f.rssMiB), 0) : 'n/a'];
+          const cpu = f.cpuPerGiB.length ? fmt(median(f.cpuPerGiB), 2) : 'n/a';
+          return [r, cell(f.one), cell(f.many), ratio, cpu, f.rssMiB.length ? fmt(median(f.rssMiB), 0) : 'n/a'];
         }),
       ),
     ].join('\n');
@@ -190,13 +196,25 @@ async function main(): Promise<void> {
   }
 }
 
-/** Replaces this benchmark's section of RESULTS.md (between its markers), leaving the rest as it is. */
+/** bench/pull.ts keeps what follows this line when it rewrites RESULTS.md. */
+const PULL_NOTES_MARKER = '<!-- notes: everything below this line is kept when bench/pull.ts rewrites this file -->';
+
+/**
+ * Replaces this benchmark's section of RESULTS.md (between its markers), leaving the rest as it
+ * is; a new section goes at the end, below bench/pull.ts's notes marker, so its rewrites keep it.
+ */
 async function writeSection(file: string, report: string): Promise<void> {
   const section = `${START}\n## Warm blob GETs with the cache in S3 (bench/s3.ts)\n\n${report}\n${END}`;
   const text = await readFile(file, 'utf8').catch(() => '');
   const a = text.indexOf(START);
   const b = text.indexOf(END);
-  const next = a >= 0 && b > a ? `${text.slice(0, a)}${section}${text.slice(b + END.length)}` : `${text}${text && !text.endsWith('\n\n') ? (text.endsWith('\n') ? '\n' : '\n\n') : ''}${section}\n`;
+  let next: string;
+  if (a >= 0 && b > a) {
+    next = `${text.slice(0, a)}${section}${text.slice(b + END.length)}`;
+  } else {
+    const head = text.includes(PULL_NOTES_MARKER) ? text : `${text}${text ? '\n' : ''}${PULL_NOTES_MARKER}\n`;
+    next = `${head.replace(/\n*$/, '\n\n')}${section}\n`;
+  }
   await writeFile(file, next);
   say(`wrote the S3 section of ${relative(ROOT, file)}`);
 }

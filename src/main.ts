@@ -5,10 +5,7 @@ import type { FastifyInstance, FastifyServerOptions } from 'fastify';
 import type { BlobStore, MetadataStore, StoreLogger } from './cache/blob-store.js';
 import { FsMetadataStore } from './cache/fs-metadata.js';
 import { FsBlobStore } from './cache/fs-store.js';
-import { createS3Client, S3Health } from './cache/s3-client.js';
-import { S3MetadataStore } from './cache/s3-metadata.js';
-import { S3BlobStore } from './cache/s3-store.js';
-import { TieredBlobStore } from './cache/tiered-store.js';
+import type { S3Health } from './cache/s3-client.js';
 import type { Config } from './config.js';
 import { PullThrough } from './proxy/pull-through.js';
 import { Router, type RoutedUpstream } from './proxy/routing.js';
@@ -36,6 +33,11 @@ export async function createStores(cache: Config['cache'], log: StoreLogger): Pr
   if (!s3) {
     return { store: await FsBlobStore.open({ dir: cache.dir, maxBytes: cache.maxSize }), meta: new FsMetadataStore(cache.dir), close() {} };
   }
+  // loaded only when configured: the AWS SDK costs memory a filesystem-only proxy need not pay
+  const { createS3Client, S3Health } = await import('./cache/s3-client.js');
+  const { S3MetadataStore } = await import('./cache/s3-metadata.js');
+  const { S3BlobStore } = await import('./cache/s3-store.js');
+  const { TieredBlobStore } = await import('./cache/tiered-store.js');
   const client = createS3Client(s3);
   const health = new S3Health({ log });
   const location = { client, bucket: s3.bucket, prefix: s3.prefix, health };

@@ -21,6 +21,8 @@ export interface BlobInfo {
 export interface BlobReader {
   size: number;
   stream: Readable;
+  /** A cheaper way to send it, when the store has one (local files: reused buffers, no stream). */
+  pipeTo?(sink: Writable): Promise<void>;
 }
 
 export interface BlobStore {

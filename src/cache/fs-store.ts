@@ -6,7 +6,9 @@ import { mkdir, open, readdir, rename, rm, stat, utimes } from 'node:fs/promises
 import { join } from 'node:path';
 import type { Digest } from '../oci/digest.js';
 import { tryParseDigest } from '../oci/digest.js';
+import type { Readable, Writable } from 'node:stream';
 import type { ByteRange } from '../oci/range.js';
+import { pumpFile } from './file-pump.js';
 import type { BlobInfo, BlobReader, BlobStore } from './blob-store.js';
 import { LruIndex } from './lru-index.js';
 
@@ -78,15 +80,32 @@ export class FsBlobStore implements BlobStore {
       await handle.close();
       throw e;
     }
-    const stream = createReadStream('', {
-      fd: handle,
-      start: range?.start ?? 0,
-      end: range?.end ?? Math.max(0, size - 1),
-      highWaterMark: READ_BUFFER,
-    });
-    stream.once('close', () => this.index.unpin(key));
+    const start = range?.start ?? 0;
+    const end = range ? range.end + 1 : size;
+    let released = false;
+    const release = () => {
+      if (released) return;
+      released = true;
+      this.index.unpin(key);
+    };
+    let stream: Readable | undefined;
     this.stampAccess(key, path);
-    return { size, stream };
+    // exactly one of `stream` or `pipeTo` is used; either one releases the pin and the descriptor
+    return {
+      size,
+      get stream(): Readable {
+        if (!stream) {
+          stream = createReadStream('', { fd: handle, start, end: Math.max(start, end - 1), highWaterMark: READ_BUFFER });
+          stream.once('close', release);
+        }
+        return stream;
+      },
+      pipeTo: (sink: Writable) =>
+        pumpFile(handle, start, end, sink).finally(() => {
+          release();
+          return handle.close().catch(() => undefined);
+        }),
+    };
   }
 
   async ingest(digest: Digest, file: string, size: number): Promise<void> {

@@ -5,7 +5,7 @@
 // after the cooldown tries again; its success is the recovery.
 import { createHash } from 'node:crypto';
 import { S3Client } from '@aws-sdk/client-s3';
-import type { Digest } from '../oci/digest.js';
+import { tryParseDigest, type Digest } from '../oci/digest.js';
 import type { StoreLogger } from './blob-store.js';
 
 export interface S3ClientSettings {
@@ -27,7 +27,10 @@ export function createS3Client(s: S3ClientSettings): S3Client {
     maxAttempts: 2,
     requestHandler: {
       connectionTimeout: 3000,
-      requestTimeout: 30_000,
+      // until the response headers (an 8 MiB part upload included); a body that follows may idle
+      // as long as a slow client holds it back
+      requestTimeout: 60_000,
+      throwOnRequestTimeout: true,
       httpAgent: { keepAlive: true, maxSockets: 256 },
       httpsAgent: { keepAlive: true, maxSockets: 256 },
     },
@@ -48,8 +51,8 @@ export class S3Keys {
 
   /** "sha256:<hex>" for a blob key, undefined for anything else. */
   digestOf(key: string): string | undefined {
-    const m = /^(sha256|sha512)\/([a-f0-9]+)$/.exec(key.slice(this.blobs.length));
-    return key.startsWith(this.blobs) && m ? `${m[1]}:${m[2]}` : undefined;
+    const m = /^([a-z0-9]+)\/([a-f0-9]+)$/.exec(key.slice(this.blobs.length));
+    return key.startsWith(this.blobs) && m ? tryParseDigest(`${m[1]}:${m[2]}`)?.value : undefined;
   }
 
   tag(upstream: string, repo: string, tag: string): string {

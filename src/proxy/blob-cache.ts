@@ -1,7 +1,7 @@
 // Blobs through the cache: served from the store when present, else from the one fill of the
 // blob in progress, which outlives the requests that started it. A Range far ahead of what a
 // fill has written is answered by a ranged upstream request instead of waiting for the fill.
-import type { Readable } from 'node:stream';
+import type { Readable, Writable } from 'node:stream';
 import type { BlobStore } from '../cache/blob-store.js';
 import { Fill } from '../cache/fill.js';
 import type { Digest } from '../oci/digest.js';
@@ -18,6 +18,8 @@ export interface ServedBlob {
   /** the part of the blob the body holds, for a satisfiable Range */
   range: ByteRange | undefined;
   body: Readable;
+  /** instead of `body`, when the store can send the bytes more cheaply (see BlobReader.pipeTo) */
+  pipeTo?: ((sink: Writable) => Promise<void>) | undefined;
 }
 
 export interface RangedParts {
@@ -95,7 +97,7 @@ export class BlobCache {
     if (cached) {
       const r = range && satisfy(range, cached.size);
       const reader = await this.opts.store.open(digest, r);
-      if (reader) return { size: reader.size, range: r, body: reader.stream };
+      if (reader) return { size: reader.size, range: r, get body() { return reader.stream; }, pipeTo: reader.pipeTo };
       // evicted between stat and open: fetch it again
     }
     if (range) {

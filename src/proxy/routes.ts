@@ -1,5 +1,6 @@
 // The pull side of the distribution API. Repository names contain slashes, so one wildcard route
 // takes every /v2/ path and this module splits it into name, endpoint and reference.
+import type { Writable } from 'node:stream';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { parseDigest } from '../oci/digest.js';
 import { RegistryError } from '../oci/errors.js';
@@ -89,6 +90,7 @@ async function blob(cache: PullThrough, route: Route, refText: string, req: Fast
   } else if (b.size !== undefined) {
     reply.header('content-length', String(b.size));
   }
+  if (b.pipeTo) return pipeToClient(reply, b.pipeTo);
   return reply.send(b.body);
 }
 
@@ -115,6 +117,24 @@ async function referrers(cache: PullThrough, route: Route, refText: string, quer
   reply.type(OCI_INDEX);
   if (artifactType && index) reply.header('oci-filters-applied', 'artifactType');
   return reply.send(index?.body ?? EMPTY_INDEX);
+}
+
+/**
+ * Sends a cached blob through the store's own pump rather than a stream. Fastify steps aside
+ * (hijack), so the status, headers and the API-version header are written here.
+ */
+async function pipeToClient(reply: FastifyReply, pipeTo: (sink: Writable) => Promise<void>): Promise<void> {
+  const res = reply.raw;
+  const headers = { ...reply.getHeaders(), 'docker-distribution-api-version': 'registry/2.0' };
+  reply.hijack();
+  res.writeHead(reply.statusCode, headers as Record<string, string>);
+  try {
+    await pipeTo(res);
+    res.end();
+  } catch (e) {
+    reply.log.info({ err: (e as Error).message }, 'blob response ended early');
+    res.destroy();
+  }
 }
 
 /** Splits "<name>/<endpoint>/<ref>"; the name is whatever precedes the last endpoint segment. */

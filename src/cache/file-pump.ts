@@ -1,0 +1,37 @@
+// Sends a byte range of an open file to a writable (a client's response) through two reused
+// buffers: one is read into while the other is being written, and a buffer is refilled only
+// after the sink reported its write done. No per-chunk allocation, so serving many clients at
+// once costs neither garbage collection nor more than two buffers of memory each.
+import type { FileHandle } from 'node:fs/promises';
+import type { Writable } from 'node:stream';
+
+const PUMP_BUFFER = 512 << 10;
+
+/** Writes [start, end) (half-open) of `file` to `sink`; rejects if the sink closes first. */
+export async function pumpFile(file: FileHandle, start: number, end: number, sink: Writable): Promise<void> {
+  const size = Math.max(1, Math.min(PUMP_BUFFER, end - start));
+  const buffers = [Buffer.allocUnsafeSlow(size), Buffer.allocUnsafeSlow(size)] as const;
+  const writes: [Promise<void> | undefined, Promise<void> | undefined] = [undefined, undefined];
+  let closed = false;
+  const gone = new Promise<never>((_, reject) => {
+    sink.once('close', () => {
+      closed = true;
+      reject(new Error('the client went away'));
+    });
+  });
+  gone.catch(() => undefined);
+  let pos = start;
+  for (let i = 0; pos < end; i ^= 1) {
+    if (writes[i]) await Promise.race([writes[i], gone]);
+    if (closed) throw new Error('the client went away');
+    const buf = buffers[i]!;
+    const { bytesRead } = await file.read(buf, 0, Math.min(size, end - pos), pos);
+    if (bytesRead === 0) throw new Error('the cached file is shorter than expected');
+    writes[i] = new Promise<void>((resolve, reject) => {
+      sink.write(buf.subarray(0, bytesRead), (err) => (err ? reject(err) : resolve()));
+    });
+    writes[i]!.catch(() => undefined);
+    pos += bytesRead;
+  }
+  await Promise.race([Promise.all(writes), gone]);
+}
