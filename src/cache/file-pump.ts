@@ -7,8 +7,12 @@ import type { Writable } from 'node:stream';
 
 const PUMP_BUFFER = 512 << 10;
 
-/** Writes [start, end) (half-open) of `file` to `sink`; rejects if the sink closes first. */
-export async function pumpFile(file: FileHandle, start: number, end: number, sink: Writable): Promise<void> {
+/**
+ * Writes [start, end) (half-open) of `file` to `sink`; rejects if the sink closes first. For a
+ * file still being written, `available(pos)` resolves to how far it may be read once that is
+ * beyond `pos` (and rejects if it never will be).
+ */
+export async function pumpFile(file: FileHandle, start: number, end: number, sink: Writable, available?: (pos: number) => Promise<number>): Promise<void> {
   const size = Math.max(1, Math.min(PUMP_BUFFER, end - start));
   const buffers = [Buffer.allocUnsafeSlow(size), Buffer.allocUnsafeSlow(size)] as const;
   const writes: [Promise<void> | undefined, Promise<void> | undefined] = [undefined, undefined];
@@ -25,7 +29,8 @@ export async function pumpFile(file: FileHandle, start: number, end: number, sin
     if (writes[i]) await Promise.race([writes[i], gone]);
     if (closed) throw new Error('the client went away');
     const buf = buffers[i]!;
-    const { bytesRead } = await file.read(buf, 0, Math.min(size, end - pos), pos);
+    const limit = available ? Math.min(end, await available(pos)) : end;
+    const { bytesRead } = await file.read(buf, 0, Math.min(size, limit - pos), pos);
     if (bytesRead === 0) throw new Error('the cached file is shorter than expected');
     writes[i] = new Promise<void>((resolve, reject) => {
       sink.write(buf.subarray(0, bytesRead), (err) => (err ? reject(err) : resolve()));

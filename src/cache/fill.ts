@@ -9,7 +9,8 @@ import { EventEmitter } from 'node:events';
 import { open, rm, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createHash, randomUUID } from 'node:crypto';
-import { PassThrough, Readable } from 'node:stream';
+import { PassThrough, Readable, type Writable } from 'node:stream';
+import { pumpFile } from './file-pump.js';
 import { pipeline } from 'node:stream/promises';
 import { VerificationError, type Digest } from '../oci/digest.js';
 import type { ByteRange } from '../oci/range.js';
@@ -121,6 +122,42 @@ export class Fill {
       this.closeIfIdle();
     });
     return r;
+  }
+
+  /**
+   * Sends [range] of the blob to `sink` as it arrives, through reused buffers (see pumpFile).
+   * Needs the blob's size; the fill's own descriptor serves it, as for readers.
+   */
+  async pipeTo(range: ByteRange | undefined, sink: Writable): Promise<void> {
+    if (this.size === undefined) throw new Error('a fill of unknown size can only be streamed');
+    if (this.fileClosed) {
+      await pipeline(this.settledReader(range), sink, { end: false });
+      return;
+    }
+    this.readers++;
+    try {
+      await pumpFile(this.file, range?.start ?? 0, (range?.end ?? this.size - 1) + 1, sink, (pos) => this.waitReadable(pos));
+    } finally {
+      this.readers--;
+      this.closeIfIdle();
+    }
+  }
+
+  /** Resolves with the readable length once it is beyond `pos`; rejects with the fill's failure. */
+  private async waitReadable(pos: number): Promise<number> {
+    for (;;) {
+      const error = this.error;
+      if (error) throw error;
+      const available = this.readable();
+      if (available > pos) return available;
+      if (this.settled) throw new Error('the blob is shorter than the range asked for');
+      await new Promise<void>((resolve) => {
+        const off = this.onProgress(() => {
+          off();
+          resolve();
+        });
+      });
+    }
   }
 
   /** Bytes readers may take: all once verified, else all but the last one. */

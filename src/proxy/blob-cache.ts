@@ -111,7 +111,8 @@ export class BlobCache {
     }
     const fill = await this.fill(up, repo, digest);
     const r = range && fill.size !== undefined ? satisfy(range, fill.size) : undefined;
-    return { size: fill.size, range: r, body: fill.reader(r) };
+    const pipeTo = fill.size === undefined ? undefined : (sink: Writable) => fill.pipeTo(r, sink);
+    return { size: fill.size, range: r, get body() { return fill.reader(r); }, pipeTo };
   }
 
   /**
