@@ -1,7 +1,5 @@
 import t from 'tap';
 import { createHash } from 'node:crypto';
-import { Readable, Writable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
 import { digestOf, parseDigest, tryParseDigest, type Digest } from '../../src/oci/digest.js';
 import { RegistryError } from '../../src/oci/errors.js';
 import { accepts, DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST, declaredMediaType, parseAccept } from '../../src/oci/media-types.js';
