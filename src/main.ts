@@ -9,6 +9,7 @@ import type { S3Health } from './cache/s3-client.js';
 import type { Config } from './config.js';
 import { PullThrough } from './proxy/pull-through.js';
 import { Router, type RoutedUpstream } from './proxy/routing.js';
+import { registerMetrics } from './proxy/metrics.js';
 import { buildServer } from './proxy/server.js';
 import { createUpstream } from './upstreams/index.js';
 import type { UpstreamCall } from './upstreams/registry-client.js';
@@ -75,6 +76,7 @@ export async function createApp(config: Config, logger: FastifyServerOptions['lo
   const estargz = config.estargz.lazy ? { sparseDir: join(config.cache.dir, 'sparse'), prefetch: config.estargz.prefetch } : undefined;
   const cache = new PullThrough({ store, meta, ...config.cache, redirectTtlSeconds, estargz, log });
   server = buildServer({ router, cache, logger });
+  registerMetrics(server, { upstreams, s3: stores.s3Health });
   return {
     server,
     s3Health: stores.s3Health,
