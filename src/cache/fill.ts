@@ -146,10 +146,12 @@ export class Fill {
   /** Resolves with the readable length once it is beyond `pos`; rejects with the fill's failure. */
   private async waitReadable(pos: number): Promise<number> {
     for (;;) {
-      const error = this.error;
-      if (error) throw error;
+      // what was written stays readable (all but the held-back last byte) even after a failure,
+      // as for stream readers; the failure surfaces once the reader has caught up
       const available = this.readable();
       if (available > pos) return available;
+      const error = this.error;
+      if (error) throw error;
       if (this.settled) throw new Error('the blob is shorter than the range asked for');
       await new Promise<void>((resolve) => {
         const off = this.onProgress(() => {
