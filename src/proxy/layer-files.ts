@@ -194,7 +194,11 @@ async function tarListing(store: BlobStore, digest: Digest): Promise<Listing> {
 async function* scan(store: BlobStore, digest: Digest) {
   const r = await store.open(digest);
   if (!r) throw new RegistryError('BLOB_UNKNOWN', { message: 'layer left the cache while being read', detail: { digest: digest.value } });
-  yield* tarEntries(new ByteReader(maybeGunzip(r.stream)));
+  try {
+    yield* tarEntries(new ByteReader(maybeGunzip(r.stream)));
+  } finally {
+    r.stream.destroy(); // a caller that stops early must not leave the descriptor (and the eviction pin) behind
+  }
 }
 
 async function* contentOf(store: BlobStore, digest: Digest, path: string): AsyncGenerator<Buffer> {
