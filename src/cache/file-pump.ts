@@ -29,7 +29,16 @@ export async function pumpFile(file: FileHandle, start: number, end: number, sin
     if (writes[i]) await Promise.race([writes[i], gone]);
     if (closed) throw new Error('the client went away');
     const buf = buffers[i]!;
-    const limit = available ? Math.min(end, await available(pos)) : end;
+    let limit = end;
+    if (available) {
+      try {
+        limit = Math.min(end, await available(pos));
+      } catch (e) {
+        // let the bytes already written reach the client before the caller aborts the response
+        await Promise.race([Promise.allSettled(writes), gone]).catch(() => undefined);
+        throw e;
+      }
+    }
     const { bytesRead } = await file.read(buf, 0, Math.min(size, limit - pos), pos);
     if (bytesRead === 0) throw new Error('the cached file is shorter than expected');
     writes[i] = new Promise<void>((resolve, reject) => {
