@@ -46,6 +46,7 @@ import { buildLayout } from './layout.js';
 import { curlGets, startPullthrough, type Pullthrough } from './procs.js';
 import { fmt, fmtInt, max, median, min, pairedRatios, table } from './stats.js';
 import { startThrottleProcess, type ThrottleProcess } from './throttle.js';
+import { envNum, gitDescribe } from './env.js';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const OUT = join(ROOT, 'bench', 'out');
@@ -55,13 +56,6 @@ const START = '<!-- bench/estargz.ts: start -->';
 const END = '<!-- bench/estargz.ts: end -->';
 const SVG_NAME = 'estargz.svg';
 
-function envNum(name: string, dflt: number, allowZero = false): number {
-  const v = process.env[name];
-  if (v === undefined || v === '') return dflt;
-  const n = Number(v);
-  if (!Number.isFinite(n) || n < 0 || (n === 0 && !allowZero)) throw new Error(`${name}=${v}: expected a positive number`);
-  return n;
-}
 
 const cfg = {
   runs: Math.round(envNum('BENCH_RUNS', 5)),
@@ -136,15 +130,6 @@ async function srcFingerprint(sub = 'src'): Promise<string> {
   return h.digest('hex').slice(0, 12);
 }
 
-function gitDescribe(): string {
-  try {
-    const head = execFileSync('git', ['-C', ROOT, 'rev-parse', '--short', 'HEAD'], { stdio: 'pipe' }).toString().trim();
-    const dirty = execFileSync('git', ['-C', ROOT, '--no-optional-locks', 'status', '--porcelain', '--', 'src'], { stdio: 'pipe' }).toString().trim();
-    return dirty ? `${head} with uncommitted changes in src/` : head;
-  } catch {
-    return 'unknown';
-  }
-}
 
 async function machine(): Promise<Record<string, string>> {
   const ver = async (cmd: string, args: string[]): Promise<string> => {
@@ -875,7 +860,7 @@ async function main(): Promise<void> {
   const { dist, note } = await pullthroughBuild();
   const esgz = (await import(pathToFileURL(join(dist, 'estargz', 'index.js')).href)) as typeof Estargz;
   const fingerprint = await srcFingerprint();
-  const git = gitDescribe();
+  const git = gitDescribe(ROOT);
   const mach = await machine();
   const date = new Date().toISOString();
   const layers = await buildLayers(esgz);

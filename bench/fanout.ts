@@ -35,6 +35,7 @@ import { buildLayout, type Descriptor } from './layout.js';
 import { readCpu, readMem, registryPid, startPullthrough } from './procs.js';
 import { fmt, fmtInt, max, median, min, ratioCell, table } from './stats.js';
 import { startThrottleProcess, type ThrottleMode, type ThrottleProcess, type ThrottleStats } from './throttle.js';
+import { envNum, gitDescribe } from './env.js';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const OUT = join(ROOT, 'bench', 'out');
@@ -44,13 +45,6 @@ const END = '<!-- bench/fanout.ts: end -->';
 /** the runtime above which the default number of rounds drops from 5 to 3 */
 const BUDGET_S = 12 * 60;
 
-function envNum(name: string, dflt: number, allowZero = false): number {
-  const v = process.env[name];
-  if (v === undefined || v === '') return dflt;
-  const n = Number(v);
-  if (!Number.isFinite(n) || n < 0 || (n === 0 && !allowZero)) throw new Error(`${name}=${v}: expected a ${allowZero ? 'non-negative' : 'positive'} number`);
-  return n;
-}
 
 const cfg = {
   sizeMiB: Math.round(envNum('BENCH_SIZE_MIB', 1024)),
@@ -158,18 +152,6 @@ async function pullthroughCli(): Promise<{ cli: string; note: string; fingerprin
   throw new Error('src/ kept changing during three builds; try again later');
 }
 
-function gitDescribe(): string {
-  try {
-    const head = execFileSync('git', ['-C', ROOT, 'rev-parse', '--short', 'HEAD'], { stdio: 'pipe' }).toString().trim();
-    // --no-optional-locks: never write the index, not even its stat cache
-    const dirty = execFileSync('git', ['-C', ROOT, '--no-optional-locks', 'status', '--porcelain', '--', 'src'], { stdio: 'pipe' })
-      .toString()
-      .trim();
-    return dirty ? `${head} with uncommitted changes in src/` : head;
-  } catch {
-    return 'unknown';
-  }
-}
 
 async function machine(): Promise<Record<string, string>> {
   const ver = async (cmd: string, args: string[]): Promise<string> => {
@@ -453,7 +435,7 @@ async function main(): Promise<void> {
   await mkdir(OUT, { recursive: true });
   const date = new Date().toISOString();
   const mach = await machine();
-  const git = gitDescribe();
+  const git = gitDescribe(ROOT);
   const { cli, note: cliNote, fingerprint } = await pullthroughCli();
   const layout = await buildLayout({ dir: join(OUT, 'layouts', `one-1x${cfg.sizeMiB}`), layers: 1, layerBytes: cfg.sizeMiB * MiB, seed: 'bench-one' }, say);
   const blob = layout.layers[0]!;

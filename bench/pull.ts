@@ -28,18 +28,12 @@ import { buildLayout, type BenchLayout } from './layout.js';
 import { curlGets, readCpu, readMem, registryPid, sampleRss, startPullthrough, timedSkopeoPull, type Pullthrough } from './procs.js';
 import { fmt, fmtInt, max, median, min, ratioCell, table } from './stats.js';
 import { startThrottleProcess, type ThrottleMode, type ThrottleProcess } from './throttle.js';
+import { envNum, gitDescribe } from './env.js';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const OUT = join(ROOT, 'bench', 'out');
 const MiB = 1 << 20;
 
-function envNum(name: string, dflt: number): number {
-  const v = process.env[name];
-  if (v === undefined || v === '') return dflt;
-  const n = Number(v);
-  if (!Number.isFinite(n) || n <= 0) throw new Error(`${name}=${v}: expected a positive number`);
-  return n;
-}
 
 const cfg = {
   runs: Math.round(envNum('BENCH_RUNS', 5)),
@@ -111,18 +105,6 @@ async function srcFingerprint(): Promise<string> {
   return h.digest('hex').slice(0, 12);
 }
 
-function gitDescribe(): string {
-  try {
-    const head = execFileSync('git', ['-C', ROOT, 'rev-parse', '--short', 'HEAD'], { stdio: 'pipe' }).toString().trim();
-    // --no-optional-locks: never write the index, not even its stat cache
-    const dirty = execFileSync('git', ['-C', ROOT, '--no-optional-locks', 'status', '--porcelain', '--', 'src'], { stdio: 'pipe' })
-      .toString()
-      .trim();
-    return dirty ? `${head} with uncommitted changes in src/` : head;
-  } catch {
-    return 'unknown';
-  }
-}
 
 async function machine(): Promise<Record<string, string>> {
   const ver = async (cmd: string, args: string[]): Promise<string> => {
@@ -227,7 +209,7 @@ async function main(): Promise<void> {
   await mkdir(OUT, { recursive: true });
   const { cli, note: cliNote } = await pullthroughCli();
   const fingerprint = await srcFingerprint();
-  const git = gitDescribe();
+  const git = gitDescribe(ROOT);
   const mach = await machine();
   const date = new Date().toISOString();
 

@@ -21,6 +21,7 @@ import { makeTempDir, removeDir, waitFor } from '../test/helpers/util.js';
 import { buildLayout } from './layout.js';
 import { curlGets, readCpu, sampleRss } from './procs.js';
 import { fmt, max, median, min, ratioCell, table } from './stats.js';
+import { envNum } from './env.js';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const OUT = join(ROOT, 'bench', 'out');
@@ -29,13 +30,6 @@ const SETPRIV = ['/usr/bin/setpriv', '/bin/setpriv'].find((p) => existsSync(p));
 const START = '<!-- bench/s3.ts: start -->';
 const END = '<!-- bench/s3.ts: end -->';
 
-function envNum(name: string, dflt: number): number {
-  const v = process.env[name];
-  if (v === undefined || v === '') return dflt;
-  const n = Number(v);
-  if (!Number.isFinite(n) || n <= 0) throw new Error(`${name}=${v}: expected a positive number`);
-  return n;
-}
 
 const cfg = {
   runs: Math.round(envNum('BENCH_S3_RUNS', 5)),
