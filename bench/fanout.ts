@@ -7,7 +7,10 @@
 //   (b) BENCH_CLIENTS cold clients started at once: time from the first start until the last
 //       client finished, the upstream bytes counted at the throttle (until upstream traffic
 //       settles, so docker-registry's background store is included), and the peak RSS (VmHWM) of
-//       the proxy, which is a fresh process for every measurement.
+//       the proxy, which is a fresh process for every measurement;
+//   (c) right after (b), BENCH_CLIENTS warm clients of the same process, now serving the blob from
+//       its cache: the time this machine needs to deliver BENCH_CLIENTS copies at all, which is
+//       the floor under (b) whatever the upstream does.
 // The upstream is a docker-registry holding a single-layer image (bench/layout.ts); both peers
 // reach it through the throttling forwarder (bench/throttle.ts). Clients are curl processes; the
 // first and the last one started (BENCH_HASH_CLIENTS of them, spread over the start order) pipe
@@ -18,9 +21,12 @@
 // BENCH_SIZE_MIB (1024), BENCH_CLIENTS (32), BENCH_UPSTREAM_MIBPS (200), BENCH_UPSTREAM_LATENCY_MS
 // (2), BENCH_THROTTLE_MODE (aggregate | per-connection), BENCH_HASH_CLIENTS (2),
 // BENCH_PULLTHROUGH_CLI (a built cli.js; default: build src/ into a private snapshot under
-// bench/out), BENCH_RESULTS (bench/RESULTS.md; "-" for stdout only), BENCH_MAX_MINUTES (30, hard
-// stop). The section it writes sits between its own markers, after pull.ts's notes marker, so
-// `npm run bench` keeps it and a rerun of this one replaces only it.
+// bench/out), BENCH_PEERS (pullthrough,docker-registry; `pullthrough` alone for upstream rates at
+// which the peer, fetching once per client, would take too long), BENCH_SECTION (a name for a
+// second section, e.g. `slow-link`, kept apart from the default one), BENCH_RESULTS
+// (bench/RESULTS.md; "-" for stdout only), BENCH_MAX_MINUTES (30, hard stop). The section it
+// writes sits between its own markers, after pull.ts's notes marker, so `npm run bench` keeps it
+// and a rerun of this one with the same BENCH_SECTION replaces only it.
 import { execFileSync, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
@@ -40,8 +46,9 @@ import { envNum, gitDescribe } from './env.js';
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const OUT = join(ROOT, 'bench', 'out');
 const MiB = 1 << 20;
-const START = '<!-- bench/fanout.ts: start -->';
-const END = '<!-- bench/fanout.ts: end -->';
+const SECTION = process.env.BENCH_SECTION ? ` ${process.env.BENCH_SECTION}` : '';
+const START = `<!-- bench/fanout.ts${SECTION}: start -->`;
+const END = `<!-- bench/fanout.ts${SECTION}: end -->`;
 /** the runtime above which the default number of rounds drops from 5 to 3 */
 const BUDGET_S = 12 * 60;
 
@@ -56,7 +63,9 @@ const cfg = {
   cli: process.env.BENCH_PULLTHROUGH_CLI,
   results: process.env.BENCH_RESULTS ?? join(ROOT, 'bench', 'RESULTS.md'),
   maxMinutes: envNum('BENCH_MAX_MINUTES', 30),
+  peers: (process.env.BENCH_PEERS ?? 'pullthrough,docker-registry').split(',').map((p) => p.trim()),
 };
+for (const p of cfg.peers) if (p !== 'pullthrough' && p !== 'docker-registry') throw new Error(`BENCH_PEERS: unknown peer ${p}`);
 if (cfg.mode !== 'aggregate' && cfg.mode !== 'per-connection') throw new Error(`BENCH_THROTTLE_MODE=${String(cfg.mode)}`);
 
 /**
@@ -67,8 +76,9 @@ if (cfg.mode !== 'aggregate' && cfg.mode !== 'per-connection') throw new Error(`
  */
 function estimateSeconds(runs: number): number {
   const mode = cfg.mode === 'aggregate' ? 1 : cfg.clients + 1; // per-connection: every connection gets the full rate
-  const upstream = ((2 + 2 + (cfg.clients + 1) / mode) * cfg.sizeMiB) / cfg.mibps;
-  const delivery = (cfg.clients * cfg.sizeMiB) / 800;
+  const peer = cfg.peers.includes('docker-registry') ? 2 + (cfg.clients + 1) / mode : 0;
+  const upstream = ((2 + peer) * cfg.sizeMiB) / cfg.mibps;
+  const delivery = (cfg.peers.length * 2 * cfg.clients * cfg.sizeMiB) / 800; // cold, then warm
   return 60 + runs * (upstream + delivery + 20);
 }
 const runsFromEnv = process.env.BENCH_RUNS !== undefined && process.env.BENCH_RUNS !== '';
@@ -286,10 +296,13 @@ interface Sample {
   storeLagS?: number;
   /** seconds from the start of the clients until the upstream transfer ended */
   upstreamEndS: number;
+  /** the same number of clients again right after, served from the proxy's cache */
+  warm?: Batch;
 }
 
-const PEERS = ['pullthrough', 'docker-registry proxy'] as const;
-type Peer = (typeof PEERS)[number];
+const ALL_PEERS = ['pullthrough', 'docker-registry proxy'] as const;
+type Peer = (typeof ALL_PEERS)[number];
+const PEERS = ALL_PEERS.filter((p) => cfg.peers.includes(p.split(' ')[0]!));
 
 /** Waits until the throttle has carried nothing for a second (bounded), and returns its counters. */
 async function settled(throttle: ThrottleProcess, what: string, timeoutMs = 180_000): Promise<ThrottleStats> {
@@ -383,7 +396,8 @@ async function coldPullthrough(ctx: Ctx, n: number, label: string): Promise<Samp
     const hex = ctx.blob.digest.slice(7);
     const cached = await stat(join(cache, 'blobs', 'sha256', hex.slice(0, 2), hex)).catch(() => undefined);
     if (cached?.size !== ctx.blob.size) note(`pullthrough ${label}: the blob is not in its cache afterwards (at blobs/sha256/${hex.slice(0, 2)}/…)`);
-    return { batch, upBytes: u1.down - u0.down, upConnections: u1.connections - u0.connections, hwmMiB, cpuS, upstreamEndS };
+    const warm = n > 1 ? await clients(pt.url + ctx.path, n, ctx.blob, clientTimeoutS(n)) : undefined;
+    return { batch, upBytes: u1.down - u0.down, upConnections: u1.connections - u0.connections, hwmMiB, cpuS, upstreamEndS, ...(warm ? { warm } : {}) };
   } finally {
     await pt.stop();
     ctx.ptProblems.push(...(await logProblems(logPath)).map((p) => `${label}: ${p}`));
@@ -414,12 +428,22 @@ async function coldRegistry(ctx: Ctx, n: number, label: string): Promise<Sample>
     const upstreamEndS = await watch.stop();
     const cpuS = pid ? (await readCpu(pid)) - c0 : NaN;
     const hwmMiB = pid ? ((await readMem(pid))?.hwmMiB ?? NaN) : NaN;
+    const warm = n > 1 && storeLagS !== undefined ? await clients(reg.url + ctx.path, n, ctx.blob, clientTimeoutS(n)) : undefined;
     const log = await reg.log();
     for (const line of log.split('\n')) {
       // its start-up warning about the filesystem driver ("does not implement RempositoryRemover") is no problem here
       if (/level=(warn|warning|error|fatal|panic)/.test(line) && !line.includes('RempositoryRemover')) ctx.drProblems.push(`${label}: ${line.slice(0, 300)}`);
     }
-    return { batch, upBytes: u1.down - u0.down, upConnections: u1.connections - u0.connections, hwmMiB, cpuS, upstreamEndS, ...(storeLagS !== undefined ? { storeLagS } : {}) };
+    return {
+      batch,
+      upBytes: u1.down - u0.down,
+      upConnections: u1.connections - u0.connections,
+      hwmMiB,
+      cpuS,
+      upstreamEndS,
+      ...(storeLagS !== undefined ? { storeLagS } : {}),
+      ...(warm ? { warm } : {}),
+    };
   } finally {
     await reg.stop();
   }
@@ -467,7 +491,9 @@ async function main(): Promise<void> {
         samples[peer].many.push(many);
         say(
           `  ${peer}, ${cfg.clients} cold clients: last done ${fmt(many.batch.seconds)} s (first ${fmt(many.batch.firstS)} s), upstream ${fmt(many.upBytes / blob.size)}× blob over ${many.upConnections} connection(s), ended at ${fmt(many.upstreamEndS, 1)} s, VmHWM ${fmt(many.hwmMiB, 0)} MiB, CPU ${fmt(many.cpuS, 1)} s` +
-            (many.batch.failures.length ? `, ${many.batch.failures.length} FAILED: ${many.batch.failures.slice(0, 3).join('; ')}` : ''),
+            (many.warm ? `; then ${cfg.clients} warm clients: ${fmt(many.warm.seconds)} s` : '') +
+            (many.batch.failures.length ? `, ${many.batch.failures.length} FAILED: ${many.batch.failures.slice(0, 3).join('; ')}` : '') +
+            (many.warm?.failures.length ? `, ${many.warm.failures.length} warm FAILED: ${many.warm.failures.slice(0, 3).join('; ')}` : ''),
         );
       }
     }
@@ -518,16 +544,26 @@ function render(x: ReportInput): string {
   const up = (s: Sample): number => s.upBytes / blob;
   const delivered = (s: Sample): number => (N * blob) / MiB / s.batch.seconds;
   const perRound = (peer: { one: Sample[]; many: Sample[] }): number[] => peer.many.map((m, i) => m.batch.seconds / (peer.one[i]?.batch.seconds ?? NaN));
+  const warmSecs = (s: Sample): number => s.warm?.seconds ?? NaN;
+  const overFloor = (s: Sample): number => s.batch.seconds / warmSecs(s);
+  const withPeer = dr.many.length > 0;
+  /** drops the docker-registry columns when it was not measured (BENCH_PEERS) */
+  const cols = (row: string[]): string[] => (withPeer ? row : row.slice(0, 2));
 
   const out: string[] = [];
   out.push(`## Fan-out: ${N} cold clients of one ${sizeLabel(cfg.sizeMiB)} blob`);
   out.push('');
   out.push('Generated by `npm run bench:fanout` (bench/fanout.ts); this section is replaced when it runs again. Every figure is');
-  out.push('median (min–max) over the rounds of this one invocation; in each round the two peers take turns (the order rotates),');
+  out.push(
+    withPeer
+      ? 'median (min–max) over the rounds of this one invocation; in each round the two peers take turns (the order rotates),'
+      : 'median (min–max) over the rounds of this one invocation, pullthrough only (BENCH_PEERS=pullthrough),',
+  );
   out.push('each on a fresh cache or storage and a fresh process for every measurement. Ratios: of the medians, with the range');
   out.push('of the per-round ratios in brackets.');
   out.push('');
-  out.push(`- command: \`npm run bench:fanout\`${runsFromEnv ? ` with BENCH_RUNS=${runs}` : ''}; date: ${x.date}; total runtime ${fmt(x.runtime / 60, 1)} min`);
+  const envSet = [runsFromEnv ? `BENCH_RUNS=${runs}` : '', ...['BENCH_UPSTREAM_MIBPS', 'BENCH_THROTTLE_MODE', 'BENCH_PEERS', 'BENCH_SECTION'].filter((k) => process.env[k]).map((k) => `${k}=${process.env[k]}`)].filter(Boolean);
+  out.push(`- command: \`${envSet.length ? `${envSet.join(' ')} ` : ''}npm run bench:fanout\`; date: ${x.date}; total runtime ${fmt(x.runtime / 60, 1)} min`);
   out.push(`- rounds: ${runsNote}`);
   out.push(`- machine: ${Object.entries(x.mach).map(([k, v]) => `${k} ${v}`).join('; ')}`);
   out.push(`- 1-minute load average during the run (sampled at each progress line): median ${fmt(median(loads), 1)}, max ${fmt(max(loads), 1)} on ${x.mach.nproc} cores`);
@@ -536,11 +572,12 @@ function render(x: ReportInput): string {
   out.push(`- blob: the single gzip layer of bench/layout.ts's \`one\` image, ${fmtInt(blob)} bytes (${x.blob.digest.slice(0, 19)}…), random payload`);
   out.push(`- upstream: docker-registry (open, filesystem storage) behind the throttling TCP forwarder (bench/throttle.ts, its own process) at ${cfg.mibps} MiB/s${cfg.mode === 'aggregate' ? ' shared by all connections (one link)' : ' per connection'}, +${cfg.latencyMs} ms per request; upstream bytes = bytes it carried towards the proxy, until upstream traffic had been quiet for 1 s (so docker-registry's background store is included)`);
   out.push(`- clients: curl processes started together; time = from the first start to the last finish. ${Math.min(cfg.hashClients, N)} of each ${N} (the first and the last started) and every single client hash the body with \`openssl dgst -sha256\`, which must equal the digest; all must get a 200 and exactly ${fmtInt(blob)} bytes`);
-  out.push('- peak RSS: VmHWM (/proc/<pid>/status) of the proxy process, fresh for every measurement, read after the last client finished');
+  out.push('- peak RSS: VmHWM (/proc/<pid>/status) of the proxy process, fresh for every measurement, read after the last cold client finished');
+  out.push(`- warm floor: right after the ${N} cold clients, ${N} more clients of the same proxy process, which now serves the blob from its cache: how long this machine takes to deliver ${N} copies at all, with no upstream involved`);
   out.push('');
   out.push(
     table(
-      ['', 'pullthrough', 'docker-registry proxy', 'pullthrough ÷ docker-registry'],
+      cols(['', 'pullthrough', 'docker-registry proxy', 'pullthrough ÷ docker-registry']),
       [
         ['1 cold client: time, s', cell(of(pt.one, secs)), cell(of(dr.one, secs)), ratioCell(of(pt.one, secs), of(dr.one, secs))],
         ['1 cold client: upstream bytes ÷ blob', cell(of(pt.one, up)), cell(of(dr.one, up)), ratioCell(of(pt.one, up), of(dr.one, up))],
@@ -555,7 +592,9 @@ function render(x: ReportInput): string {
         [`${N} cold clients: upstream TCP connections`, cell(of(pt.many, (s) => s.upConnections), 0), cell(of(dr.many, (s) => s.upConnections), 0), '—'],
         [`${N} cold clients: VmHWM, MiB`, cell(of(pt.many, (s) => s.hwmMiB), 0), cell(of(dr.many, (s) => s.hwmMiB), 0), ratioCell(of(pt.many, (s) => s.hwmMiB), of(dr.many, (s) => s.hwmMiB))],
         [`${N} cold clients: proxy CPU (user + system), s`, cell(of(pt.many, (s) => s.cpuS), 1), cell(of(dr.many, (s) => s.cpuS), 1), ratioCell(of(pt.many, (s) => s.cpuS), of(dr.many, (s) => s.cpuS))],
-      ],
+        [`warm floor: ${N} warm clients of the same process, last done, s`, cell(of(pt.many, warmSecs)), cell(of(dr.many, warmSecs)), ratioCell(of(pt.many, warmSecs), of(dr.many, warmSecs))],
+        [`${N} cold clients: last done ÷ warm floor (same process)`, cell(of(pt.many, overFloor)), cell(of(dr.many, overFloor)), '—'],
+      ].map(cols),
     ),
   );
   out.push('');
@@ -563,8 +602,8 @@ function render(x: ReportInput): string {
   if (lags.length) out.push(`docker-registry's proxy finished storing the blob a median ${fmt(median(lags))} s (max ${fmt(max(lags))} s) after its last client of ${N}; its upstream bytes include that fetch.`);
   const clientsTotal = (p: { one: Sample[]; many: Sample[] }): number => p.one.length + p.many.length * N;
   const hashedTotal = (p: { one: Sample[]; many: Sample[] }): number => [...p.one, ...p.many].reduce((a, s) => a + s.batch.hashed, 0);
-  const failed = (p: { one: Sample[]; many: Sample[] }): string[] => [...p.one, ...p.many].flatMap((s) => s.batch.failures);
-  for (const [name, p] of [['pullthrough', pt], ['docker-registry proxy', dr]] as const) {
+  const failed = (p: { one: Sample[]; many: Sample[] }): string[] => [...p.one, ...p.many].flatMap((s) => [...s.batch.failures, ...(s.warm?.failures ?? [])]);
+  for (const [name, p] of ([['pullthrough', pt], ['docker-registry proxy', dr]] as const).filter(([, p]) => p.one.length > 0)) {
     const f = failed(p);
     out.push(
       f.length
@@ -584,11 +623,13 @@ function render(x: ReportInput): string {
   const ptHwm = of(pt.many, (s) => s.hwmMiB);
   const drHwm = of(dr.many, (s) => s.hwmMiB);
   const ptFailed = failed(pt).length > 0;
+  const ptFloor = median(of(pt.many, overFloor));
+  const floorVsOne = median(of(pt.many, warmSecs)) / median(of(pt.one, secs));
   out.push(`### Targets (issue 3, item 9)`);
   out.push('');
   out.push(
     table(
-      ['target', 'pullthrough', 'verdict', 'docker-registry proxy (reference)'],
+      ['target', 'pullthrough', 'verdict', 'docker-registry proxy (reference)'].slice(0, withPeer ? 4 : 3),
       [
         [
           `upstream bytes = 1× the blob, ${N} cold clients (met: < 1.01× in every round; HTTP headers are the rest)`,
@@ -608,8 +649,15 @@ function render(x: ReportInput): string {
           verdict(ptHwm.length > 0 && max(ptHwm) < 150),
           `${fmt(max(drHwm), 0)} MiB (median ${fmt(median(drHwm), 0)}) (${verdict(drHwm.length > 0 && max(drHwm) < 150).replace(/\*/g, '')})`,
         ],
-      ],
+      ].map((row) => (withPeer ? row : row.slice(0, 3))),
     ),
+  );
+  out.push('');
+  out.push(
+    `Where the time goes: ${N} warm clients served from the cache of the same process took ${fmt(floorVsOne)}× a single cold client's time, ` +
+      `so no proxy on this machine could bring ${N} cold clients under ${fmt(floorVsOne)}× at this upstream rate; ` +
+      `pullthrough's ${N} cold clients took ${fmt(ptFloor)}× that warm floor (${Number.isFinite(ptFloor) && ptFloor <= 1.2 ? 'within' : 'beyond'} 1.2×: ` +
+      `the fan-out itself ${Number.isFinite(ptFloor) && ptFloor <= 1.2 ? 'adds little beyond the machine\'s own delivery time' : 'costs more than the delivery itself'}).`,
   );
   out.push('');
   out.push(`pullthrough log (level warn and above): ${x.ptProblems.length ? `${x.ptProblems.length} line(s), e.g. ${x.ptProblems.slice(0, 3).join(' | ')}` : 'nothing'}. docker-registry proxy log (warn and above): ${x.drProblems.length ? `${x.drProblems.length} line(s), e.g. ${x.drProblems.slice(0, 3).join(' | ')}` : 'nothing'}.`);

@@ -1,7 +1,7 @@
 // Processes the benchmark drives: pullthrough from a built CLI, curl clients, skopeo pulls, and
 // /proc readers for memory (VmHWM, VmRSS) of any of them.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, openSync, closeSync } from 'node:fs';
+import { existsSync, openSync, closeSync, readFileSync } from 'node:fs';
 import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { freePort, sleep, waitFor } from '../test/helpers/util.js';
@@ -83,10 +83,20 @@ export interface Pullthrough {
   stop(): Promise<void>;
 }
 
-/** Starts `node <cli> serve [extraArgs]` as its own process and waits for GET /v2/ = 200. */
+/**
+ * The Node flags a built CLI asks for on its `#!/usr/bin/env -S node …` line, so the benchmark runs
+ * it as `pullthrough` and `npm start` do, with this process's own Node binary.
+ */
+export function nodeFlagsOf(cli: string): string[] {
+  const first = readFileSync(cli, 'utf8').split('\n', 1)[0] ?? '';
+  const m = /^#!\S*env\s+-S\s+node\s+(.*)$/.exec(first);
+  return m ? m[1]!.trim().split(/\s+/) : [];
+}
+
+/** Starts `<cli> serve [extraArgs]` as its own process and waits for GET /v2/ = 200. */
 export async function startPullthrough(cli: string, cacheDir: string, upstreamUrl: string, logPath: string, extraArgs: readonly string[] = []): Promise<Pullthrough> {
   const port = await freePort();
-  const args = [cli, 'serve', '--listen', `127.0.0.1:${port}`, '--cache-dir', cacheDir, '--upstream', `bench=${upstreamUrl}`, '--log-level', 'warn', ...extraArgs];
+  const args = [...nodeFlagsOf(cli), cli, 'serve', '--listen', `127.0.0.1:${port}`, '--cache-dir', cacheDir, '--upstream', `bench=${upstreamUrl}`, '--log-level', 'warn', ...extraArgs];
   const logFd = openSync(logPath, 'a');
   const child: ChildProcess = SETPRIV
     ? spawn(SETPRIV, ['--pdeathsig', 'SIGKILL', '--', process.execPath, ...args], { stdio: ['ignore', logFd, logFd] })
