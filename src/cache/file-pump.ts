@@ -9,10 +9,16 @@ const PUMP_BUFFER = 512 << 10;
 
 /**
  * Writes [start, end) (half-open) of `file` to `sink`; rejects if the sink closes first. For a
- * file still being written, `available(pos)` resolves to how far it may be read once that is
- * beyond `pos` (and rejects if it never will be).
+ * file still being written, `available(pos, want)` resolves to how far it may be read once that
+ * is beyond `pos`, preferably by `want` bytes (a buffer's worth), and rejects if it never will be.
  */
-export async function pumpFile(file: FileHandle, start: number, end: number, sink: Writable, available?: (pos: number) => Promise<number>): Promise<void> {
+export async function pumpFile(
+  file: FileHandle,
+  start: number,
+  end: number,
+  sink: Writable,
+  available?: (pos: number, want: number) => Promise<number>,
+): Promise<void> {
   const size = Math.max(1, Math.min(PUMP_BUFFER, end - start));
   const buffers = [Buffer.allocUnsafeSlow(size), Buffer.allocUnsafeSlow(size)] as const;
   const writes: [Promise<void> | undefined, Promise<void> | undefined] = [undefined, undefined];
@@ -46,7 +52,7 @@ export async function pumpFile(file: FileHandle, start: number, end: number, sin
       let limit = end;
       if (available) {
         try {
-          limit = Math.min(end, await available(pos));
+          limit = Math.min(end, await available(pos, Math.min(size, end - pos)));
         } catch (e) {
           // let the bytes already written reach the client before the caller aborts the response
           await Promise.allSettled(writes);

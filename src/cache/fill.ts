@@ -20,6 +20,8 @@ const CHUNK = 1 << 20;
 const DEFAULT_RESUMES = 3;
 /** Bytes received but not yet written to the spool before the download waits for the disk. */
 const MAX_QUEUED_BYTES = 8 << 20;
+/** How long a reader at the live tail lets bytes accumulate before it takes what is there. */
+const TAIL_WAIT_MS = 20;
 
 /** Where a fill's bytes come from. */
 export interface FillSource {
@@ -136,28 +138,41 @@ export class Fill {
     }
     this.readers++;
     try {
-      await pumpFile(this.file, range?.start ?? 0, (range?.end ?? this.size - 1) + 1, sink, (pos) => this.waitReadable(pos));
+      await pumpFile(this.file, range?.start ?? 0, (range?.end ?? this.size - 1) + 1, sink, (pos, want) => this.waitReadable(pos, want));
     } finally {
       this.readers--;
       this.closeIfIdle();
     }
   }
 
-  /** Resolves with the readable length once it is beyond `pos`; rejects with the fill's failure. */
-  private async waitReadable(pos: number): Promise<number> {
+  /**
+   * Resolves with the readable length once it is beyond `pos`; rejects with the fill's failure.
+   * A reader at the live tail waits for `want` bytes, or at most TAIL_WAIT_MS once some are
+   * there: woken by every small write, 32 readers would each make a read and a socket write per
+   * upstream chunk, several times the system calls of serving the same bytes from the cache.
+   */
+  private async waitReadable(pos: number, want = 1): Promise<number> {
+    const deadline = performance.now() + TAIL_WAIT_MS;
     for (;;) {
       // what was written stays readable (all but the held-back last byte) even after a failure,
       // as for stream readers; the failure surfaces once the reader has caught up
       const available = this.readable();
-      if (available > pos) return available;
-      const error = this.error;
-      if (error) throw error;
-      if (this.settled) throw new Error('the blob is shorter than the range asked for');
+      if (available >= pos + want) return available;
+      const some = available > pos;
+      if (some && (this.settled || this.isVerified || performance.now() >= deadline)) return available;
+      if (!some) {
+        const error = this.error;
+        if (error) throw error;
+        if (this.settled) throw new Error('the blob is shorter than the range asked for');
+      }
       await new Promise<void>((resolve) => {
-        const off = this.onProgress(() => {
+        const timer = some ? setTimeout(wake, Math.max(0, deadline - performance.now())) : undefined;
+        const off = this.onProgress(wake);
+        function wake(): void {
           off();
+          clearTimeout(timer);
           resolve();
-        });
+        }
       });
     }
   }
