@@ -654,9 +654,13 @@ function render(x: ReportInput): string {
   );
   out.push('');
   out.push(
-    `Where the time goes: ${N} warm clients served from the cache of the same process took ${fmt(floorVsOne)}× a single cold client's time, ` +
-      `so no proxy on this machine could bring ${N} cold clients under ${fmt(floorVsOne)}× at this upstream rate; ` +
-      `pullthrough's ${N} cold clients took ${fmt(ptFloor)}× that warm floor: following the live fill added ${fmt((ptFloor - 1) * 100, 0)} % to the machine's own delivery time.`,
+    floorVsOne > 1
+      ? `Where the time goes: ${N} warm clients served from the cache of the same process took ${fmt(floorVsOne)}× a single cold client's time, ` +
+          `so no proxy on this machine could bring ${N} cold clients under ${fmt(floorVsOne)}× at this upstream rate; ` +
+          `pullthrough's ${N} cold clients took ${fmt(ptFloor)}× that warm floor: following the live fill added ${fmt((ptFloor - 1) * 100, 0)} % to the machine's own delivery time.`
+      : `Where the time goes: ${N} warm clients served from the cache of the same process took ${fmt(floorVsOne)}× a single cold client's time, ` +
+          `so at this upstream rate the link, not the machine, sets the pace: ${N} cold clients can at best finish with the one upstream transfer, ` +
+          `and pullthrough's last one did at ${fmt(ptRatio)}× a single client's time.`,
   );
   out.push('');
   out.push(`pullthrough log (level warn and above): ${x.ptProblems.length ? `${x.ptProblems.length} line(s), e.g. ${x.ptProblems.slice(0, 3).join(' | ')}` : 'nothing'}. docker-registry proxy log (warn and above): ${x.drProblems.length ? `${x.drProblems.length} line(s), e.g. ${x.drProblems.slice(0, 3).join(' | ')}` : 'nothing'}.`);

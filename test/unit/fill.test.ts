@@ -3,7 +3,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Readable } from 'node:stream';
+import { Readable, Writable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Fill } from '../../src/cache/fill.js';
 import { FsBlobStore } from '../../src/cache/fs-store.js';
@@ -311,4 +311,30 @@ t.test('a reader that arrives after a failed fill nobody was reading errors', as
   t.ok(o.error, 'errors');
   t.equal(o.ended, false, 'no clean end');
   t.match(o.error?.message, /upstream went away/, 'with the fill failure as the reason');
+});
+
+t.test('pipeTo follows a trickling download: bytes reach the client long before a buffer fills', async (t) => {
+  const store = await newStore(t);
+  const content = randomBytes(256 * 1024); // well under the pump's 512 KiB buffer
+  const digest = digestOf(content);
+  const source = controlledSource();
+  const fill = await Fill.start(store, digest, { size: content.length, body: source });
+  const got: Buffer[] = [];
+  const client = new Writable({
+    write(chunk: Buffer, _enc, cb) {
+      got.push(Buffer.from(chunk));
+      cb();
+    },
+  });
+  const piped = fill.pipeTo(undefined, client);
+  let midway = -1;
+  await feed(source, split(content, 64), 5, (i) => {
+    if (i === 32) midway = Buffer.concat(got).length;
+  });
+  await within(piped, 5000, 'pipeTo');
+  t.ok(midway > 0, `half-way through the download the client already had bytes (${midway})`);
+  t.ok(midway < content.length, 'and not the bytes that had not arrived yet');
+  t.ok(got.length > 2, `they came in several pieces as the download went on (${got.length})`);
+  t.ok(Buffer.concat(got).equals(content), 'exactly the content');
+  t.equal(await settled(fill), undefined);
 });
