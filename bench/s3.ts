@@ -19,7 +19,7 @@ import { startS3rver, type S3rver } from '../test/helpers/s3rver.js';
 import { pushLayout } from '../test/helpers/skopeo.js';
 import { makeTempDir, removeDir, waitFor } from '../test/helpers/util.js';
 import { buildLayout } from './layout.js';
-import { curlGets, readCpu, sampleRss } from './procs.js';
+import { curlGets, nodeFlagsOf, readCpu, sampleRss } from './procs.js';
 import { fmt, max, median, min, ratioCell, table } from './stats.js';
 import { envNum } from './env.js';
 
@@ -51,13 +51,13 @@ interface Target {
   stop(): Promise<void>;
 }
 
-/** `pullthrough serve` from src/ (through tsx, like the tests) with a config file, on a port read from its log. */
+/** `pullthrough serve` from src/ (through tsx, like the tests, with the Node flags of its first line) with a config file, on a port read from its log. */
 async function startProxy(name: string, dir: string, doc: Record<string, unknown>, s3: S3rver): Promise<Target> {
   await mkdir(dir, { recursive: true });
   const config = join(dir, 'config.json');
   await writeFile(config, JSON.stringify({ logLevel: 'info', ...doc, cache: { dir: join(dir, 'cache'), maxSize: '64GiB', ...(doc.cache as object) } }));
   const logPath = join(dir, 'pullthrough.log');
-  const args = ['--import', 'tsx', 'src/cli.ts', 'serve', '--config', config, '--listen', '127.0.0.1:0'];
+  const args = [...nodeFlagsOf(join(ROOT, 'src', 'cli.ts')), '--import', 'tsx', 'src/cli.ts', 'serve', '--config', config, '--listen', '127.0.0.1:0'];
   const fd = openSync(logPath, 'w');
   const env = { ...process.env, ...s3.env, AWS_EC2_METADATA_DISABLED: 'true', AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true' };
   const child: ChildProcess = SETPRIV
