@@ -27,15 +27,14 @@
 // BENCH_RESULTS (bench/RESULTS.md; "-" for stdout only), BENCH_EGZ_MAX_MINUTES (30, hard stop),
 // BENCH_EGZ_RENDER (a saved bench/out/estargz/last-run.json: only re-render the section and chart).
 // Generated layers are kept under bench/out/estargz/ and reused when the parameters match.
-import { execFileSync, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
 import { mkdir, open, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
-import { cpus, loadavg, totalmem } from 'node:os';
-import { dirname, join, relative, resolve } from 'node:path';
+import { loadavg } from 'node:os';
+import { dirname, join, relative } from 'node:path';
 import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { fileURLToPath, pathToFileURL } from 'node:url';
+import { pathToFileURL } from 'node:url';
 import { createGzip } from 'node:zlib';
 import type * as Estargz from '../src/estargz/index.js';
 import { startRegistry } from '../test/helpers/registry.js';
@@ -46,9 +45,8 @@ import { buildLayout } from './layout.js';
 import { curlGets, startPullthrough, type Pullthrough } from './procs.js';
 import { fmt, fmtInt, max, median, min, pairedRatios, table } from './stats.js';
 import { startThrottleProcess, type ThrottleProcess } from './throttle.js';
-import { envNum, gitDescribe } from './env.js';
+import { envNum, gitDescribe, machine, pullthroughSnapshot, ROOT, srcFingerprint } from './env.js';
 
-const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const OUT = join(ROOT, 'bench', 'out');
 const MiB = 1 << 20;
 const SEED = 'pullthrough-estargz-bench-v1';
@@ -63,7 +61,6 @@ const cfg = {
   latencyMs: envNum('BENCH_EGZ_LATENCY_MS', 20, true),
   level: Math.round(envNum('BENCH_EGZ_LEVEL', 6, true)),
   scale: envNum('BENCH_EGZ_SCALE', 1),
-  cli: process.env.BENCH_PULLTHROUGH_CLI,
   results: process.env.BENCH_RESULTS ?? join(ROOT, 'bench', 'RESULTS.md'),
   maxMinutes: envNum('BENCH_EGZ_MAX_MINUTES', 30),
 };
@@ -87,69 +84,6 @@ setTimeout(() => {
 const sha256 = (b: Uint8Array): string => `sha256:${createHash('sha256').update(b).digest('hex')}`;
 const rotate = <T>(xs: readonly T[], k: number): T[] => xs.map((_, i) => xs[(i + k) % xs.length]!);
 const mib = (b: number): number => b / MiB;
-
-// ---------------------------------------------------------------------------------------------
-// pullthrough build (a private snapshot: others may rebuild dist/ or bench/out/dist-snapshot)
-
-async function pullthroughBuild(): Promise<{ dist: string; note: string }> {
-  if (cfg.cli) return { dist: dirname(resolve(cfg.cli)), note: `prebuilt ${cfg.cli}` };
-  const outDir = join(OUT, 'dist-estargz');
-  // reuse the snapshot when src/ and the build config are what it was built from
-  const key = `${await srcFingerprint()} ${createHash('sha256').update(await readFile(join(ROOT, 'tsconfig.build.json'))).update(await readFile(join(ROOT, 'tsconfig.json'))).digest('hex').slice(0, 12)}`;
-  const stampPath = join(outDir, '.bench-src');
-  if ((await readFile(stampPath, 'utf8').catch(() => '')) === key) {
-    say(`reusing ${relative(ROOT, outDir)} (src/ unchanged since it was built)`);
-    return { dist: outDir, note: 'src/ built by the bench (tsc -p tsconfig.build.json) into bench/out/dist-estargz' };
-  }
-  await rm(outDir, { recursive: true, force: true });
-  say(`building src/ into ${relative(ROOT, outDir)} (tsc -p tsconfig.build.json)`);
-  try {
-    execFileSync(process.execPath, [join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', join(ROOT, 'tsconfig.build.json'), '--outDir', outDir], {
-      cwd: ROOT,
-      stdio: 'pipe',
-      timeout: 300_000,
-    });
-  } catch (e) {
-    throw new Error(`build failed:\n${((e as { stdout?: Buffer }).stdout?.toString() ?? '').slice(0, 4000)}`);
-  }
-  await writeFile(stampPath, key);
-  return { dist: outDir, note: 'src/ built by the bench (tsc -p tsconfig.build.json) into bench/out/dist-estargz' };
-}
-
-async function srcFingerprint(sub = 'src'): Promise<string> {
-  const { readdir } = await import('node:fs/promises');
-  const h = createHash('sha256');
-  const walk = async (dir: string): Promise<void> => {
-    for (const e of (await readdir(dir, { withFileTypes: true })).sort((a, b) => a.name.localeCompare(b.name))) {
-      const p = join(dir, e.name);
-      if (e.isDirectory()) await walk(p);
-      else if (e.isFile()) h.update(relative(ROOT, p)).update('\0').update(await readFile(p)).update('\0');
-    }
-  };
-  await walk(join(ROOT, sub));
-  return h.digest('hex').slice(0, 12);
-}
-
-
-async function machine(): Promise<Record<string, string>> {
-  const ver = async (cmd: string, args: string[]): Promise<string> => {
-    try {
-      const { stdout, stderr } = await run(cmd, args, { timeoutMs: 10_000 });
-      return (stdout || stderr).trim().split('\n')[0] ?? '';
-    } catch {
-      return 'unknown';
-    }
-  };
-  return {
-    nproc: (await ver('nproc', [])) || String(cpus().length),
-    cpu: cpus()[0]?.model ?? 'unknown',
-    memory: `${(totalmem() / 2 ** 30).toFixed(1)} GiB`,
-    node: process.version,
-    'docker-registry': await ver('docker-registry', ['--version']),
-    tar: await ver('tar', ['--version']),
-    curl: (await ver('curl', ['--version'])).split(' ').slice(0, 2).join(' '),
-  };
-}
 
 // ---------------------------------------------------------------------------------------------
 // the two layers
@@ -857,11 +791,11 @@ async function main(): Promise<void> {
   }
   say(`config: ${JSON.stringify(cfg)}`);
   await mkdir(OUT, { recursive: true });
-  const { dist, note } = await pullthroughBuild();
+  const { cli, note, fingerprint } = await pullthroughSnapshot('dist-estargz', say);
+  const dist = dirname(cli);
   const esgz = (await import(pathToFileURL(join(dist, 'estargz', 'index.js')).href)) as typeof Estargz;
-  const fingerprint = await srcFingerprint();
   const git = gitDescribe(ROOT);
-  const mach = await machine();
+  const mach = await machine(['docker-registry', 'tar', 'curl']);
   const date = new Date().toISOString();
   const layers = await buildLayers(esgz);
   const info = await inspectEsgz(esgz, layers);

@@ -27,13 +27,11 @@
 // (bench/RESULTS.md; "-" for stdout only), BENCH_MAX_MINUTES (30, hard stop). The section it
 // writes sits between its own markers, after pull.ts's notes marker, so `npm run bench` keeps it
 // and a rerun of this one with the same BENCH_SECTION replaces only it.
-import { execFileSync, spawn } from 'node:child_process';
-import { createHash } from 'node:crypto';
+import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
-import { cpus, loadavg, totalmem } from 'node:os';
-import { dirname, join, relative, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { loadavg } from 'node:os';
+import { join, relative } from 'node:path';
 import { pushLayout } from '../test/helpers/skopeo.js';
 import { startRegistry } from '../test/helpers/registry.js';
 import { atExit, makeTempDir, removeDir, run, sleep } from '../test/helpers/util.js';
@@ -41,9 +39,8 @@ import { buildLayout, type Descriptor } from './layout.js';
 import { readCpu, readMem, registryPid, startPullthrough } from './procs.js';
 import { fmt, fmtInt, max, median, min, ratioCell, table } from './stats.js';
 import { startThrottleProcess, type ThrottleMode, type ThrottleProcess, type ThrottleStats } from './throttle.js';
-import { envNum, gitDescribe } from './env.js';
+import { envNum, gitDescribe, machine, pullthroughSnapshot, ROOT } from './env.js';
 
-const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const OUT = join(ROOT, 'bench', 'out');
 const MiB = 1 << 20;
 const SECTION = process.env.BENCH_SECTION ? ` ${process.env.BENCH_SECTION}` : '';
@@ -60,7 +57,6 @@ const cfg = {
   latencyMs: envNum('BENCH_UPSTREAM_LATENCY_MS', 2, true),
   mode: (process.env.BENCH_THROTTLE_MODE ?? 'aggregate') as ThrottleMode,
   hashClients: Math.round(envNum('BENCH_HASH_CLIENTS', 2, true)),
-  cli: process.env.BENCH_PULLTHROUGH_CLI,
   results: process.env.BENCH_RESULTS ?? join(ROOT, 'bench', 'RESULTS.md'),
   maxMinutes: envNum('BENCH_MAX_MINUTES', 30),
   peers: (process.env.BENCH_PEERS ?? 'pullthrough,docker-registry').split(',').map((p) => p.trim()),
@@ -115,74 +111,6 @@ for (const sig of ['SIGINT', 'SIGTERM'] as const) process.on(sig, () => process.
 
 // ---------------------------------------------------------------------------------------------
 // the code under test, the machine
-
-/** sha256 over src/ file names and contents, so a result can be tied to the code it measured. */
-async function srcFingerprint(): Promise<string> {
-  const h = createHash('sha256');
-  const walk = async (dir: string): Promise<void> => {
-    for (const e of (await readdir(dir, { withFileTypes: true })).sort((a, b) => a.name.localeCompare(b.name))) {
-      const p = join(dir, e.name);
-      if (e.isDirectory()) await walk(p);
-      else if (e.isFile()) h.update(relative(ROOT, p)).update('\0').update(await readFile(p)).update('\0');
-    }
-  };
-  await walk(join(ROOT, 'src'));
-  return h.digest('hex').slice(0, 12);
-}
-
-/**
- * Builds src/ into this benchmark's own snapshot (others edit src/ and rebuild dist/, and
- * `npm run bench` owns bench/out/dist-snapshot). src/ is fingerprinted before and after the
- * build; if it changed meanwhile, the build is repeated (at most three times).
- */
-async function pullthroughCli(): Promise<{ cli: string; note: string; fingerprint: string }> {
-  if (cfg.cli) return { cli: resolve(cfg.cli), note: `prebuilt ${cfg.cli}`, fingerprint: `${await srcFingerprint()} (of src/ now; the prebuilt CLI may differ)` };
-  const outDir = join(OUT, 'dist-snapshot-fanout');
-  for (let attempt = 1; attempt <= 3; attempt++) {
-    const before = await srcFingerprint();
-    await rm(outDir, { recursive: true, force: true });
-    say(`building src/ (fingerprint ${before}) into ${relative(ROOT, outDir)} (tsc -p tsconfig.build.json)`);
-    try {
-      execFileSync(process.execPath, [join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', join(ROOT, 'tsconfig.build.json'), '--outDir', outDir], {
-        cwd: ROOT,
-        stdio: 'pipe',
-        timeout: 300_000,
-      });
-    } catch (e) {
-      const out = (e as { stdout?: Buffer }).stdout?.toString() ?? '';
-      if (attempt < 3 && (await srcFingerprint()) !== before) continue; // caught mid-edit
-      throw new Error(`build failed:\n${out.slice(0, 4000)}`);
-    }
-    const after = await srcFingerprint();
-    if (after === before) {
-      return { cli: join(outDir, 'cli.js'), note: 'src/ built by the bench (tsc -p tsconfig.build.json) into bench/out/dist-snapshot-fanout', fingerprint: after };
-    }
-    say(`src/ changed during the build (${before} → ${after}); building again`);
-  }
-  throw new Error('src/ kept changing during three builds; try again later');
-}
-
-
-async function machine(): Promise<Record<string, string>> {
-  const ver = async (cmd: string, args: string[]): Promise<string> => {
-    try {
-      const { stdout, stderr } = await run(cmd, args, { timeoutMs: 10_000 });
-      return (stdout || stderr).trim().split('\n')[0] ?? '';
-    } catch {
-      return 'unknown';
-    }
-  };
-  return {
-    nproc: (await ver('nproc', [])) || String(cpus().length),
-    cpu: cpus()[0]?.model ?? 'unknown',
-    memory: `${(totalmem() / 2 ** 30).toFixed(1)} GiB`,
-    kernel: await ver('uname', ['-r']),
-    node: process.version,
-    'docker-registry': await ver('docker-registry', ['--version']),
-    curl: (await ver('curl', ['--version'])).split(' ').slice(0, 2).join(' '),
-    openssl: await ver('openssl', ['version']),
-  };
-}
 
 // ---------------------------------------------------------------------------------------------
 // clients
@@ -458,9 +386,9 @@ async function main(): Promise<void> {
   say(`estimated runtime ≥ ${fmt(estimateSeconds(runs) / 60, 1)} min`);
   await mkdir(OUT, { recursive: true });
   const date = new Date().toISOString();
-  const mach = await machine();
+  const mach = await machine(['docker-registry', 'curl', 'openssl']);
   const git = gitDescribe(ROOT);
-  const { cli, note: cliNote, fingerprint } = await pullthroughCli();
+  const { cli, note: cliNote, fingerprint } = await pullthroughSnapshot('dist-snapshot-fanout', say);
   const layout = await buildLayout({ dir: join(OUT, 'layouts', `one-1x${cfg.sizeMiB}`), layers: 1, layerBytes: cfg.sizeMiB * MiB, seed: 'bench-one' }, say);
   const blob = layout.layers[0]!;
 

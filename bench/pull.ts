@@ -14,23 +14,19 @@
 // per-connection), BENCH_PHASES (pull,get1,getN), BENCH_PULLTHROUGH_CLI (a built cli.js; default:
 // build src/ into a private snapshot under bench/out), BENCH_RESULTS (bench/RESULTS.md; "-" for
 // stdout only), BENCH_MAX_MINUTES (45, hard stop).
-import { execFileSync } from 'node:child_process';
-import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
-import { cpus, loadavg, totalmem } from 'node:os';
-import { dirname, join, relative, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { loadavg } from 'node:os';
+import { join, relative } from 'node:path';
 import { pushLayout } from '../test/helpers/skopeo.js';
 import { startRegistry, type Registry } from '../test/helpers/registry.js';
 import { makeTempDir, removeDir, run, waitFor } from '../test/helpers/util.js';
 import { buildLayout, type BenchLayout } from './layout.js';
-import { curlGets, readCpu, readMem, registryPid, sampleRss, startPullthrough, timedSkopeoPull, type Pullthrough } from './procs.js';
+import { curlGets, readCpu, readMem, registryPid, sampleRss, startPullthrough, timedSkopeoPull } from './procs.js';
 import { fmt, fmtInt, max, median, min, ratioCell, table } from './stats.js';
 import { startThrottleProcess, type ThrottleMode, type ThrottleProcess } from './throttle.js';
-import { envNum, gitDescribe } from './env.js';
+import { envNum, gitDescribe, machine, pullthroughSnapshot, ROOT } from './env.js';
 
-const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const OUT = join(ROOT, 'bench', 'out');
 const MiB = 1 << 20;
 
@@ -44,7 +40,6 @@ const cfg = {
   latencyMs: process.env.BENCH_UPSTREAM_LATENCY_MS === '0' ? 0 : envNum('BENCH_UPSTREAM_LATENCY_MS', 2),
   mode: (process.env.BENCH_THROTTLE_MODE ?? 'aggregate') as ThrottleMode,
   phases: new Set((process.env.BENCH_PHASES ?? 'pull,get1,getN').split(',').map((s) => s.trim())),
-  cli: process.env.BENCH_PULLTHROUGH_CLI,
   results: process.env.BENCH_RESULTS ?? join(ROOT, 'bench', 'RESULTS.md'),
   maxMinutes: envNum('BENCH_MAX_MINUTES', 45),
 };
@@ -71,61 +66,6 @@ setTimeout(() => {
 }, cfg.maxMinutes * 60_000).unref();
 
 // ---------------------------------------------------------------------------------------------
-
-async function pullthroughCli(): Promise<{ cli: string; note: string }> {
-  if (cfg.cli) return { cli: resolve(cfg.cli), note: `prebuilt ${cfg.cli}` };
-  // Build src/ into a private directory: other work may rebuild dist/ while the bench runs.
-  const outDir = join(OUT, 'dist-snapshot');
-  await rm(outDir, { recursive: true, force: true });
-  say(`building src/ into ${relative(ROOT, outDir)} (tsc -p tsconfig.build.json)`);
-  try {
-    execFileSync(process.execPath, [join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', join(ROOT, 'tsconfig.build.json'), '--outDir', outDir], {
-      cwd: ROOT,
-      stdio: 'pipe',
-      timeout: 300_000,
-    });
-  } catch (e) {
-    const out = (e as { stdout?: Buffer }).stdout?.toString() ?? '';
-    throw new Error(`build failed:\n${out.slice(0, 4000)}`);
-  }
-  return { cli: join(outDir, 'cli.js'), note: 'src/ built by the bench (tsc -p tsconfig.build.json) into bench/out/dist-snapshot' };
-}
-
-/** sha256 over src/ file names and contents, so a result can be tied to the code it measured. */
-async function srcFingerprint(): Promise<string> {
-  const h = createHash('sha256');
-  const walk = async (dir: string): Promise<void> => {
-    for (const e of (await readdir(dir, { withFileTypes: true })).sort((a, b) => a.name.localeCompare(b.name))) {
-      const p = join(dir, e.name);
-      if (e.isDirectory()) await walk(p);
-      else if (e.isFile()) h.update(relative(ROOT, p)).update('\0').update(await readFile(p)).update('\0');
-    }
-  };
-  await walk(join(ROOT, 'src'));
-  return h.digest('hex').slice(0, 12);
-}
-
-
-async function machine(): Promise<Record<string, string>> {
-  const ver = async (cmd: string, args: string[]): Promise<string> => {
-    try {
-      const { stdout, stderr } = await run(cmd, args, { timeoutMs: 10_000 });
-      return (stdout || stderr).trim().split('\n')[0] ?? '';
-    } catch {
-      return 'unknown';
-    }
-  };
-  return {
-    nproc: (await ver('nproc', [])) || String(cpus().length),
-    cpu: cpus()[0]?.model ?? 'unknown',
-    memory: `${(totalmem() / 2 ** 30).toFixed(1)} GiB`,
-    kernel: await ver('uname', ['-r']),
-    node: process.version,
-    'docker-registry': await ver('docker-registry', ['--version']),
-    skopeo: await ver('skopeo', ['--version']),
-    curl: await ver('curl', ['--version']),
-  };
-}
 
 // ---------------------------------------------------------------------------------------------
 
@@ -207,10 +147,9 @@ const emptyGet = (): GetSamples => ({
 async function main(): Promise<void> {
   say(`config: ${JSON.stringify({ ...cfg, phases: [...cfg.phases] })}`);
   await mkdir(OUT, { recursive: true });
-  const { cli, note: cliNote } = await pullthroughCli();
-  const fingerprint = await srcFingerprint();
+  const { cli, note: cliNote, fingerprint } = await pullthroughSnapshot('dist-snapshot', say);
   const git = gitDescribe(ROOT);
-  const mach = await machine();
+  const mach = await machine(['docker-registry', 'skopeo', 'curl']);
   const date = new Date().toISOString();
 
   const layerMiB = cfg.sizeMiB / cfg.layers;
