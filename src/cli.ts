@@ -7,9 +7,12 @@
 //
 // pullthrough serve [--listen HOST:PORT] [--cache-dir DIR] [--upstream [NAME=]URL]... [--config FILE]
 // pullthrough verify [--cache-dir DIR] [--config FILE]
+import { rm } from 'node:fs/promises';
+import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { ConfigError, loadConfig } from './config.js';
-import { createApp } from './main.js';
+import type { BlobStore } from './cache/blob-store.js';
+import { ConfigError, loadConfig, type Config } from './config.js';
+import { createApp, openBucket } from './main.js';
 import { FsBlobStore } from './cache/fs-store.js';
 import { verifyStore } from './cache/verify.js';
 
@@ -17,8 +20,8 @@ const USAGE = `usage: pullthrough serve [options]
        pullthrough verify [--cache-dir DIR] [--config FILE]
 
   serve                     run the proxy
-  verify                    re-hash every cached blob; remove and report the ones that do not match
-                            (exit code 1 when any did)
+  verify                    re-hash every cached blob (in the bucket too, with cache.s3); remove and
+                            report the ones that do not match (exit code 1 when any did)
 
   --listen HOST:PORT        address to listen on (default 0.0.0.0:5000)
   --cache-dir DIR           filesystem cache directory (default ~/.cache/pullthrough)
@@ -75,7 +78,7 @@ async function main(argv: string[]): Promise<number> {
     }
     throw e;
   }
-  if (command === 'verify') return verify(config.cache.dir);
+  if (command === 'verify') return verify(config.cache);
   const app = await createApp(config);
   const stop = async () => {
     await app.close();
@@ -91,16 +94,45 @@ async function main(argv: string[]): Promise<number> {
   return -1;
 }
 
-async function verify(dir: string): Promise<number> {
-  // A running server may share the directory: no size bound here (this process must not evict
-  // good blobs, whatever its maxSize says), and its fills in tmp/ are left alone.
-  const store = await FsBlobStore.open({ dir, maxBytes: Number.POSITIVE_INFINITY, keepSpool: true });
-  const report = await verifyStore(store, (digest, got) => {
-    process.stdout.write(`bad ${digest}: content hashes to ${got}; removed\n`);
-  });
-  const mib = (report.bytes / 2 ** 20).toFixed(1);
-  process.stdout.write(`verified ${report.checked} blobs (${mib} MiB) in ${dir}: ${report.bad.length} bad\n`);
-  return report.bad.length > 0 ? 1 : 0;
+/**
+ * Re-hashes the filesystem cache, and the bucket when the cache is in S3 (its local tier too, when
+ * it has one). Exit code 1 when a blob was bad, or when the bucket failed requests, so that the
+ * check is incomplete.
+ */
+async function verify(cache: Config['cache']): Promise<number> {
+  let failed = false;
+  const check = async (store: BlobStore, where: string): Promise<void> => {
+    const report = await verifyStore(store, (digest, got) => {
+      process.stdout.write(`bad ${digest}: content hashes to ${got}; removed\n`);
+    });
+    const mib = (report.bytes / 2 ** 20).toFixed(1);
+    const gone = report.unreadable ? `; ${report.unreadable} gone before they could be read` : '';
+    process.stdout.write(`verified ${report.checked} blobs (${mib} MiB) in ${where}: ${report.bad.length} bad${gone}\n`);
+    if (report.bad.length > 0) failed = true;
+  };
+  if (!cache.s3 || cache.s3.localTier) {
+    // A running server may share the directory: no size bound here (this process must not evict
+    // good blobs, whatever its maxSize says), and its fills in tmp/ are left alone.
+    await check(await FsBlobStore.open({ dir: cache.dir, maxBytes: Number.POSITIVE_INFINITY, keepSpool: true }), cache.dir);
+  }
+  if (cache.s3) {
+    // a spool directory of its own: opening a bucket store empties its spool, and a running
+    // server's must be left alone
+    const spoolDir = join(cache.dir, 'tmp', `verify-${process.pid}`);
+    const warn = (obj: object, msg?: string): void => void process.stderr.write(`pullthrough: ${msg ?? ''} ${JSON.stringify(obj)}\n`);
+    const bucket = await openBucket(cache.s3, spoolDir, { info() {}, warn });
+    try {
+      await check(bucket.store, `s3://${cache.s3.bucket}/${cache.s3.prefix}`);
+    } finally {
+      bucket.close();
+      await rm(spoolDir, { recursive: true, force: true });
+    }
+    if (bucket.health.errors > 0) {
+      process.stderr.write(`pullthrough: ${bucket.health.errors} S3 requests failed; blobs they concerned were not checked\n`);
+      failed = true;
+    }
+  }
+  return failed ? 1 : 0;
 }
 
 main(process.argv.slice(2)).then(

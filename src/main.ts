@@ -34,22 +34,31 @@ export async function createStores(cache: Config['cache'], log: StoreLogger): Pr
   if (!s3) {
     return { store: await FsBlobStore.open({ dir: cache.dir, maxBytes: cache.maxSize }), meta: new FsMetadataStore(cache.dir), close() {} };
   }
-  // loaded only when configured: the AWS SDK costs memory a filesystem-only proxy need not pay
-  const { createS3Client, S3Health } = await import('./cache/s3-client.js');
   const { S3MetadataStore } = await import('./cache/s3-metadata.js');
-  const { S3BlobStore } = await import('./cache/s3-store.js');
   const { TieredBlobStore } = await import('./cache/tiered-store.js');
+  const local = s3.localTier ? await FsBlobStore.open({ dir: cache.dir, maxBytes: cache.maxSize }) : undefined;
+  const bucket = await openBucket(s3, local ? join(cache.dir, 'tmp', 's3') : join(cache.dir, 'tmp'), log);
+  return {
+    store: local ? new TieredBlobStore(local, bucket.store, log) : bucket.store,
+    meta: new S3MetadataStore(bucket.location),
+    s3Health: bucket.health,
+    close: bucket.close,
+  };
+}
+
+/**
+ * The bucket's blob store, on a client of its own; `spoolDir` is emptied first (see
+ * S3BlobStore.open). The AWS SDK is loaded only here: it costs memory a filesystem-only proxy
+ * need not pay.
+ */
+export async function openBucket(s3: NonNullable<Config['cache']['s3']>, spoolDir: string, log: StoreLogger) {
+  const { createS3Client, S3Health } = await import('./cache/s3-client.js');
+  const { S3BlobStore } = await import('./cache/s3-store.js');
   const client = createS3Client(s3);
   const health = new S3Health({ log });
   const location = { client, bucket: s3.bucket, prefix: s3.prefix, health };
-  const local = s3.localTier ? await FsBlobStore.open({ dir: cache.dir, maxBytes: cache.maxSize }) : undefined;
-  const remote = await S3BlobStore.open({ ...location, spoolDir: local ? join(cache.dir, 'tmp', 's3') : join(cache.dir, 'tmp') });
-  return {
-    store: local ? new TieredBlobStore(local, remote, log) : remote,
-    meta: new S3MetadataStore(location),
-    s3Health: health,
-    close: () => client.destroy(),
-  };
+  const store = await S3BlobStore.open({ ...location, spoolDir });
+  return { store, location, health, close: () => client.destroy() };
 }
 
 /** Pino options: credentials never reach the log, whatever a request carries. */

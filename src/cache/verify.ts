@@ -9,15 +9,20 @@ export interface VerifyReport {
   checked: number;
   bytes: number;
   bad: { digest: string; got: string }[];
+  /** listed, but gone (or unreadable) by the time they were opened */
+  unreadable: number;
 }
 
 export async function verifyStore(store: BlobStore, onBad?: (digest: string, got: string) => void): Promise<VerifyReport> {
-  const report: VerifyReport = { checked: 0, bytes: 0, bad: [] };
+  const report: VerifyReport = { checked: 0, bytes: 0, bad: [], unreadable: 0 };
   for await (const key of store.list()) {
     const digest = tryParseDigest(key);
     if (!digest) continue;
     const reader = await store.open(digest);
-    if (!reader) continue; // evicted meanwhile
+    if (!reader) {
+      report.unreadable++; // evicted meanwhile, or a store that could not be read
+      continue;
+    }
     const hash = createHash(digest.algorithm);
     for await (const chunk of reader.stream as AsyncIterable<Buffer>) {
       hash.update(chunk);

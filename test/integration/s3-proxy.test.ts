@@ -4,9 +4,12 @@
 // before the bucket.
 import t from 'tap';
 import { randomUUID } from 'node:crypto';
+import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { join } from 'node:path';
-import { DeleteObjectCommand, HeadObjectCommand } from '@aws-sdk/client-s3';
+import { writeFile } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { DeleteObjectCommand, HeadObjectCommand, PutObjectCommand } from '@aws-sdk/client-s3';
 import { startHop, type Hop } from '../helpers/hop.js';
 import { makeImage, pullImage, pushLayout } from '../helpers/images.js';
 import { startProxy, type Proxy } from '../helpers/proxy.js';
@@ -171,4 +174,39 @@ t.test('a blob removed from the bucket (a lifecycle rule) is fetched again and s
   t.equal(hop.count({ ...UPSTREAM_BLOB_GET, pathIncludes: gone }), 1, 'the removed blob came from the upstream');
   t.equal(hop.count(UPSTREAM_BLOB_GET), 1, 'and only that one');
   await waitFor(() => inBucket(prefix, gone), { timeoutMs: 20_000, what: 'the blob back in the bucket' });
+});
+
+/** `pullthrough <args>` run from src/ as its own process: exit code and output. */
+function runCli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  const root = resolve(fileURLToPath(import.meta.url), '../../..');
+  return new Promise((done) => {
+    execFile(process.execPath, ['--import', 'tsx', join(root, 'src', 'cli.ts'), ...args], { cwd: root, timeout: 60_000 }, (err, stdout, stderr) => {
+      done({ code: err ? Number((err as { code?: number }).code ?? -1) : 0, stdout, stderr });
+    });
+  });
+}
+
+t.test('verify re-hashes the bucket: a corrupted object is reported and removed, the good ones are kept', async (t) => {
+  const { prefix, proxy } = await setup(t);
+  await pull(proxy);
+  await allInBucket(prefix);
+  const victim = image.images[0]!.layers[1]!.digest;
+  // what bit rot, or a hand edit, does to an object: same key, other bytes
+  await s3Client.send(new PutObjectCommand({ Bucket: s3.bucket, Key: keyOf(prefix, victim), Body: Buffer.alloc(1 << 20, 7) }));
+
+  const dir = await makeTempDir('pullthrough-s3-verify-');
+  t.teardown(() => removeDir(dir));
+  const config = join(dir, 'config.json');
+  await writeFile(config, JSON.stringify({ cache: { dir: join(dir, 'cache'), s3: { bucket: s3.bucket, prefix, endpoint: s3.endpoint, forcePathStyle: true } } }));
+  const first = await runCli(['verify', '--config', config]);
+  t.equal(first.code, 1, `exit code 1 when a blob is bad\n${first.stderr}`);
+  t.match(first.stdout, `bad ${victim}: content hashes to sha256:`, 'names the bad blob');
+  t.match(first.stdout, new RegExp(`verified ${image.allDigests.length} blobs .* in s3://${s3.bucket}/${prefix}: 1 bad`), 'checked every blob in the bucket');
+  t.equal(await inBucket(prefix, victim), false, 'the bad object is removed');
+  const kept = await Promise.all(image.allDigests.filter((d) => d !== victim).map((d) => inBucket(prefix, d)));
+  t.ok(kept.length > 0 && kept.every(Boolean), 'every good object is kept');
+
+  const again = await runCli(['verify', '--config', config]);
+  t.equal(again.code, 0, `a second verify exits 0\n${again.stderr}`);
+  t.match(again.stdout, ': 0 bad');
 });
