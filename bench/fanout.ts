@@ -110,9 +110,6 @@ setTimeout(() => {
 for (const sig of ['SIGINT', 'SIGTERM'] as const) process.on(sig, () => process.exit(130));
 
 // ---------------------------------------------------------------------------------------------
-// the code under test, the machine
-
-// ---------------------------------------------------------------------------------------------
 // clients
 
 interface ClientResult {
