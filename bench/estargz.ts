@@ -42,7 +42,7 @@ import { pushLayout } from '../test/helpers/skopeo.js';
 import { makeTempDir, removeDir, run, sleep } from '../test/helpers/util.js';
 import { files, prioritized, tarStream, type FileSpec } from './estargz-layer.js';
 import { buildLayout } from './layout.js';
-import { curlGets, startPullthrough, type Pullthrough } from './procs.js';
+import { curlGets, logProblems, startPullthrough, type Pullthrough } from './procs.js';
 import { fmt, fmtInt, max, median, min, pairedRatios, table } from './stats.js';
 import { startThrottleProcess, type ThrottleProcess } from './throttle.js';
 import { envNum, gitDescribe, machine, pullthroughSnapshot, ROOT, srcFingerprint } from './env.js';
@@ -543,22 +543,6 @@ async function networkRounds(layers: Layers, dist: string, esgz: typeof Estargz,
     for (const c of cleanups.reverse()) await c().catch((e: unknown) => say(`cleanup: ${String(e)}`));
   }
   return { samples, lazy: lazyDetails, logs };
-}
-
-async function logProblems(paths: readonly string[]): Promise<string[]> {
-  const out: string[] = [];
-  for (const p of paths) {
-    for (const line of (await readFile(p, 'utf8').catch(() => '')).split('\n')) {
-      if (!line.trim()) continue;
-      try {
-        const j = JSON.parse(line) as { level?: number; msg?: string; err?: unknown };
-        if ((j.level ?? 0) >= 40) out.push(`${j.level === 40 ? 'warn' : 'error'}: ${j.msg ?? ''} ${JSON.stringify(j.err ?? '')}`.slice(0, 300));
-      } catch {
-        out.push(line.slice(0, 300));
-      }
-    }
-  }
-  return out;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -36,7 +36,7 @@ import { pushLayout } from '../test/helpers/skopeo.js';
 import { startRegistry } from '../test/helpers/registry.js';
 import { atExit, makeTempDir, removeDir, run, sleep } from '../test/helpers/util.js';
 import { buildLayout, type Descriptor } from './layout.js';
-import { readCpu, readMem, registryPid, startPullthrough } from './procs.js';
+import { logProblems, readCpu, readMem, registryPid, startPullthrough } from './procs.js';
 import { fmt, fmtInt, max, median, min, ratioCell, table } from './stats.js';
 import { startThrottleProcess, type ThrottleMode, type ThrottleProcess, type ThrottleStats } from './throttle.js';
 import { envNum, gitDescribe, machine, pullthroughSnapshot, ROOT } from './env.js';
@@ -276,20 +276,6 @@ function watchUpstream(throttle: ThrottleProcess): { stop(): Promise<number> } {
   };
 }
 
-async function logProblems(path: string): Promise<string[]> {
-  const out: string[] = [];
-  for (const line of (await readFile(path, 'utf8').catch(() => '')).split('\n')) {
-    if (!line.trim()) continue;
-    try {
-      const j = JSON.parse(line) as { level?: number; msg?: string; err?: unknown };
-      if ((j.level ?? 0) >= 40) out.push(`${j.level === 40 ? 'warn' : 'error'}: ${j.msg ?? ''} ${JSON.stringify(j.err ?? '')}`.slice(0, 300));
-    } catch {
-      out.push(line.slice(0, 300));
-    }
-  }
-  return out;
-}
-
 interface Ctx {
   cli: string;
   work: string;
@@ -325,7 +311,7 @@ async function coldPullthrough(ctx: Ctx, n: number, label: string): Promise<Samp
     return { batch, upBytes: u1.down - u0.down, upConnections: u1.connections - u0.connections, hwmMiB, cpuS, upstreamEndS, ...(warm ? { warm } : {}) };
   } finally {
     await pt.stop();
-    ctx.ptProblems.push(...(await logProblems(logPath)).map((p) => `${label}: ${p}`));
+    ctx.ptProblems.push(...(await logProblems([logPath])).map((p) => `${label}: ${p}`));
     await rm(cache, { recursive: true, force: true });
   }
 }

@@ -170,3 +170,20 @@ export async function timedSkopeoPull(ref: string, dest: string, timeoutMs: numb
   await skopeo(['copy', '--retry-times', '0', '--src-tls-verify=false', '--quiet', '--preserve-digests', `docker://${ref}`, `dir:${dest}`], timeoutMs);
   return (performance.now() - t0) / 1000;
 }
+
+/** The lines at warn and above in pullthrough's JSON logs (and any line that is not JSON), shortened. */
+export async function logProblems(paths: readonly string[]): Promise<string[]> {
+  const out: string[] = [];
+  for (const p of paths) {
+    for (const line of (await readFile(p, 'utf8').catch(() => '')).split('\n')) {
+      if (!line.trim()) continue;
+      try {
+        const j = JSON.parse(line) as { level?: number; msg?: string; err?: unknown };
+        if ((j.level ?? 0) >= 40) out.push(`${j.level === 40 ? 'warn' : 'error'}: ${j.msg ?? ''} ${JSON.stringify(j.err ?? '')}`.slice(0, 300));
+      } catch {
+        out.push(line.slice(0, 300));
+      }
+    }
+  }
+  return out;
+}

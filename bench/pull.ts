@@ -22,7 +22,7 @@ import { pushLayout } from '../test/helpers/skopeo.js';
 import { startRegistry, type Registry } from '../test/helpers/registry.js';
 import { makeTempDir, removeDir, run, waitFor } from '../test/helpers/util.js';
 import { buildLayout, type BenchLayout } from './layout.js';
-import { curlGets, readCpu, readMem, registryPid, sampleRss, startPullthrough, timedSkopeoPull } from './procs.js';
+import { curlGets, logProblems, readCpu, readMem, registryPid, sampleRss, startPullthrough, timedSkopeoPull } from './procs.js';
 import { fmt, fmtInt, max, median, min, ratioCell, table } from './stats.js';
 import { startThrottleProcess, type ThrottleMode, type ThrottleProcess } from './throttle.js';
 import { envNum, gitDescribe, machine, pullthroughSnapshot, ROOT } from './env.js';
@@ -85,23 +85,6 @@ async function waitStored(reg: Registry, digests: readonly string[], timeoutMs: 
     { timeoutMs, intervalMs: 100, what: 'docker-registry proxy to store the blobs' },
   );
   return (performance.now() - t0) / 1000;
-}
-
-async function logProblems(paths: readonly string[]): Promise<string[]> {
-  const out: string[] = [];
-  for (const p of paths) {
-    const text = await readFile(p, 'utf8').catch(() => '');
-    for (const line of text.split('\n')) {
-      if (!line.trim()) continue;
-      try {
-        const j = JSON.parse(line) as { level?: number; msg?: string; err?: unknown };
-        if ((j.level ?? 0) >= 40) out.push(`${j.level === 40 ? 'warn' : 'error'}: ${j.msg ?? ''} ${JSON.stringify(j.err ?? '')}`.slice(0, 300));
-      } catch {
-        out.push(line.slice(0, 300));
-      }
-    }
-  }
-  return out;
 }
 
 // ---------------------------------------------------------------------------------------------
