@@ -8,6 +8,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { Fill } from '../../src/cache/fill.js';
 import { FsBlobStore } from '../../src/cache/fs-store.js';
 import { digestOf, type Digest } from '../../src/oci/digest.js';
+import { consume, controlledSource, type Outcome } from '../contract/blob-store.suite.js';
 
 const MiB = 1 << 20;
 
@@ -17,10 +18,6 @@ async function newStore(t: { teardown(fn: () => unknown): void }, maxBytes = 64 
   return FsBlobStore.open({ dir, maxBytes });
 }
 
-/** A source we push into by hand, like an upstream response body arriving in pieces. */
-function controlledSource(): Readable {
-  return new Readable({ read() {} });
-}
 
 function split(buf: Buffer, pieces: number): Buffer[] {
   const out: Buffer[] = [];
@@ -29,24 +26,6 @@ function split(buf: Buffer, pieces: number): Buffer[] {
   return out;
 }
 
-interface Outcome {
-  bytes: Buffer;
-  ended: boolean;
-  error: Error | undefined;
-}
-
-/** Consumes a reader to its end or its error; never rejects. */
-function consume(stream: Readable): Promise<Outcome> {
-  return new Promise((resolve) => {
-    const chunks: Buffer[] = [];
-    let ended = false;
-    let error: Error | undefined;
-    stream.on('data', (c: Buffer) => chunks.push(c));
-    stream.on('end', () => (ended = true));
-    stream.on('error', (e) => (error = e));
-    stream.on('close', () => resolve({ bytes: Buffer.concat(chunks), ended, error }));
-  });
-}
 
 /** Settles within the time limit, or fails the test instead of hanging it. */
 function within<T>(p: Promise<T>, ms = 5000, what = 'operation'): Promise<T> {
