@@ -3,7 +3,7 @@
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { readdir, readFile, rm, writeFile } from 'node:fs/promises';
-import { cpus, totalmem } from 'node:os';
+import { cpus, loadavg, totalmem } from 'node:os';
 import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { run } from '../test/helpers/util.js';
@@ -124,4 +124,19 @@ export async function machine(tools: readonly string[]): Promise<Record<string, 
     out[tool] = tool === 'curl' ? line.split(' ').slice(0, 2).join(' ') : line;
   }
   return out;
+}
+
+/**
+ * Progress lines stamped with the time since the start ("[mm:ss] …"). Each samples the 1-minute
+ * load average into `loads`, for the report: the machine is shared with other work.
+ */
+export function progress(): { say(msg: string): void; loads: number[]; started: number } {
+  const started = performance.now();
+  const loads: number[] = [];
+  const say = (msg: string): void => {
+    loads.push(loadavg()[0] ?? NaN);
+    const s = Math.round((performance.now() - started) / 1000);
+    console.log(`[${String(Math.floor(s / 60)).padStart(2, '0')}:${String(s % 60).padStart(2, '0')}] ${msg}`);
+  };
+  return { say, loads, started };
 }

@@ -45,7 +45,7 @@ import { buildLayout } from './layout.js';
 import { curlGets, logProblems, startPullthrough, type Pullthrough } from './procs.js';
 import { fmt, fmtInt, max, median, min, pairedRatios, table } from './stats.js';
 import { startThrottleProcess, type ThrottleProcess } from './throttle.js';
-import { envNum, gitDescribe, machine, pullthroughSnapshot, ROOT, srcFingerprint } from './env.js';
+import { envNum, gitDescribe, machine, progress, pullthroughSnapshot, ROOT, srcFingerprint } from './env.js';
 
 const OUT = join(ROOT, 'bench', 'out');
 const MiB = 1 << 20;
@@ -66,16 +66,7 @@ const cfg = {
 };
 if (cfg.level > 9) throw new Error('BENCH_EGZ_LEVEL must be 0-9');
 
-const started = performance.now();
-const loads: number[] = [];
-const stamp = (): string => {
-  const s = Math.round((performance.now() - started) / 1000);
-  return `${String(Math.floor(s / 60)).padStart(2, '0')}:${String(s % 60).padStart(2, '0')}`;
-};
-const say = (msg: string): void => {
-  loads.push(loadavg()[0] ?? NaN);
-  console.log(`[${stamp()}] ${msg}`);
-};
+const { say, loads, started } = progress();
 setTimeout(() => {
   console.error(`bench:estargz: exceeded BENCH_EGZ_MAX_MINUTES=${cfg.maxMinutes}; aborting`);
   process.exit(3);

@@ -30,7 +30,6 @@
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
-import { loadavg } from 'node:os';
 import { join, relative } from 'node:path';
 import { pushLayout } from '../test/helpers/skopeo.js';
 import { startRegistry } from '../test/helpers/registry.js';
@@ -39,7 +38,7 @@ import { buildLayout, type Descriptor } from './layout.js';
 import { logProblems, readCpu, readMem, registryPid, startPullthrough } from './procs.js';
 import { fmt, fmtInt, max, median, min, ratioCell, table } from './stats.js';
 import { startThrottleProcess, type ThrottleMode, type ThrottleProcess, type ThrottleStats } from './throttle.js';
-import { envNum, gitDescribe, machine, pullthroughSnapshot, ROOT } from './env.js';
+import { envNum, gitDescribe, machine, progress, pullthroughSnapshot, ROOT } from './env.js';
 
 const OUT = join(ROOT, 'bench', 'out');
 const MiB = 1 << 20;
@@ -85,17 +84,8 @@ const runsNote = runsFromEnv
     ? '5 rounds (estimated runtime within 12 minutes)'
     : `3 rounds, not 5: 5 rounds were estimated at ≥ ${fmt(estimateSeconds(5) / 60, 0)} min (over the 12-minute budget), 3 at ≥ ${fmt(estimateSeconds(3) / 60, 0)} min; PERF.md asks for medians of ≥ 5, so these medians are weaker than usual`;
 
-const started = performance.now();
-const loads: number[] = [];
+const { say, loads, started } = progress();
 const odd: string[] = [];
-const stamp = (): string => {
-  const s = Math.round((performance.now() - started) / 1000);
-  return `${String(Math.floor(s / 60)).padStart(2, '0')}:${String(s % 60).padStart(2, '0')}`;
-};
-const say = (msg: string): void => {
-  loads.push(loadavg()[0] ?? NaN);
-  console.log(`[${stamp()}] ${msg}`);
-};
 const note = (msg: string): void => {
   odd.push(msg);
   say(`NOTE: ${msg}`);

@@ -16,7 +16,6 @@
 // stdout only), BENCH_MAX_MINUTES (45, hard stop).
 import { existsSync } from 'node:fs';
 import { mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
-import { loadavg } from 'node:os';
 import { join, relative } from 'node:path';
 import { pushLayout } from '../test/helpers/skopeo.js';
 import { startRegistry, type Registry } from '../test/helpers/registry.js';
@@ -25,7 +24,7 @@ import { buildLayout, type BenchLayout } from './layout.js';
 import { curlGets, logProblems, readCpu, readMem, registryPid, sampleRss, startPullthrough, timedSkopeoPull } from './procs.js';
 import { fmt, fmtInt, max, median, min, ratioCell, table } from './stats.js';
 import { startThrottleProcess, type ThrottleMode, type ThrottleProcess } from './throttle.js';
-import { envNum, gitDescribe, machine, pullthroughSnapshot, ROOT } from './env.js';
+import { envNum, gitDescribe, machine, progress, pullthroughSnapshot, ROOT } from './env.js';
 
 const OUT = join(ROOT, 'bench', 'out');
 const MiB = 1 << 20;
@@ -46,17 +45,7 @@ const cfg = {
 if (cfg.mode !== 'aggregate' && cfg.mode !== 'per-connection') throw new Error(`BENCH_THROTTLE_MODE=${String(cfg.mode)}`);
 if (cfg.sizeMiB % cfg.layers !== 0) throw new Error('BENCH_SIZE_MIB must be a multiple of BENCH_LAYERS');
 
-const started = performance.now();
-/** 1-minute load average, sampled at every progress line: the machine is shared with other work. */
-const loads: number[] = [];
-const stamp = (): string => {
-  const s = Math.round((performance.now() - started) / 1000);
-  return `${String(Math.floor(s / 60)).padStart(2, '0')}:${String(s % 60).padStart(2, '0')}`;
-};
-const say = (msg: string): void => {
-  loads.push(loadavg()[0] ?? NaN);
-  console.log(`[${stamp()}] ${msg}`);
-};
+const { say, loads, started } = progress();
 
 // Hard stop: exit hooks of the test helpers kill registries and remove temp dirs; pullthrough and
 // the throttle die with this process (pdeathsig, IPC disconnect).
