@@ -32,7 +32,7 @@ import { createReadStream, createWriteStream } from 'node:fs';
 import { mkdir, open, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { loadavg } from 'node:os';
 import { dirname, join, relative } from 'node:path';
-import { Readable, Transform } from 'node:stream';
+import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { pathToFileURL } from 'node:url';
 import { createGzip } from 'node:zlib';
@@ -41,7 +41,7 @@ import { startRegistry } from '../test/helpers/registry.js';
 import { pushLayout } from '../test/helpers/skopeo.js';
 import { makeTempDir, removeDir, run, sleep } from '../test/helpers/util.js';
 import { files, prioritized, tarStream, type FileSpec } from './estargz-layer.js';
-import { buildLayout } from './layout.js';
+import { buildLayout, Tap } from './layout.js';
 import { curlGets, logProblems, startPullthrough, type Pullthrough } from './procs.js';
 import { fmt, fmtInt, max, median, min, pairedRatios, table } from './stats.js';
 import { startThrottleProcess, type ThrottleProcess } from './throttle.js';
@@ -115,17 +115,6 @@ const OCI = {
   config: 'application/vnd.oci.image.config.v1+json',
   layer: 'application/vnd.oci.image.layer.v1.tar+gzip',
 } as const;
-
-/** Counts and hashes whatever passes. */
-class Tap extends Transform {
-  readonly hash = createHash('sha256');
-  bytes = 0;
-  override _transform(chunk: Buffer, _enc: BufferEncoding, cb: (e?: Error | null, d?: Buffer) => void): void {
-    this.hash.update(chunk);
-    this.bytes += chunk.length;
-    cb(null, chunk);
-  }
-}
 
 async function timed<T>(f: () => Promise<T>): Promise<{ value: T; s: number; cpu: number }> {
   const c0 = process.cpuUsage();

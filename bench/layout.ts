@@ -75,7 +75,7 @@ function layerTar(seed: string, name: string, bytes: number): Readable {
 }
 
 /** Counts and hashes whatever passes. */
-class Tap extends Transform {
+export class Tap extends Transform {
   readonly hash = createHash('sha256');
   bytes = 0;
   override _transform(chunk: Buffer, _enc: BufferEncoding, cb: (e?: Error | null, d?: Buffer) => void): void {

@@ -6,7 +6,7 @@ import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import t from 'tap';
 import type { UpstreamConfig } from '../../src/config.js';
-import { isRegistryError, type RegistryError } from '../../src/oci/errors.js';
+import { rejection } from '../helpers/rejection.js';
 import { createUpstream } from '../../src/upstreams/index.js';
 import { startRedirectFront } from '../helpers/blob-redirect.js';
 import { LeakWatch } from '../helpers/captured-proxy.js';
@@ -76,16 +76,6 @@ t.test('ECR: GetAuthorizationToken via the SDK, Basic AWS:<password>, pre-signed
   t.same(other.allDigests, image.allDigests);
   t.equal(api.calls.length, 1, 'the token covers other repositories: no second call');
 });
-
-async function rejection(p: Promise<unknown>): Promise<RegistryError> {
-  try {
-    await p;
-  } catch (e) {
-    if (isRegistryError(e)) return e;
-    throw e;
-  }
-  throw new Error('expected a rejection');
-}
 
 t.test('token lifecycle on an injectable clock: half-life renewal, fallback, expiry', async (t) => {
   let clock = Date.now();

@@ -2,7 +2,8 @@ import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import t from 'tap';
 import { Agent } from 'undici';
-import { isRegistryError, RegistryError } from '../../../src/oci/errors.js';
+import { RegistryError } from '../../../src/oci/errors.js';
+import { rejection } from '../../helpers/rejection.js';
 import { Authenticator, type AuthenticatorOptions } from '../../../src/upstreams/auth/authenticator.js';
 import {
   anonymous,
@@ -62,16 +63,6 @@ function make(t: Test, o: Partial<AuthenticatorOptions> = {}): Authenticator {
     dispatcher,
     ...o,
   });
-}
-
-async function rejection(p: Promise<unknown>): Promise<RegistryError> {
-  try {
-    await p;
-  } catch (e) {
-    if (isRegistryError(e)) return e;
-    throw e;
-  }
-  throw new Error('expected a rejection');
 }
 
 function noSecret(t: Test, e: RegistryError): void {

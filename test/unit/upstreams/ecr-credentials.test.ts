@@ -2,7 +2,8 @@
 // stand-in of the ECR API that verifies SigV4 signatures.
 import { randomBytes } from 'node:crypto';
 import t from 'tap';
-import { isRegistryError, type RegistryError } from '../../../src/oci/errors.js';
+import { type RegistryError } from '../../../src/oci/errors.js';
+import { rejection } from '../../helpers/rejection.js';
 import { decodeAuthorizationToken, ecrCredentials } from '../../../src/upstreams/auth/ecr-credentials.js';
 import { parseEcrHost } from '../../../src/upstreams/adapters.js';
 import { ECR_PUBLIC_TARGET, ECR_TARGET, startEcrStandIn } from '../../helpers/ecr-standin.js';
@@ -33,16 +34,6 @@ const make = (o: { secret?: string; public?: boolean; sessionToken?: string } = 
     public: o.public ?? false,
     now,
   });
-
-async function rejection(p: Promise<unknown>): Promise<RegistryError> {
-  try {
-    await p;
-  } catch (e) {
-    if (isRegistryError(e)) return e;
-    throw e;
-  }
-  throw new Error('expected a rejection');
-}
 
 type Test = Parameters<Parameters<typeof t.test>[0]>[0];
 

@@ -1,7 +1,7 @@
 // GAR/GCR credentials through the real google-auth-library against a local stand-in of Google's
 // OAuth2 token endpoint (reached through the key's token_uri) that verifies the signed assertion.
 import t from 'tap';
-import { isRegistryError, type RegistryError } from '../../../src/oci/errors.js';
+import { rejection } from '../../helpers/rejection.js';
 import { garCredentials, parseServiceAccountKey } from '../../../src/upstreams/auth/gar-credentials.js';
 import { CLOUD_PLATFORM, JWT_BEARER, startGoogleOAuth } from '../../helpers/google-oauth-standin.js';
 
@@ -16,16 +16,6 @@ t.beforeEach(() => {
 let clock = 5_000_000;
 const now = () => clock;
 const make = (json = oauth.serviceAccountJson) => garCredentials({ upstreamName: 'europe-docker.pkg.dev', serviceAccountJson: json, now });
-
-async function rejection(p: Promise<unknown>): Promise<RegistryError> {
-  try {
-    await p;
-  } catch (e) {
-    if (isRegistryError(e)) return e;
-    throw e;
-  }
-  throw new Error('expected a rejection');
-}
 
 t.test('the service-account key becomes an access token for user oauth2accesstoken', async (t) => {
   const p = make();
