@@ -273,7 +273,7 @@ t.test('a corrupt byte upstream: an aborted response, nothing cached, a later cl
   const bad = await get(url);
   t.equal(bad.status, 200, 'headers were on their way');
   t.ok(aborted(bad), `the client sees an aborted response (${bad.length} of ${bad.headers['content-length']} bytes, ${bad.error ?? 'no error'})`);
-  t.equal(bad.length, layer.size - 1, 'everything but the held-back last byte arrived');
+  t.ok(bad.length < layer.size, `never a complete-looking response (${bad.length} of ${layer.size} bytes)`);
   t.same(hop.log.map((e) => e.injected), [['corrupt']], 'one upstream GET, corrupted; a digest mismatch is not resumed');
   t.notOk(await exists(blobFile(proxy.cacheDir, layer.digest)), 'no blob file');
   await waitFor(async () => (await tmpEntries(proxy.cacheDir)).length === 0, { timeoutMs: 5_000, what: 'an empty tmp dir' });
