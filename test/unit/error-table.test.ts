@@ -1,7 +1,9 @@
+import { connect, type AddressInfo } from 'node:net';
 import t from 'tap';
 import Fastify from 'fastify';
 import { isRegistryError, OCI_ERRORS, RegistryError, type OciCode } from '../../src/oci/errors.js';
 import { errorHandler, toRegistryError } from '../../src/proxy/errors.js';
+import { buildServer, type ServerDeps } from '../../src/proxy/server.js';
 
 const CODES = Object.keys(OCI_ERRORS) as OciCode[];
 
@@ -114,4 +116,87 @@ t.test('errorHandler answers with the envelope, status and headers', async (t) =
   const auth = await app.inject({ method: 'GET', url: '/auth' });
   t.equal(auth.statusCode, 401);
   t.match(auth.headers['www-authenticate'], /^Basic /);
+});
+
+interface RawResponse {
+  status: number;
+  headers: Record<string, string>;
+  body: string;
+}
+
+/** Every response in what a server wrote to one socket (each with a Content-Length). */
+function parseResponses(raw: string): RawResponse[] {
+  const out: RawResponse[] = [];
+  let rest = raw;
+  while (rest.startsWith('HTTP/1.1 ')) {
+    const end = rest.indexOf('\r\n\r\n');
+    const [statusLine, ...lines] = rest.slice(0, end).split('\r\n');
+    const headers = Object.fromEntries(lines.map((l) => [l.slice(0, l.indexOf(':')).toLowerCase(), l.slice(l.indexOf(':') + 1).trim()]));
+    const length = Number(headers['content-length'] ?? 0);
+    out.push({ status: Number(statusLine!.split(' ')[1]), headers, body: rest.slice(end + 4, end + 4 + length) });
+    rest = rest.slice(end + 4 + length);
+  }
+  return out;
+}
+
+/** Writes `first` on a fresh connection, then what `then` returns, and collects everything until the server closes it. */
+function exchange(port: number, first: string, then?: () => Promise<string>): Promise<RawResponse[]> {
+  return new Promise((resolve, reject) => {
+    const socket = connect(port, '127.0.0.1');
+    let raw = '';
+    socket.setEncoding('latin1');
+    socket.on('data', (d: string) => (raw += d));
+    socket.on('error', reject);
+    socket.on('close', () => resolve(parseResponses(raw)));
+    socket.write(first);
+    void then?.().then((more) => socket.write(more), reject);
+    socket.setTimeout(10_000, () => socket.destroy(new Error('no answer within 10 s')));
+  });
+}
+
+const codeOf = (r: RawResponse | undefined): string | undefined => (JSON.parse(r?.body || '{}') as { errors?: { code: string }[] }).errors?.[0]?.code;
+
+t.test('answers Node and Fastify give before any route runs carry the envelope and the API-version header', async (t) => {
+  // these requests never reach a route, so the server's routes get no upstream or cache
+  const app = buildServer({ router: undefined, cache: undefined } as unknown as ServerDeps);
+  let release!: () => void;
+  const held = new Promise<void>((r) => (release = r));
+  let markArrived!: () => void;
+  const arrived = new Promise<void>((r) => (markArrived = r));
+  app.get('/slow', async () => {
+    markArrived();
+    await held;
+    return {};
+  });
+  let markClosing!: () => void;
+  const closing = new Promise<void>((r) => (markClosing = r));
+  app.addHook('preClose', async () => markClosing());
+  await app.listen({ host: '127.0.0.1', port: 0 });
+  t.teardown(() => app.close());
+  const { port } = app.server.address() as AddressInfo;
+
+  const cases: [string, string, number][] = [
+    ['malformed HTTP', 'NOT-HTTP\r\n\r\n', 400],
+    ['headers over the size limit', `GET /v2/ HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(20_000)}\r\n\r\n`, 431],
+  ];
+  for (const [what, request, status] of cases) {
+    const [res] = await exchange(port, request);
+    t.equal(res?.status, status, `${what}: ${status}`);
+    t.equal(codeOf(res), 'UNSUPPORTED', `${what}: an OCI envelope`);
+    t.equal(res?.headers['docker-distribution-api-version'], 'registry/2.0', `${what}: the API-version header`);
+  }
+
+  // a request arriving on a busy keep-alive connection while the server shuts down
+  const [slow, late] = await exchange(port, 'GET /slow HTTP/1.1\r\nHost: x\r\n\r\n', async () => {
+    await arrived;
+    void app.close();
+    await closing;
+    setTimeout(release, 50);
+    return 'GET /v2/ HTTP/1.1\r\nHost: x\r\n\r\n';
+  });
+  t.equal(slow?.status, 200, 'the request in flight completes');
+  t.equal(late?.status, 503, 'a request during shutdown: 503');
+  t.equal(codeOf(late), 'UNAVAILABLE', 'with an OCI envelope');
+  t.equal(late?.headers['docker-distribution-api-version'], 'registry/2.0');
+  t.equal(late?.headers.connection, 'close', 'and the connection closes, so the client goes elsewhere');
 });
