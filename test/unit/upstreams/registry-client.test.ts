@@ -150,3 +150,37 @@ t.test('a token realm that refuses a minted credential gets one re-minted creden
   });
   t.equal(refusing.hits.length, 2, 'refused twice, then DENIED');
 });
+
+t.test('a Bearer token the registry refuses: one new token, one retry, then DENIED or success', async (t) => {
+  const setup = async (registryAccepts: (token: string) => boolean) => {
+    let issued = 0;
+    const realm = await serve(t, (_req, res) => {
+      issued++;
+      res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ token: `tok-${issued}`, expires_in: 300 }));
+    });
+    const registry = await serve(t, (req, res) => {
+      const token = /^Bearer (.+)$/.exec(req.headers.authorization ?? '')?.[1];
+      if (token !== undefined && registryAccepts(token)) return manifestReply(res);
+      res.writeHead(401, { 'www-authenticate': `Bearer realm="${realm.url}/token",service="reg"` }).end();
+    });
+    return { realm, registry, c: client(t, registry.url, anonymous) };
+  };
+  const get = (c: RegistryClient) => c.getManifest('team/app', { kind: 'tag', tag: 'v1' }, ['application/vnd.oci.image.manifest.v1+json']);
+
+  const refused = await setup(() => false);
+  await t.rejects(get(refused.c), { code: 'DENIED' }, 'warm-up: tok-1 refused');
+  const [realmBefore, registryBefore] = [refused.realm.hits.length, refused.registry.hits.length];
+  await t.rejects(get(refused.c), { code: 'DENIED', message: /^upstream "up\.test" denied access to team\/app/ });
+  t.equal(refused.realm.hits.length - realmBefore, 1, 'exactly one token refresh');
+  t.equal(refused.registry.hits.length - registryBefore, 2, 'the cached token, then the refreshed one: no third request');
+  t.same(refused.registry.hits.slice(registryBefore).map((h) => h.authorization), ['Bearer tok-1', 'Bearer tok-2']);
+
+  let valid = 'tok-1';
+  const revoked = await setup((tok) => tok === valid);
+  t.same((await get(revoked.c)).body, MANIFEST, 'warm-up with tok-1');
+  valid = 'tok-2'; // the registry revokes tok-1
+  const [realmAt, registryAt] = [revoked.realm.hits.length, revoked.registry.hits.length];
+  t.same((await get(revoked.c)).body, MANIFEST, 'succeeds with the refreshed token');
+  t.equal(revoked.realm.hits.length - realmAt, 1, 'one refresh');
+  t.same(revoked.registry.hits.slice(registryAt).map((h) => h.authorization), ['Bearer tok-1', 'Bearer tok-2'], 'exactly one retry');
+});
