@@ -137,7 +137,7 @@ export function loadConfig(flags: Flags, env: NodeJS.ProcessEnv = process.env): 
       fillOnRange: parseBoolean(cache.fillOnRange ?? true, 'cache.fillOnRange'),
       s3: s3FromDoc(cache.s3, env),
     },
-    upstreams,
+    upstreams: upstreams.map((u) => withDockerHubEnvCredentials(u, env)),
     defaultUpstream,
     timeouts: {
       connectMs: parseDuration(timeouts.connect ?? '10s', 'timeouts.connect'),
@@ -259,6 +259,16 @@ function upstreamFromFlag(spec: string, i: number): UpstreamConfig {
 
 function dockerHub(): UpstreamConfig {
   return upstreamFromDoc({ url: DOCKER_HUB_URL }, 'upstreams[0]');
+}
+
+/**
+ * A Docker Hub upstream configured without credentials (the built-in default, --upstream, or a
+ * config entry) takes REGISTRY_USERNAME and REGISTRY_PASSWORD when both are set. No other kind does.
+ */
+function withDockerHubEnvCredentials(u: UpstreamConfig, env: NodeJS.ProcessEnv): UpstreamConfig {
+  const { REGISTRY_USERNAME: username, REGISTRY_PASSWORD: password } = env;
+  if (u.type !== 'dockerhub' || u.password !== undefined || !username || !password) return u;
+  return { ...u, username, password };
 }
 
 function inferType(url: URL): UpstreamType {

@@ -44,11 +44,36 @@ t.test('Docker Hub: default URL, docker.io names, anonymous or user + access tok
   t.equal(named!.type, 'dockerhub');
   t.equal(named!.url, 'https://registry-1.docker.io', 'docker.io is a name; the API is registry-1');
   t.equal(withCreds!.url, 'https://registry-1.docker.io');
-  t.equal(adapterFor(bare!).credentials, anonymous);
   const a = adapterFor(withCreds!);
   t.equal(a.credentials.identity, 'basic:alice');
   t.same(await a.credentials.get(), { username: 'alice', password: 'dckr_pat_x' });
   t.match(a.deniedHint, 'access token');
+});
+
+t.test('Docker Hub without configured credentials: REGISTRY_USERNAME / REGISTRY_PASSWORD, for Docker Hub only', async (t) => {
+  const env = { REGISTRY_USERNAME: 'alice', REGISTRY_PASSWORD: 'dckr_pat_env' };
+  const fromEnv = { username: 'alice', password: 'dckr_pat_env' };
+  t.same(await adapterFor(loadConfig({}, env).upstreams[0]!).credentials.get(), fromEnv, 'the built-in default upstream');
+  t.same(await adapterFor(loadConfig({ upstream: ['docker.io=https://registry-1.docker.io'] }, env).upstreams[0]!).credentials.get(), fromEnv, '--upstream docker.io=…');
+  const [bare, explicit, ghcr, plain, ecr] = await upstreams(
+    [
+      { type: 'dockerhub' },
+      { type: 'dockerhub', name: 'hub2', aliases: [], username: 'bob', password: 'dckr_pat_config' },
+      { type: 'ghcr' },
+      { url: 'https://registry.example.com' },
+      { url: 'public.ecr.aws' },
+    ],
+    env,
+  );
+  t.same(await adapterFor(bare!).credentials.get(), fromEnv, 'a config entry of type dockerhub');
+  t.same(await adapterFor(explicit!).credentials.get(), { username: 'bob', password: 'dckr_pat_config' }, 'configured credentials win');
+  for (const u of [ghcr!, plain!, ecr!]) {
+    t.equal(adapterFor(u).credentials, anonymous, `${u.type} ${u.name} never gets them`);
+    t.equal(u.password, undefined);
+  }
+  for (const partial of [{ REGISTRY_USERNAME: 'alice' }, { REGISTRY_PASSWORD: 'dckr_pat_env' }, { REGISTRY_USERNAME: '', REGISTRY_PASSWORD: 'dckr_pat_env' }, {}]) {
+    t.equal(adapterFor(loadConfig({}, partial).upstreams[0]!).credentials, anonymous, `anonymous with ${JSON.stringify(Object.keys(partial))}`);
+  }
 });
 
 t.test('ghcr: default URL, anonymous, or a token with any username', async (t) => {
