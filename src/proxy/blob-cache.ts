@@ -117,7 +117,8 @@ export class BlobCache {
 
   /**
    * A Range on an uncached blob: from a fill when the fill is (nearly) there, else by a ranged
-   * upstream request, starting a background fill when configured. Undefined: use the fill.
+   * upstream request, starting a background fill when configured (fillOnRange). Without
+   * fillOnRange a Range never starts a fill. Undefined: use the fill.
    */
   private async rangeOnMiss(up: Upstream, repo: string, digest: Digest, range: RangeRequest): Promise<ServedBlob | undefined> {
     const running = this.fills.get(digest.value);
@@ -125,7 +126,7 @@ export class BlobCache {
     if (fill && !fill.settled && fill.size !== undefined) {
       const r = satisfy(range, fill.size);
       if (r.start <= fill.bytesWritten + NEAR_FILL_BYTES) return { size: fill.size, range: r, body: fill.reader(r) };
-    } else if (!fill && 'start' in range && range.start < NEAR_FILL_BYTES) {
+    } else if (!fill && this.opts.fillOnRange && 'start' in range && range.start < NEAR_FILL_BYTES) {
       return undefined; // the head of the blob: the fill we start now gets there first
     }
     const part = await up.getBlob(repo, digest, { range });

@@ -42,6 +42,7 @@ interface Resolved {
 export class ManifestCache {
   private readonly tagLookups = new SingleFlight<Resolved>();
   private readonly digestFetches = new SingleFlight<Manifest>();
+  private readonly acceptFetches = new SingleFlight<Manifest>();
   private readonly now: () => number;
 
   constructor(private readonly opts: ManifestCacheOptions) {
@@ -112,7 +113,8 @@ export class ManifestCache {
 
   /** A client whose Accept excludes the tag's usual type gets what the upstream picks for that Accept. */
   private async forAccept(up: Upstream, repo: string, ref: Reference, accept: readonly string[], signal?: AbortSignal): Promise<ServedManifest> {
-    const m = await up.getManifest(repo, ref, accept, { signal });
+    const key = `${up.name}\0${repo}\0${JSON.stringify(ref)}\0${accept.join(',')}`;
+    const m = await this.acceptFetches.run(key, () => up.getManifest(repo, ref, accept), signal);
     if (!accepts(accept, m.mediaType)) {
       throw new RegistryError('MANIFEST_UNKNOWN', { message: 'no manifest of an accepted media type', detail: { accept, available: m.mediaType } });
     }
@@ -126,11 +128,16 @@ export class ManifestCache {
     if (record && reader) {
       return { digest: digest.value, mediaType: record.mediaType, body: Buffer.concat(await reader.stream.toArray()) };
     }
-    const m = await this.digestFetches.run(digest.value, async () => {
-      const fetched = await up.getManifest(repo, { kind: 'digest', digest }, MANIFEST_TYPES, { signal });
-      await this.keep(fetched);
-      return fetched;
-    });
+    // the fetch is shared, so it runs on no client's signal: one client leaving must not fail the rest
+    const m = await this.digestFetches.run(
+      digest.value,
+      async () => {
+        const fetched = await up.getManifest(repo, { kind: 'digest', digest }, MANIFEST_TYPES);
+        await this.keep(fetched);
+        return fetched;
+      },
+      signal,
+    );
     return { digest: m.digest.value, mediaType: m.mediaType, body: m.body };
   }
 

@@ -96,6 +96,7 @@ function transportReason(err: unknown): string {
   const code = typeof err === 'object' && err !== null && 'code' in err ? String((err as { code: unknown }).code) : '';
   if (/^(ECONNREFUSED|ECONNRESET|EPIPE|ETIMEDOUT|EHOSTUNREACH|ENETUNREACH|ENOTFOUND|EAI_AGAIN|UND_ERR_\w+)$/.test(code)) return code;
   if (err instanceof Error && err.name === 'AbortError') return 'aborted';
+  if (err instanceof Error && err.name === 'TimeoutError') return 'timed out';
   return 'error';
 }
 

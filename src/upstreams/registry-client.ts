@@ -200,7 +200,7 @@ export class RegistryClient implements Upstream {
         });
         if (res.status >= 502 && res.status <= 504 && attempt < this.opts.retries) {
           discard(res.body);
-          await sleep(this.backoff(attempt), undefined, { signal });
+          await this.pause(ctx, attempt, signal);
           continue;
         }
         this.recordOutcome(res.status < 500);
@@ -210,8 +210,17 @@ export class RegistryClient implements Upstream {
           if (!signal?.aborted) this.recordOutcome(false);
           throw errorFromTransport(ctx, e);
         }
-        await sleep(this.backoff(attempt), undefined, { signal });
+        await this.pause(ctx, attempt, signal);
       }
+    }
+  }
+
+  /** The wait before a retry; the caller's deadline firing during it is a transport failure too. */
+  private async pause(ctx: ErrorContext, attempt: number, signal?: AbortSignal): Promise<void> {
+    try {
+      await sleep(this.backoff(attempt), undefined, { signal });
+    } catch (e) {
+      throw errorFromTransport(ctx, e);
     }
   }
 

@@ -212,6 +212,30 @@ t.test('concurrent GETs of one uncached tag share one upstream manifest GET', as
   t.equal(hop.count({ method: 'HEAD', pathIncludes: '/manifests/' }), 0, 'and no HEAD');
 });
 
+t.test('concurrent GETs of one uncached manifest by digest: one upstream GET, and a client leaving fails no one', async (t) => {
+  const { hop, proxy } = await setup(t);
+  Object.assign(hop.faults, { delayMs: 400, only: { pathIncludes: '/manifests/' } });
+  const url = `${proxy.url}/v2/team/medium/manifests/${medium.top.digest}`;
+  // the first client hangs up while the shared upstream fetch is still waiting
+  const leaving = new AbortController();
+  const leaver = get(url, { headers: { accept: OCI_MANIFEST }, signal: leaving.signal }).catch((e: Error) => e);
+  await sleep(50);
+  const rest = Array.from({ length: 15 }, () => get(url, { headers: { accept: OCI_MANIFEST } }));
+  await sleep(50);
+  leaving.abort();
+  t.ok((await leaver) instanceof Error, 'the first client went away');
+  const results = await within(Promise.all(rest), 10_000, 'the other 15 clients');
+  t.same(
+    results.map((r) => `${r.status} ${r.digest}`),
+    Array.from({ length: 15 }, () => `200 ${medium.top.digest}`),
+    'the other 15 get the manifest, correct',
+  );
+  t.equal(hop.count({ method: 'GET', pathIncludes: '/manifests/' }), 1, 'one upstream manifest GET for 16 clients');
+  hop.reset();
+  t.equal((await get(url, { headers: { accept: OCI_MANIFEST } })).digest, medium.top.digest);
+  t.equal(hop.log.length, 0, 'then cached: zero upstream requests');
+});
+
 t.test('upstream stream reset at 50%: resumed with a ranged request, then cached', async (t) => {
   const { hop, proxy } = await setup(t);
   const layer = layerOf(medium, 0);
@@ -312,7 +336,7 @@ t.test('Range on a miss with fillOnRange: a ranged upstream request answers firs
   t.equal(hop.log.length, 0, 'then cached: zero upstream requests');
 });
 
-t.test('Range on a miss without fillOnRange: no full GET; a range near the start is served from a fill', async (t) => {
+t.test('Range on a miss without fillOnRange: ranged upstream requests only, never a fill', async (t) => {
   const { hop, proxy } = await setup(t, { cache: { fillOnRange: false } });
   const layer = layerOf(big, 0);
   const url = blobUrl(proxy, 'team/big', layer.digest);
@@ -321,18 +345,44 @@ t.test('Range on a miss without fillOnRange: no full GET; a range near the start
   const tail = await get(url, { headers: { range: `bytes=${start}-${layer.size - 1}` }, keep: true });
   t.equal(tail.status, 206);
   t.ok(tail.body?.equals(whole.subarray(start)), 'exactly the last 4 KiB');
-  await sleep(300);
-  t.same(hop.log.map((e) => e.range), [`bytes=${start}-${layer.size - 1}`], 'one ranged upstream request and no full GET');
-
-  hop.reset();
   const head = await get(url, { headers: { range: 'bytes=0-65535' }, keep: true });
   t.equal(head.status, 206);
   t.equal(head.headers['content-range'], `bytes 0-65535/${layer.size}`);
   t.ok(head.body?.equals(whole.subarray(0, 65536)), 'exactly the first 64 KiB');
-  t.equal(blobGets(hop, layer.digest, true), 0, 'no ranged upstream request for the head of the blob');
-  t.equal(blobGets(hop, layer.digest, false), 1, 'it came from a fill (one full GET)');
+  await sleep(300);
+  t.same(hop.log.map((e) => e.range), [`bytes=${start}-${layer.size - 1}`, 'bytes=0-65535'], 'one ranged upstream request each, and no full GET');
+  t.notOk(await exists(blobFile(proxy.cacheDir, layer.digest)), 'nothing cached');
+
+  hop.reset();
+  const full = await get(url);
+  t.equal(full.digest, layer.digest, 'a plain GET afterwards');
+  t.equal(blobGets(hop, layer.digest, false), 1, 'is the one full GET');
   await waitFor(() => exists(blobFile(proxy.cacheDir, layer.digest)), { timeoutMs: 20_000, intervalMs: 100, what: 'the fill' });
-  t.pass('the fill completed and was cached');
+  t.pass('and fills the cache');
+});
+
+t.test('Range during a running fill: near the tail from the fill, far ahead by one ranged request', async (t) => {
+  const { hop, proxy } = await setup(t, { cache: { fillOnRange: true } });
+  const layer = layerOf(big, 0);
+  const url = blobUrl(proxy, 'team/big', layer.digest);
+  const whole = await layerBytes(big, layer.digest);
+  Object.assign(hop.faults, { throttleBytesPerSec: 4 * MiB }); // the whole layer takes ~4 s
+  const filling = get(url);
+  await waitFor(() => hop.log.find((e) => e.method === 'GET' && e.bytes >= 2 * MiB), { timeoutMs: 10_000, intervalMs: 5, what: 'the fill to get going' });
+
+  const near = await get(url, { headers: { range: 'bytes=1048576-1114111' }, keep: true });
+  t.equal(near.status, 206);
+  t.ok(near.body?.equals(whole.subarray(MiB, MiB + 65536)), 'bytes the fill already has: correct');
+  const farStart = layer.size - 65536;
+  const far = await get(url, { headers: { range: `bytes=${farStart}-` }, keep: true });
+  t.equal(far.status, 206);
+  t.ok(far.body?.equals(whole.subarray(farStart)), 'bytes far ahead of the fill: correct');
+  const fullGet = hop.log.find((e) => e.method === 'GET' && e.range === undefined);
+  t.ok(fullGet !== undefined && fullGet.bytes < layer.size, `both answered before the fill finished (${fullGet?.bytes} of ${layer.size} bytes)`);
+  t.same(hop.log.filter((e) => e.range !== undefined).map((e) => e.range), [`bytes=${farStart}-`], 'one ranged upstream request, for the far range only');
+
+  t.equal((await within(filling, 30_000, 'the filling client')).digest, layer.digest);
+  t.equal(blobGets(hop, layer.digest, false), 1, 'and still one full GET');
 });
 
 t.test('stale-if-error: a cached tag is served with Warning 110 when the upstream fails or is slow', async (t) => {
@@ -368,6 +418,18 @@ t.test('stale-if-error: a cached tag is served with Warning 110 when the upstrea
   t.equal(fresh.status, 200);
   t.notOk(fresh.headers.warning, 'upstream back: no warning');
   t.equal(hop.count({ method: 'HEAD', pathIncludes: '/manifests/v1' }), 1, 'revalidated with a HEAD');
+});
+
+t.test('stale-if-error: a revalidation deadline that passes during retry backoff still serves the cached tag', async (t) => {
+  const { hop, proxy } = await setup(t, { retries: 5, cache: { tagTtl: '0s', revalidateTimeout: '300ms' } });
+  const url = `${proxy.url}/v2/team/small/manifests/v2`;
+  t.equal((await get(url, { headers: { accept: OCI_MANIFEST } })).status, 200, 'warm');
+  hop.reset();
+  Object.assign(hop.faults, { down: true }); // every attempt fails at once; the backoff outlasts the deadline
+  const res = await within(get(url, { headers: { accept: OCI_MANIFEST } }), 5_000, 'the stale answer');
+  t.equal(res.status, 200, 'served, not an error');
+  t.match(String(res.headers.warning), /^110 /, 'marked stale');
+  t.equal(res.digest, small.top.digest, 'the cached manifest');
 });
 
 t.test("rate-limit conservation from the upstream's ratelimit-remaining", async (t) => {
