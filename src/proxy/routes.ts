@@ -11,6 +11,7 @@ import { parseRange, parseRanges } from '../oci/range.js';
 import { parseFileEndpoint, serveFileEndpoint } from './file-routes.js';
 import { multipartRanges } from './multipart.js';
 import type { Route, Router } from './routing.js';
+import type { TagPage } from '../upstreams/upstream.js';
 
 const READ_METHODS = new Set(['GET', 'HEAD']);
 const EMPTY_INDEX = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: OCI_INDEX, manifests: [] }));
@@ -101,13 +102,30 @@ async function tags(cache: PullThrough, route: Route, clientName: string, query:
   if (n !== null && /^[0-9]{1,6}$/.test(n)) page.n = Number(n);
   if (last !== null) page.last = last;
   const result = await cache.tags(route.upstream.client, route.repo, page, signal);
-  if (result.next) {
+  const { tags, next } = result.next ? result : pageLocally(result.tags, page);
+  if (next) {
     const q = new URLSearchParams();
-    if (result.next.n !== undefined) q.set('n', String(result.next.n));
-    q.set('last', result.next.last);
+    if (next.n !== undefined) q.set('n', String(next.n));
+    q.set('last', next.last);
+    const ns = query.get('ns');
+    if (ns !== null) q.set('ns', ns); // the next page must reach the same upstream
     reply.header('link', `</v2/${clientName}/tags/list?${q}>; rel="next"`);
   }
-  return reply.type('application/json').send({ name: clientName, tags: result.tags });
+  return reply.type('application/json').send({ name: clientName, tags: [...tags].sort() });
+}
+
+/**
+ * `n` and `last` applied here when the upstream ignored them (docker-registry 2.8 does): it sent
+ * more than `n` tags, or `last` itself. Otherwise its page is taken as it is.
+ */
+function pageLocally(tags: string[], page: { n?: number; last?: string }): Pick<TagPage, 'tags' | 'next'> {
+  const { n, last } = page;
+  const ignored = (n !== undefined && tags.length > n) || (last !== undefined && tags.includes(last));
+  if (!ignored) return { tags, next: undefined };
+  const after = [...tags].sort().filter((t) => last === undefined || t > last);
+  if (n === undefined || after.length <= n) return { tags: after, next: undefined };
+  const cut = after.slice(0, n);
+  return { tags: cut, next: cut.length > 0 ? { n, last: cut[cut.length - 1]! } : undefined };
 }
 
 async function referrers(cache: PullThrough, route: Route, refText: string, query: URLSearchParams, reply: FastifyReply, signal: AbortSignal) {

@@ -1,12 +1,12 @@
 // Several upstreams in one instance (?ns=, path prefix, default), and blob redirects to a separate
 // blob server that must never see our Authorization header.
 import { createReadStream } from 'node:fs';
-import { stat } from 'node:fs/promises';
+import { readFile, stat } from 'node:fs/promises';
 import { createServer, request as httpRequest, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import t from 'tap';
-import { request } from 'undici';
+import { request, type Dispatcher } from 'undici';
 import { startHop } from '../helpers/hop.js';
 import { makeImage, pullImage, pushLayout } from '../helpers/images.js';
 import { startProxy } from '../helpers/proxy.js';
@@ -152,4 +152,64 @@ t.test('failures before any byte are retried with backoff; a silent upstream tim
   await res.body.dump();
   t.equal(res.statusCode, 503, 'an upstream that never answers → 503');
   t.ok(Date.now() - t0 < 4_500, `the headers timeout bounds the wait (${Date.now() - t0} ms for 3 attempts)`);
+});
+
+/** Tags the image at `repo:v1` in `registry` (pushed from `layout`) with each of `tags` too. */
+async function addTags(registryUrl: string, repo: string, layout: typeof first, tags: readonly string[]): Promise<void> {
+  const body = await readFile(join(layout.dir, 'blobs', 'sha256', layout.top.digest.slice('sha256:'.length)));
+  for (const tag of tags) {
+    const res = await request(`${registryUrl}/v2/${repo}/manifests/${tag}`, { method: 'PUT', headers: { 'content-type': layout.top.mediaType }, body });
+    await res.body.dump();
+    if (res.statusCode !== 201) throw new Error(`tagging ${repo}:${tag}: ${res.statusCode}`);
+  }
+}
+
+/** Follows the proxy's Link headers from `path` to the last page; every tag seen, in order. */
+async function allPages(proxyUrl: string, path: string): Promise<{ tags: string[]; pages: number }> {
+  const tags: string[] = [];
+  let next: string | undefined = path;
+  let pages = 0;
+  for (; next !== undefined && pages < 20; pages++) {
+    const res: Dispatcher.ResponseData = await request(new URL(next, proxyUrl));
+    const body = (await res.body.json()) as { tags: string[] };
+    if (res.statusCode !== 200) throw new Error(`${next}: ${res.statusCode} ${JSON.stringify(body)}`);
+    tags.push(...body.tags);
+    next = /^<([^>]+)>;\s*rel="next"$/.exec(String(res.headers.link ?? ''))?.[1];
+  }
+  return { tags, pages };
+}
+
+t.test('tags/list pages with n and last, and the Link keeps the client on its upstream (?ns=)', async (t) => {
+  const a = await startRegistry({ mode: 'open' });
+  t.teardown(() => a.stop());
+  const b = await startRegistry({ mode: 'open' });
+  t.teardown(() => b.stop());
+  await pushLayout(first.dir, `${a.host}/team/app:v1`);
+  await pushLayout(second.dir, `${b.host}/team/app:v1`);
+  const aTags = ['v1', 'v2', 'v3', 'v4'];
+  const bTags = ['a1', 'a2', 'a3', 'a4', 'a5', 'v1'];
+  await addTags(a.url, 'team/app', first, aTags.slice(1));
+  await addTags(b.url, 'team/app', second, bTags.filter((x) => x !== 'v1'));
+  const proxy = await startProxy({
+    configDoc: { upstreams: [{ name: 'first.example', url: a.url }, { name: 'second.example', url: b.url }], defaultUpstream: 'first.example' },
+  });
+  t.teardown(() => proxy.stop());
+
+  const whole = await allPages(proxy.url, '/v2/team/app/tags/list');
+  t.same(whole, { tags: aTags, pages: 1 }, 'without n: every tag in one page');
+  // docker-registry 2.8 ignores n and last, so pullthrough pages its answer itself
+  for (const [what, query, n, want] of [
+    ['default upstream', '', 1, aTags],
+    ['default upstream', '', 2, aTags],
+    ['?ns=second.example', 'ns=second.example&', 2, bTags],
+    [`?ns=${b.host} (percent-encoded)`, `ns=${encodeURIComponent(b.host)}&`, 1, bTags],
+  ] as const) {
+    const got = await allPages(proxy.url, `/v2/team/app/tags/list?${query}n=${n}`);
+    t.same(got, { tags: want, pages: Math.ceil(want.length / n) }, `${what}, n=${n}: following Link gives every tag of that upstream once, in order`);
+  }
+  const prefixed = await allPages(proxy.url, '/v2/second.example/team/app/tags/list?n=4');
+  t.same(prefixed, { tags: bTags, pages: 2 }, 'a path prefix stays in the Link');
+  const mid = await request(`${proxy.url}/v2/team/app/tags/list?ns=second.example&n=2&last=a2`);
+  t.same(await mid.body.json(), { name: 'team/app', tags: ['a3', 'a4'] }, 'last starts the page after that tag');
+  t.match(String(mid.headers.link), /^<\/v2\/team\/app\/tags\/list\?[^>]*ns=second\.example[^>]*>; rel="next"$/, 'the Link carries ?ns=');
 });
