@@ -7,7 +7,8 @@ import { Fill } from '../cache/fill.js';
 import type { Digest } from '../oci/digest.js';
 import { rangeInvalid, satisfy, type ByteRange, type RangeRequest } from '../oci/range.js';
 import type { Upstream } from '../upstreams/upstream.js';
-import { lazyRange, wholeFromSparse, type LazyLayer, type LazyLayers } from './lazy-layers.js';
+import { RegistryError } from '../oci/errors.js';
+import { ensureAll, lazyRange, wholeFromSparse, type LazyLayer, type LazyLayers } from './lazy-layers.js';
 import type { Logger } from './pull-through.js';
 
 /** A range starting within this distance of a fill's progress waits for the fill. */
@@ -25,6 +26,8 @@ export interface ServedBlob {
 export interface RangedParts {
   size: number;
   parts: { range: ByteRange; open(): Promise<Readable> }[];
+  /** to call once the answer ended (or will not be sent) */
+  release?: (() => void) | undefined;
 }
 
 export interface BlobCacheOptions {
@@ -81,6 +84,13 @@ export class BlobCache {
       }
     });
     if (satisfiable.length === 0) throw rangeInvalid(size);
+    const release = lazy?.hold(); // the sparse copy stays readable until the answer ends
+    try {
+      if (lazy) await ensureAll(lazy, satisfiable); // fetched and verified before any header is sent
+    } catch (e) {
+      release?.();
+      throw e;
+    }
     const store = this.opts.store;
     const open = async (r: ByteRange): Promise<Readable> => {
       if (lazy) return lazyRange(lazy, r);
@@ -88,7 +98,7 @@ export class BlobCache {
       if (!reader) throw new Error(`${digest.value} left the cache while being served`);
       return reader.stream;
     };
-    return { size, parts: satisfiable.map((range) => ({ range, open: () => open(range) })) };
+    return { size, parts: satisfiable.map((range) => ({ range, open: () => open(range) })), release };
   }
 
   /** A blob or one range of it. A range that cannot be satisfied throws RANGE_INVALID. */
@@ -153,13 +163,17 @@ export class BlobCache {
     return started;
   }
 
-  /** The lazy eStargz view of an uncached layer, or undefined (not eStargz, or it failed to open). */
+  /**
+   * The lazy eStargz view of an uncached layer, or undefined: cached (use the blob), not eStargz,
+   * or not servable lazily. A TOC that does not match its annotation, or an upstream error, throws.
+   */
   async lazyLayer(up: Upstream, repo: string, digest: Digest): Promise<LazyLayer | undefined> {
     const lazy = this.opts.lazy;
-    if (!lazy?.isLazy(digest)) return undefined;
+    if (!lazy || (await this.opts.store.stat(digest))) return undefined;
     try {
       return await lazy.layer(up, repo, digest);
     } catch (e) {
+      if (e instanceof RegistryError) throw e;
       this.opts.log.warn({ upstream: up.name, repo, digest: digest.value, err: (e as Error).message }, 'eStargz layer could not be opened lazily; serving it as a plain blob');
       return undefined;
     }

@@ -6,7 +6,7 @@ import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { LRUCache } from 'lru-cache';
 import type { BlobStore } from '../cache/blob-store.js';
-import { cleanPath, EstargzError, fileChunks, openEstargz, whiteoutOf, type EstargzIndex, type RangeSource } from '../estargz/index.js';
+import { cleanPath, EstargzError, fileChunks, mergeChunkRanges, openEstargz, whiteoutOf, type EstargzIndex, type RangeSource } from '../estargz/index.js';
 import { ByteReader, maybeGunzip, tarEntries } from '../estargz/tar-stream.js';
 import { parseDigest, type Digest } from '../oci/digest.js';
 import { RegistryError } from '../oci/errors.js';
@@ -93,24 +93,38 @@ export class LayerFiles {
   }
 
   private async buildListing(up: Upstream, repo: string, digest: Digest): Promise<Listing> {
-    const lazy = await this.deps.blobs.lazyLayer(up, repo, digest);
-    if (lazy) return estargzListing(lazy.index, lazy.source());
-    const src = await this.cachedSource(up, repo, digest);
-    const index = await openEstargz(src).catch((e: unknown) => {
-      if (e instanceof EstargzError && (e.kind === 'not-estargz' || e.kind === 'external-toc' || e.kind === 'unverifiable')) return undefined;
-      throw e;
-    });
-    return index ? estargzListing(index, src) : tarListing(this.deps.store, digest);
+    const index = await this.estargzIndex(up, repo, digest, ['not-estargz', 'external-toc', 'unverifiable']);
+    return index ? estargzListing(index, () => this.currentSource(up, repo, digest)) : tarListing(this.deps.store, digest);
   }
 
-  private async estargzIndex(up: Upstream, repo: string, digest: Digest): Promise<EstargzIndex | undefined> {
+  /** The verified index of an eStargz layer; undefined when opening it failed with one of `plainKinds` (all, by default). */
+  private async estargzIndex(up: Upstream, repo: string, digest: Digest, plainKinds?: readonly string[]): Promise<EstargzIndex | undefined> {
     const lazy = await this.deps.blobs.lazyLayer(up, repo, digest);
     if (lazy) return lazy.index;
-    const index = await openEstargz(await this.cachedSource(up, repo, digest)).catch((e: unknown) => {
-      if (e instanceof EstargzError) return undefined;
+    return openEstargz(await this.cachedSource(up, repo, digest)).catch((e: unknown) => {
+      if (e instanceof EstargzError && (!plainKinds || plainKinds.includes(e.kind))) return undefined;
       throw e;
     });
-    return index;
+  }
+
+  /**
+   * Where an eStargz layer's bytes come from now: the cache once it holds the blob, else the lazy
+   * layer (the `prepare`d spans fetched and verified into its sparse copy, which stays open until
+   * `release`), else the whole layer, fetched into the cache.
+   */
+  private async currentSource(up: Upstream, repo: string, digest: Digest): Promise<LayerSource> {
+    const lazy = await this.deps.blobs.lazyLayer(up, repo, digest);
+    if (!lazy) return this.cachedSource(up, repo, digest);
+    const release = lazy.hold();
+    const prepare = async (start: number, end: number) => {
+      try {
+        await lazy.ensure(start, end);
+      } catch (e) {
+        release();
+        throw e;
+      }
+    };
+    return { ...lazy.source(), prepare, release };
   }
 
   /** The whole layer, fetched and verified if need be, as a RangeSource over the cache. */
@@ -134,7 +148,13 @@ export class LayerFiles {
   }
 }
 
-function estargzListing(index: EstargzIndex, src: RangeSource): Listing {
+/** A RangeSource for one file's read, with what the read must do first and last (lazy layers). */
+interface LayerSource extends RangeSource {
+  prepare?(start: number, end: number): Promise<void>;
+  release?(): void;
+}
+
+function estargzListing(index: EstargzIndex, current: () => Promise<LayerSource>): Listing {
   const files = new Set<string>();
   const opaqueDirs = new Set<string>();
   for (const e of index.entries) {
@@ -148,10 +168,14 @@ function estargzListing(index: EstargzIndex, src: RangeSource): Listing {
     async open(path) {
       const entry = index.resolve(path);
       if (!entry || entry.type !== 'reg') throw notRegular(path);
+      const src = await current();
+      // every chunk is fetched and verified before the headers go out, so a bad one is an error response, not a cut-off 200
+      for (const g of mergeChunkRanges(entry.chunks)) await src.prepare?.(g.start, g.end);
       const chunks = fileChunks(index, src, entry.path);
       const body = Readable.from((async function* () {
         for await (const { data } of chunks) yield data;
       })());
+      if (src.release) body.once('close', src.release);
       return { path, size: entry.size, mode: entry.mode, digest: entry.digest ?? '', body };
     },
   };

@@ -1,18 +1,24 @@
 // eStargz layers served lazily. Manifests that pass through tell us which layers are eStargz (the
-// containerd.io/snapshot/stargz/toc.digest annotation). A Range on such a layer, uncached, fetches
-// only the compressed ranges that cover it, widened to whole chunks, verifies every chunk against
-// the TOC, and keeps them in a sparse per-blob copy: no byte is fetched twice and no whole-layer
-// fill starts. A full GET fills the rest from that copy plus the missing ranges.
+// containerd.io/snapshot/stargz/toc.digest annotation); that is noted in memory and in a small
+// record beside the sparse copy (<dir>/<alg>/<hex>.layer), so it survives restarts. A Range on such
+// a layer, uncached, fetches only the compressed ranges that cover it, widened to whole chunks,
+// verifies every chunk against the TOC, and keeps them in a sparse per-blob copy: no byte is
+// fetched twice and no whole-layer fill starts. A full GET fills the rest from that copy plus the
+// missing ranges; once the blob is cached whole, the layer is forgotten (copy and record removed).
+import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { randomUUID } from 'node:crypto';
+import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { LRUCache } from 'lru-cache';
 import { SparseBlob, type Span } from '../cache/sparse-blob.js';
-import { openEstargz, alignRange, prefetchRange, segmentsFor, verifyRange, TOC_DIGEST_ANNOTATION, type EstargzIndex, type RangeSource } from '../estargz/index.js';
+import { openEstargz, alignRange, prefetchRange, segmentsFor, verifyRange, EstargzError, TOC_DIGEST_ANNOTATION, type EstargzIndex, type RangeSource } from '../estargz/index.js';
 import { tryParseDigest, type Digest } from '../oci/digest.js';
+import { RegistryError } from '../oci/errors.js';
 import type { ByteRange } from '../oci/range.js';
 import type { Upstream } from '../upstreams/upstream.js';
 import type { Logger } from './pull-through.js';
 
-/** Upstream ranges are fetched (and held in memory for verification) in pieces up to this size. */
+/** Upstream ranges are fetched (and held in memory for verification) in pieces up to this size, one at a time per request. */
 const MAX_FETCH_BYTES = 16 << 20;
 const MAX_TOC_BYTES = 64 << 20;
 
@@ -26,14 +32,18 @@ export interface LazyLayer {
   readonly digest: Digest;
   readonly index: EstargzIndex;
   readonly sparse: SparseBlob;
-  /** Makes [start, end) (half-open) present, fetching what is missing. */
+  /** Makes [start, end) (half-open) present, fetching and verifying what is missing. */
   ensure(start: number, end: number, signal?: AbortSignal): Promise<void>;
+  /** Streams [start, end) (half-open) of the sparse copy, which ensure() made present. */
+  stream(start: number, end: number): Readable;
   /** A RangeSource that reads through the sparse copy (for the file API). */
   source(): RangeSource;
+  /** Keeps the sparse copy open, even if the layer is forgotten meanwhile, until the returned release is called. */
+  hold(): () => void;
 }
 
 export interface LazyLayersOptions {
-  /** where sparse copies live */
+  /** where sparse copies (and the records of which layers are eStargz) live */
   dir: string;
   log: Logger;
   /** fetch the range before a .prefetch.landmark on first touch */
@@ -41,7 +51,7 @@ export interface LazyLayersOptions {
 }
 
 export class LazyLayers {
-  /** layer digest → what manifests said about it */
+  /** layer digest → what manifests said about it (also on disk, see recordPath) */
   private readonly known = new LRUCache<string, LayerInfo>({ max: 100_000 });
   private readonly open = new Map<string, Promise<Layer>>();
 
@@ -59,25 +69,28 @@ export class LazyLayers {
     if (!Array.isArray(layers)) return;
     for (const l of layers as { digest?: unknown; size?: unknown; annotations?: Record<string, unknown> }[]) {
       const toc = l.annotations?.[TOC_DIGEST_ANNOTATION];
-      if (typeof l.digest === 'string' && typeof toc === 'string' && Number.isSafeInteger(l.size) && tryParseDigest(l.digest) && tryParseDigest(toc)) {
-        this.known.set(l.digest, { tocDigest: toc, size: l.size as number });
-      }
+      const digest = typeof l.digest === 'string' ? tryParseDigest(l.digest) : undefined;
+      if (!digest || typeof toc !== 'string' || !Number.isSafeInteger(l.size) || !tryParseDigest(toc)) continue;
+      const info = { tocDigest: toc, size: l.size as number };
+      const prev = this.known.get(digest.value);
+      if (prev?.tocDigest === info.tocDigest && prev.size === info.size) continue;
+      this.known.set(digest.value, info);
+      this.persist(digest, info).catch((e: Error) => this.opts.log.warn({ digest: digest.value, err: e.message }, 'could not record an eStargz layer'));
     }
-  }
-
-  isLazy(digest: Digest): boolean {
-    return this.known.has(digest.value);
   }
 
   /** The lazy layer (opening its TOC on first use), or undefined when the layer is not known eStargz. */
   async layer(up: Upstream, repo: string, digest: Digest): Promise<LazyLayer | undefined> {
-    const info = this.known.get(digest.value);
-    if (!info) return undefined;
     let opening = this.open.get(digest.value);
     if (!opening) {
-      opening = Layer.open(up, repo, digest, info, this.opts);
-      this.open.set(digest.value, opening);
-      opening.catch(() => this.open.delete(digest.value));
+      const info = await this.info(digest);
+      if (!info) return undefined;
+      opening = this.open.get(digest.value); // another request may have opened it meanwhile
+      if (!opening) {
+        opening = Layer.open(up, repo, digest, info, this.opts);
+        this.open.set(digest.value, opening);
+        opening.catch(() => this.open.delete(digest.value));
+      }
     }
     return opening;
   }
@@ -94,17 +107,48 @@ export class LazyLayers {
     await Promise.all(layers.map((l) => l?.sparse.close()));
   }
 
-  /** After the whole blob was cached: the sparse copy is no longer needed. */
+  /** After the whole blob was cached: the sparse copy and the record are no longer needed. */
   async forget(digest: Digest): Promise<void> {
     const opening = this.open.get(digest.value);
     this.open.delete(digest.value);
+    this.known.delete(digest.value);
+    await rm(recordPath(this.opts.dir, digest), { force: true }).catch(() => undefined);
     const layer = await opening?.catch(() => undefined);
-    await layer?.sparse.remove();
+    await layer?.retire();
   }
+
+  /** What a manifest said about the layer: from memory, else from its record on disk (an earlier run). */
+  private async info(digest: Digest): Promise<LayerInfo | undefined> {
+    const hit = this.known.get(digest.value);
+    if (hit) return hit;
+    const saved = await readFile(recordPath(this.opts.dir, digest), 'utf8').then((t) => JSON.parse(t) as Partial<LayerInfo>, () => undefined);
+    if (typeof saved?.tocDigest !== 'string' || !tryParseDigest(saved.tocDigest) || !Number.isSafeInteger(saved.size)) return undefined;
+    const info = { tocDigest: saved.tocDigest, size: saved.size as number };
+    this.known.set(digest.value, info);
+    return info;
+  }
+
+  private async persist(digest: Digest, info: LayerInfo): Promise<void> {
+    const path = recordPath(this.opts.dir, digest);
+    await mkdir(join(this.opts.dir, digest.algorithm), { recursive: true });
+    const tmp = `${path}.${randomUUID()}.tmp`;
+    await writeFile(tmp, JSON.stringify(info));
+    await rename(tmp, path);
+  }
+}
+
+/** The upstream answered a ranged request with other bytes than asked for (or the whole blob). */
+class RangeIgnored extends Error {}
+
+function recordPath(dir: string, digest: Digest): string {
+  return join(dir, digest.algorithm, `${digest.hex}.layer`);
 }
 
 class Layer implements LazyLayer {
   private readonly inflight: { span: Span; done: Promise<void> }[] = [];
+  private users = 0;
+  private retired = false;
+  private removed: Promise<void> | undefined;
 
   private constructor(
     readonly digest: Digest,
@@ -115,11 +159,23 @@ class Layer implements LazyLayer {
 
   static async open(up: Upstream, repo: string, digest: Digest, info: LayerInfo, opts: LazyLayersOptions): Promise<Layer> {
     const sparse = await SparseBlob.open(opts.dir, digest, info.size);
+    try {
+      const layer = await Layer.openIndex(up, repo, digest, info, sparse);
+      if (opts.prefetch) layer.prefetch(opts.log);
+      return layer;
+    } catch (e) {
+      // nothing of it was verified: no copy (and no open file) stays behind; an earlier run's verified spans do
+      await (sparse.cachedBytes === 0 ? sparse.remove() : sparse.close());
+      throw openError(digest, e);
+    }
+  }
+
+  private static async openIndex(up: Upstream, repo: string, digest: Digest, info: LayerInfo, sparse: SparseBlob): Promise<Layer> {
     const fetchSpan = async (span: Span, signal?: AbortSignal): Promise<Buffer> => {
       const res = await up.getBlob(repo, digest, { range: { start: span.start, end: span.end - 1 }, signal });
       if (res.range?.start !== span.start || res.range.end !== span.end - 1) {
         res.body.destroy();
-        throw new Error(`upstream did not answer the range ${span.start}-${span.end - 1} of ${digest.value}`);
+        throw new RangeIgnored(`upstream did not answer the range ${span.start}-${span.end - 1} of ${digest.value}`);
       }
       return Buffer.concat(await res.body.toArray());
     };
@@ -137,7 +193,6 @@ class Layer implements LazyLayer {
     const index = await openEstargz(tail, { expectedTocDigest: info.tocDigest, maxTocBytes: MAX_TOC_BYTES });
     const layer = new Layer(digest, index, sparse, fetchSpan);
     await layer.keepTail(seen);
-    if (opts.prefetch) layer.prefetch(opts.log);
     return layer;
   }
 
@@ -151,6 +206,33 @@ class Layer implements LazyLayer {
     };
   }
 
+  stream(start: number, end: number): Readable {
+    const release = this.hold();
+    const s = this.sparse.stream(start, end);
+    s.once('close', release);
+    return s;
+  }
+
+  hold(): () => void {
+    this.users++;
+    let held = true;
+    return () => {
+      if (!held) return;
+      held = false;
+      if (--this.users === 0 && this.retired) void this.remove();
+    };
+  }
+
+  /** The layer is cached whole: remove the sparse copy once nobody reads it. */
+  async retire(): Promise<void> {
+    this.retired = true;
+    if (this.users === 0) await this.remove();
+  }
+
+  private remove(): Promise<void> {
+    return (this.removed ??= this.sparse.remove());
+  }
+
   async ensure(start: number, end: number, signal?: AbortSignal): Promise<void> {
     if (end <= start) return;
     const aligned = alignRange(this.index, start, end);
@@ -159,9 +241,11 @@ class Layer implements LazyLayer {
       if (overlapping.length === 0) break;
       await Promise.allSettled(overlapping.map((f) => f.done));
     }
-    const gaps = this.sparse.missing(aligned.start, aligned.end).flatMap((g) => this.pieces(g));
-    const jobs = gaps.map((span) => {
-      const done = this.fetchVerified(span, signal);
+    // pieces go one after another (each is held in memory while it is verified), all registered at once
+    let previous: Promise<void> = Promise.resolve();
+    const jobs = this.sparse.missing(aligned.start, aligned.end).flatMap((g) => this.pieces(g)).map((span) => {
+      const done = previous.then(() => this.fetchVerified(span, signal));
+      previous = done;
       const entry = { span, done };
       this.inflight.push(entry);
       void done.catch(() => undefined).finally(() => this.inflight.splice(this.inflight.indexOf(entry), 1));
@@ -186,9 +270,19 @@ class Layer implements LazyLayer {
   }
 
   private async fetchVerified(span: Span, signal?: AbortSignal): Promise<void> {
-    const bytes = await this.fetchSpan(span, signal);
-    await verifyRange(this.index, span.start, bytes); // throws on any chunk, TOC or footer mismatch
-    await this.sparse.write(span.start, bytes);
+    try {
+      const bytes = await this.fetchSpan(span, signal);
+      await verifyRange(this.index, span.start, bytes); // throws on any chunk, TOC or footer mismatch
+      await this.sparse.write(span.start, bytes);
+    } catch (e) {
+      if (!(e instanceof EstargzError || e instanceof RangeIgnored)) throw e;
+      throw new RegistryError('UNKNOWN', {
+        status: 502,
+        message: e instanceof EstargzError ? 'upstream sent eStargz content that does not match its TOC' : e.message,
+        detail: { digest: this.digest.value, start: span.start, end: span.end, ...(e instanceof EstargzError ? e.detail : {}) },
+        cause: e,
+      });
+    }
   }
 
   /** Keeps the verified TOC and footer bytes that opening the layer fetched. */
@@ -204,17 +298,47 @@ class Layer implements LazyLayer {
   private prefetch(log: Logger): void {
     const range = prefetchRange(this.index);
     if (!range) return;
-    this.ensure(range.start, range.end).then(
-      () => log.info({ digest: this.digest.value, bytes: range.end }, 'eStargz prefetch range cached'),
-      (e: Error) => log.warn({ digest: this.digest.value, err: e.message }, 'eStargz prefetch failed'),
-    );
+    const release = this.hold();
+    this.ensure(range.start, range.end)
+      .then(
+        () => log.info({ digest: this.digest.value, bytes: range.end }, 'eStargz prefetch range cached'),
+        (e: Error) => log.warn({ digest: this.digest.value, err: e.message }, 'eStargz prefetch failed'),
+      )
+      .finally(release);
   }
+}
+
+/**
+ * Why a layer announced as eStargz could not be opened. A TOC that does not match its annotation,
+ * or an upstream error, is the client's answer; anything else (no footer, an upstream that ignores
+ * ranges) is a plain Error, and the layer is served as a plain blob.
+ */
+function openError(digest: Digest, e: unknown): unknown {
+  if (e instanceof EstargzError && e.kind === 'digest-mismatch') {
+    return new RegistryError('UNKNOWN', {
+      status: 502,
+      message: "upstream eStargz TOC does not match the layer's toc.digest annotation",
+      detail: { digest: digest.value, ...e.detail },
+      cause: e,
+    });
+  }
+  return e;
 }
 
 /** Streams [range.start, range.end] of a lazy layer, fetching what is missing first. */
 export async function lazyRange(layer: LazyLayer, range: ByteRange, signal?: AbortSignal): Promise<Readable> {
-  await layer.ensure(range.start, range.end + 1, signal);
-  return layer.sparse.stream(range.start, range.end + 1);
+  const release = layer.hold();
+  try {
+    await layer.ensure(range.start, range.end + 1, signal);
+    return layer.stream(range.start, range.end + 1);
+  } finally {
+    release();
+  }
+}
+
+/** Makes every range present, one after another: a multi-range answer fails before its headers, not midway. */
+export async function ensureAll(layer: LazyLayer, ranges: readonly ByteRange[], signal?: AbortSignal): Promise<void> {
+  for (const r of ranges) await layer.ensure(r.start, r.end + 1, signal);
 }
 
 /**

@@ -22,5 +22,6 @@ export function multipartRanges(ranged: RangedParts): { contentType: string; len
     })(),
     { objectMode: false },
   );
+  if (ranged.release) stream.once('close', ranged.release);
   return { contentType: `multipart/byteranges; boundary=${boundary}`, length, stream };
 }

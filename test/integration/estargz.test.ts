@@ -2,16 +2,17 @@
 // and kept in a sparse copy; the file API reads single files of layers and images; a full GET
 // then completes the layer from what is already there. Upstream traffic is counted at a hop.
 import { createHash } from 'node:crypto';
-import { readdir, readFile } from 'node:fs/promises';
+import { access, readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import t from 'tap';
 import { Client, request } from 'undici';
-import { fixturesDir, tarExtract, unpackFixture, type Fixture } from '../helpers/estargz-fixtures.js';
+import { openEstargz } from '../../src/estargz/index.js';
+import { fileSource, fixturesDir, tarExtract, unpackFixture, type Fixture } from '../helpers/estargz-fixtures.js';
 import { startHop, type Hop } from '../helpers/hop.js';
 import { skopeo } from '../helpers/skopeo.js';
 import { startProxy, type Proxy } from '../helpers/proxy.js';
 import { startRegistry } from '../helpers/registry.js';
-import { makeTempDir, removeDir } from '../helpers/util.js';
+import { makeTempDir, removeDir, sleep, waitFor } from '../helpers/util.js';
 
 if (!fixturesDir()) throw new Error('the shared eStargz fixtures are missing (../shared/fixtures/estargz)');
 
@@ -29,10 +30,12 @@ for (const [fixture, repo] of [[esgz, 'lazy/esgz'], [plain, 'lazy/plain']] as co
 
 type Test = Parameters<Parameters<typeof t.test>[0]>[0];
 
-async function setup(t: Test, doc: Record<string, unknown> = {}): Promise<{ hop: Hop; proxy: Proxy }> {
-  const hop = await startHop(registry.url);
-  t.teardown(() => hop.close());
-  const proxy = await startProxy({ configDoc: { upstreams: [{ name: 'up.test', url: hop.url }], ...doc } });
+async function setup(t: Test, doc: Record<string, unknown> = {}, cacheDir?: string, hop?: Hop): Promise<{ hop: Hop; proxy: Proxy }> {
+  if (!hop) {
+    hop = await startHop(registry.url);
+    t.teardown(() => hop!.close());
+  }
+  const proxy = await startProxy({ configDoc: { upstreams: [{ name: 'up.test', url: hop.url }], ...doc }, cacheDir });
   t.teardown(() => proxy.stop());
   return { hop, proxy };
 }
@@ -50,6 +53,15 @@ async function rangeGet(proxy: Proxy, repo: string, digest: string, range: strin
   const r = await request(`${proxy.url}/v2/${repo}/blobs/${digest}`, { headers: { range } });
   return { status: r.statusCode, headers: r.headers, body: Buffer.from(await r.body.arrayBuffer()) };
 }
+
+async function get(url: string) {
+  const r = await request(url);
+  return { status: r.statusCode, headers: r.headers, body: Buffer.from(await r.body.arrayBuffer()) };
+}
+
+const errorCode = (body: Buffer) => (JSON.parse(body.toString('utf8')) as { errors: { code: string }[] }).errors[0]!.code;
+const sparseData = (proxy: Proxy, digest: string) => join(proxy.cacheDir, 'sparse', 'sha256', `${digest.slice(7)}.data`);
+const exists = (path: string) => access(path).then(() => true, () => false);
 
 t.test('ranged reads of an eStargz layer fetch only what they need, verified, never twice', async (t) => {
   const { hop, proxy } = await setup(t, { estargz: { prefetch: false } });
@@ -182,4 +194,129 @@ t.test('file API on a plain gzip layer falls back to the whole layer, cached for
   const again = await request(`${proxy.url}/v2/lazy/plain/_estargz/${layer.digest}/files/etc/hello.txt`);
   t.same(Buffer.from(await again.body.arrayBuffer()), content);
   t.equal(hop.log.length, n, 'then served from the cache');
+});
+
+t.test('a layer cached whole is read from the cache: the file API and the TOC fetch nothing more', async (t) => {
+  const { hop, proxy } = await setup(t, { estargz: { prefetch: false } });
+  const layer = big(esgz);
+  await fetchManifest(proxy, 'lazy/esgz');
+  const fileUrl = `${proxy.url}/v2/lazy/esgz/_estargz/${layer.digest}/files/etc/hello.txt`;
+  const first = await get(fileUrl);
+  t.equal(first.status, 200);
+  t.ok(await exists(sparseData(proxy, layer.digest)), 'the file came through a sparse copy');
+
+  const full = await get(`${proxy.url}/v2/lazy/esgz/blobs/${layer.digest}`);
+  t.equal(sha256(full.body), layer.digest, 'a full GET completes the layer');
+  await waitFor(async () => !(await exists(sparseData(proxy, layer.digest))), { what: 'the sparse copy to be removed' });
+
+  const n = hop.log.length;
+  const again = await get(fileUrl);
+  t.equal(again.status, 200, 'the file API still answers once the sparse copy is gone');
+  t.same(again.body, first.body, 'with the same content');
+  const toc = await get(`${proxy.url}/v2/lazy/esgz/_estargz/${layer.digest}/toc`);
+  t.equal(sha256(toc.body), layer.annotations['containerd.io/snapshot/stargz/toc.digest']);
+  const range = await rangeGet(proxy, 'lazy/esgz', layer.digest, 'bytes=1000-1999');
+  t.same(range.body, full.body.subarray(1000, 2000));
+  t.equal(hop.log.length, n, 'zero upstream requests: everything from the cached blob');
+
+  // a layer cached whole before anything touched it lazily never gets a sparse copy
+  const fresh = await setup(t, { estargz: { prefetch: false } });
+  await fetchManifest(fresh.proxy, 'lazy/esgz');
+  const whole = await get(`${fresh.proxy.url}/v2/lazy/esgz/blobs/${layer.digest}`);
+  t.equal(sha256(whole.body), layer.digest);
+  const m = fresh.hop.log.length;
+  t.equal((await get(`${fresh.proxy.url}/v2/lazy/esgz/_estargz/${layer.digest}/toc`)).status, 200);
+  t.same((await get(`${fresh.proxy.url}/v2/lazy/esgz/_estargz/${layer.digest}/files/etc/hello.txt`)).body, first.body);
+  t.equal(fresh.hop.log.length, m, 'TOC and file of a cached layer: zero upstream requests');
+  t.notOk(await exists(sparseData(fresh.proxy, layer.digest)), 'and no sparse copy');
+});
+
+t.test('a restart keeps knowing which layers are eStargz: ranged reads stay lazy, nothing fetched twice', async (t) => {
+  const cacheDir = await makeTempDir('pullthrough-esgz-restart-');
+  t.teardown(() => removeDir(cacheDir));
+  const doc = { estargz: { prefetch: false } };
+  const layer = big(esgz);
+  const whole = await readFile(layer.path);
+  const mid = Math.floor(layer.size / 2);
+  const before = await setup(t, doc, cacheDir);
+  await fetchManifest(before.proxy, 'lazy/esgz');
+  t.same((await rangeGet(before.proxy, 'lazy/esgz', layer.digest, `bytes=${mid}-${mid + 999}`)).body, whole.subarray(mid, mid + 1000));
+  await before.proxy.stop();
+
+  const { hop, proxy } = await setup(t, doc, cacheDir, before.hop); // fillOnRange is on (the default)
+  hop.reset();
+  const again = await rangeGet(proxy, 'lazy/esgz', layer.digest, `bytes=${mid}-${mid + 999}`);
+  t.equal(again.status, 206);
+  t.same(again.body, whole.subarray(mid, mid + 1000), 'the range, without the manifest asked for again');
+  t.equal(hop.log.length, 0, 'served from the sparse copy of the last run: zero upstream requests');
+  const other = await rangeGet(proxy, 'lazy/esgz', layer.digest, 'bytes=100000-100999');
+  t.same(other.body, whole.subarray(100000, 101000));
+  t.ok(hop.log.length > 0 && hop.log.every((e) => e.range !== undefined), 'a new range: ranged upstream requests only');
+  await sleep(300); // a background fill would have sent its GET by now
+  t.equal(fullGets(hop, layer.digest), 0, 'no whole-layer fill started');
+});
+
+t.test('a TOC that does not match its annotation is an error, not a whole-layer fill', async (t) => {
+  const dir = await makeTempDir('pullthrough-esgz-badtoc-');
+  t.teardown(() => removeDir(dir));
+  const bad = await unpackFixture('busybox-esgz-prefetch-1m', dir);
+  const layer = big(bad);
+  const index = JSON.parse(await readFile(join(bad.dir, 'index.json'), 'utf8')) as { manifests: { digest: string; size: number }[] };
+  const manifest = JSON.parse(await readFile(bad.blobPath(index.manifests[0]!.digest), 'utf8')) as { layers: { digest: string; annotations: Record<string, string> }[] };
+  manifest.layers.find((l) => l.digest === layer.digest)!.annotations['containerd.io/snapshot/stargz/toc.digest'] = sha256(Buffer.from('not the TOC'));
+  const body = Buffer.from(JSON.stringify(manifest));
+  await writeFile(bad.blobPath(sha256(body)), body);
+  index.manifests[0] = { ...index.manifests[0]!, digest: sha256(body), size: body.length };
+  await writeFile(join(bad.dir, 'index.json'), JSON.stringify(index));
+  await skopeo(['copy', '--retry-times', '0', '--dest-tls-verify=false', '--preserve-digests', `oci:${bad.dir}`, `docker://${registry.host}/lazy/badtoc:v1`]);
+
+  const { hop, proxy } = await setup(t, { estargz: { prefetch: false } });
+  await fetchManifest(proxy, 'lazy/badtoc');
+  const range = await rangeGet(proxy, 'lazy/badtoc', layer.digest, 'bytes=100000-100999');
+  t.equal(range.status, 502, 'a Range gets 502');
+  t.equal(errorCode(range.body), 'UNKNOWN', 'with the OCI error body');
+  const file = await get(`${proxy.url}/v2/lazy/badtoc/_estargz/${layer.digest}/files/etc/hello.txt`);
+  t.equal(file.status, 502, 'the file API too');
+  t.equal(errorCode(file.body), 'UNKNOWN');
+  await sleep(300); // a background fill would have sent its GET by now
+  t.equal(fullGets(hop, layer.digest), 0, 'no whole-layer fill started');
+  t.notOk(await exists(sparseData(proxy, layer.digest)), 'no sparse copy left behind');
+});
+
+t.test('a corrupt chunk from the upstream is an error before any header, and is not kept', async (t) => {
+  const { hop, proxy } = await setup(t, { estargz: { prefetch: false } });
+  const layer = big(esgz);
+  const src = await fileSource(layer.path);
+  t.teardown(() => src.close());
+  const chunk = (await openEstargz(src)).lookup('etc/hello.txt')!.chunks[0]!;
+  const extracted = join(work, 'extracted-corrupt');
+  await tarExtract(layer.path, extracted);
+  const hello = await readFile(join(extracted, 'etc/hello.txt'));
+  await fetchManifest(proxy, 'lazy/esgz');
+  t.equal((await get(`${proxy.url}/v2/lazy/esgz/_estargz/${layer.digest}/toc`)).status, 200, 'the layer is open (TOC fetched)');
+  // the next ranged fetch of the layer starts at the member of etc/hello.txt; its deflate data gets one flipped byte
+  const corruptNext = () => Object.assign(hop.faults, { corruptAt: 12, only: { ranged: true, pathIncludes: layer.digest }, times: 1 });
+  const fileUrl = `${proxy.url}/v2/lazy/esgz/_estargz/${layer.digest}/files/etc/hello.txt`;
+
+  corruptNext();
+  const file = await get(fileUrl);
+  t.ok(hop.log.some((e) => e.injected?.includes('corrupt')), 'the upstream answer was corrupted');
+  t.equal(file.status, 502, 'the file API answers 502, not a cut-off 200');
+  t.equal(errorCode(file.body), 'UNKNOWN', 'with the OCI error body');
+
+  corruptNext();
+  const range = await rangeGet(proxy, 'lazy/esgz', layer.digest, `bytes=${chunk.offset}-${chunk.offset + 9}`);
+  t.equal(range.status, 502, 'a Range over the chunk answers 502');
+  t.equal(errorCode(range.body), 'UNKNOWN');
+
+  corruptNext();
+  const multi = await rangeGet(proxy, 'lazy/esgz', layer.digest, `bytes=${chunk.offset}-${chunk.offset + 9}, ${layer.size - 51}-${layer.size - 1}`);
+  t.equal(multi.status, 502, 'a multi-range request over the chunk answers 502, not a cut-off 206');
+  t.equal(errorCode(multi.body), 'UNKNOWN');
+
+  const n = hop.log.length;
+  const good = await get(fileUrl);
+  t.equal(good.status, 200);
+  t.same(good.body, hello, 'once the upstream behaves, the right content');
+  t.ok(hop.log.slice(n).some((e) => e.range?.startsWith(`bytes=${chunk.offset}-`)), 'the chunk was fetched again: the bad one was never kept');
 });
