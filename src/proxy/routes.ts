@@ -132,9 +132,32 @@ async function referrers(cache: PullThrough, route: Route, refText: string, quer
   const digest = parseDigest(refText);
   const artifactType = query.get('artifactType') ?? undefined;
   const index = await cache.referrers(route.upstream.client, route.repo, digest, artifactType, signal);
-  reply.type(OCI_INDEX);
-  if (artifactType && index) reply.header('oci-filters-applied', 'artifactType');
-  return reply.send(index?.body ?? EMPTY_INDEX);
+  let body = index?.body ?? EMPTY_INDEX;
+  if (artifactType !== undefined) {
+    const filtered = onlyArtifactType(body, artifactType);
+    if (filtered) {
+      body = filtered;
+      reply.header('oci-filters-applied', 'artifactType');
+    }
+  }
+  return reply.type(OCI_INDEX).send(body);
+}
+
+/**
+ * The referrers index with only the manifests of `artifactType`: the upstream may not have
+ * filtered, and filtering again is harmless. Undefined when `body` is no index to filter.
+ */
+function onlyArtifactType(body: Buffer, artifactType: string): Buffer | undefined {
+  let index: unknown;
+  try {
+    index = JSON.parse(body.toString('utf8'));
+  } catch {
+    return undefined;
+  }
+  const manifests = (index as { manifests?: unknown } | null)?.manifests;
+  if (!Array.isArray(manifests)) return undefined;
+  const kept = manifests.filter((m) => (m as { artifactType?: unknown } | null)?.artifactType === artifactType);
+  return kept.length === manifests.length ? body : Buffer.from(JSON.stringify({ ...(index as object), manifests: kept }));
 }
 
 /**

@@ -13,6 +13,8 @@ import { startProxy } from '../helpers/proxy.js';
 import { startRegistry } from '../helpers/registry.js';
 import { makeTempDir, removeDir } from '../helpers/util.js';
 
+type Test = Parameters<Parameters<typeof t.test>[0]>[0];
+
 const work = await makeTempDir('pullthrough-up-');
 t.teardown(() => removeDir(work));
 const first = await makeImage({ layers: 2, layerBytes: 64 << 10, seed: 'first', dir: join(work, 'first') });
@@ -212,4 +214,68 @@ t.test('tags/list pages with n and last, and the Link keeps the client on its up
   const mid = await request(`${proxy.url}/v2/team/app/tags/list?ns=second.example&n=2&last=a2`);
   t.same(await mid.body.json(), { name: 'team/app', tags: ['a3', 'a4'] }, 'last starts the page after that tag');
   t.match(String(mid.headers.link), /^<\/v2\/team\/app\/tags\/list\?[^>]*ns=second\.example[^>]*>; rel="next"$/, 'the Link carries ?ns=');
+});
+
+const SBOM = 'application/vnd.example.sbom.v1+json';
+const SIG = 'application/vnd.example.signature.v1+json';
+
+/**
+ * The smallest registry with a referrers API (docker-registry 2.8 has none): GET /v2/ and
+ * GET /v2/<name>/referrers/<digest>[?artifactType=], answering with an OCI index of `referrers`.
+ * With `filters`, it applies artifactType itself and says so in OCI-Filters-Applied.
+ */
+async function referrersRegistry(t: Test, referrers: readonly { artifactType: string; digest: string }[], filters: boolean): Promise<string> {
+  const server = createServer((req, res) => {
+    const url = new URL(req.url ?? '/', 'http://x');
+    if (url.pathname === '/v2/') {
+      res.writeHead(200, { 'content-type': 'application/json' }).end('{}');
+      return;
+    }
+    if (!/^\/v2\/.+\/referrers\/sha256:[a-f0-9]{64}$/.test(url.pathname)) {
+      res.writeHead(404, { 'content-type': 'application/json' }).end('{"errors":[{"code":"NAME_UNKNOWN","message":"not here"}]}');
+      return;
+    }
+    const wanted = url.searchParams.get('artifactType');
+    const kept = filters && wanted !== null ? referrers.filter((r) => r.artifactType === wanted) : referrers;
+    const manifests = kept.map((r) => ({ mediaType: 'application/vnd.oci.image.manifest.v1+json', size: 512, ...r }));
+    const body = JSON.stringify({ schemaVersion: 2, mediaType: 'application/vnd.oci.image.index.v1+json', manifests });
+    res.writeHead(200, {
+      'content-type': 'application/vnd.oci.image.index.v1+json',
+      ...(filters && wanted !== null ? { 'oci-filters-applied': 'artifactType' } : {}),
+    });
+    res.end(body);
+  });
+  const url = await listen(server);
+  t.teardown(() => new Promise<void>((r) => server.close(() => r())));
+  return url;
+}
+
+t.test('referrers: ?artifactType= is applied, whether or not the upstream filters', async (t) => {
+  const referrers = [
+    { artifactType: SBOM, digest: `sha256:${'a'.repeat(64)}` },
+    { artifactType: SIG, digest: `sha256:${'b'.repeat(64)}` },
+    { artifactType: SBOM, digest: `sha256:${'c'.repeat(64)}` },
+  ];
+  const upstreams = [
+    { name: 'filters.example', url: await referrersRegistry(t, referrers, true) },
+    { name: 'plain.example', url: await referrersRegistry(t, referrers, false) },
+  ];
+  const proxy = await startProxy({ configDoc: { upstreams, retries: 0 } });
+  t.teardown(() => proxy.stop());
+  const subject = `sha256:${'d'.repeat(64)}`;
+  for (const { name } of upstreams) {
+    const base = `${proxy.url}/v2/team/app/referrers/${subject}?ns=${name}`;
+    const all = await request(base);
+    const allBody = (await all.body.json()) as { manifests: { digest: string; artifactType: string }[] };
+    t.equal(all.statusCode, 200);
+    t.equal(all.headers['content-type'], 'application/vnd.oci.image.index.v1+json', `${name}: an OCI index`);
+    t.same(allBody.manifests.map((m) => m.digest), referrers.map((r) => r.digest), `${name}: without a filter, every referrer`);
+    t.equal(all.headers['oci-filters-applied'], undefined, `${name}: and no filter claimed`);
+
+    const sboms = await request(`${base}&artifactType=${encodeURIComponent(SBOM)}`);
+    const body = (await sboms.body.json()) as { mediaType: string; manifests: { digest: string; artifactType: string }[] };
+    t.equal(body.mediaType, 'application/vnd.oci.image.index.v1+json');
+    t.same(body.manifests.map((m) => [m.artifactType, m.digest]), referrers.filter((r) => r.artifactType === SBOM).map((r) => [r.artifactType, r.digest]), `${name}: only the SBOMs`);
+    t.equal(sboms.headers['oci-filters-applied'], 'artifactType', `${name}: and the filter is claimed`);
+  }
 });
