@@ -14,6 +14,10 @@ import { makeTempDir, removeDir } from '../helpers/util.js';
 type Test = Parameters<Parameters<typeof t.test>[0]>[0];
 
 const BLOB_GET = { method: 'GET', pathIncludes: '/blobs/sha256:' } as const;
+/** The headers every blob answer carries (GET, 206, HEAD); content-length varies. */
+const BLOB_HEADERS = (digest: string) => ({ 'content-type': 'application/octet-stream', 'accept-ranges': 'bytes', 'docker-content-digest': digest });
+const blobHeaders = (h: Record<string, string | string[] | undefined>) =>
+  Object.fromEntries(['content-type', 'accept-ranges', 'docker-content-digest', 'content-length'].map((k) => [k, h[k]]));
 
 const work = await makeTempDir('pullthrough-it-');
 t.teardown(() => removeDir(work));
@@ -105,6 +109,14 @@ t.test('HTTP surface: headers, HEAD, Accept, Range, errors', async (t) => {
   const amd64 = multi.images.find((i) => i.platform.architecture === 'amd64')!;
   const layer = amd64.layers[0]!;
 
+  for (const method of ['GET', 'HEAD'] as const) {
+    const base = await request(`${proxy.url}/v2/`, { method });
+    const text = await base.body.text();
+    t.equal(base.statusCode, 200, `${method} /v2/ → 200`);
+    t.equal(base.headers['docker-distribution-api-version'], 'registry/2.0', `${method} /v2/: the API-version header clients probe for`);
+    if (method === 'GET') t.same(JSON.parse(text), {}, 'GET /v2/: body {}');
+  }
+
   const m = await request(`${proxy.url}/v2/team/multi/manifests/v1`, { headers: { accept: 'application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json' } });
   const mBody = Buffer.from(await m.body.arrayBuffer());
   t.equal(m.statusCode, 200);
@@ -138,6 +150,7 @@ t.test('HTTP surface: headers, HEAD, Accept, Range, errors', async (t) => {
     t.equal(r.statusCode, 206, `${when}: 206`);
     t.equal(r.headers['content-range'], `bytes 10-99/${layer.size}`, `${when}: Content-Range`);
     t.same(part, full.subarray(10, 100), `${when}: exactly the requested bytes`);
+    t.same(blobHeaders(r.headers), { ...BLOB_HEADERS(layer.digest), 'content-length': '90' }, `${when}: the blob headers`);
     await new Promise((r) => setTimeout(r, 200)); // let the fill finish
   }
   const suffix = await request(`${proxy.url}/v2/team/multi/blobs/${layer.digest}`, { headers: { range: 'bytes=-16' } });
@@ -156,7 +169,8 @@ t.test('HTTP surface: headers, HEAD, Accept, Range, errors', async (t) => {
 
   const blobHead = await request(`${proxy.url}/v2/team/multi/blobs/${layer.digest}`, { method: 'HEAD' });
   await blobHead.body.dump();
-  t.equal(Number(blobHead.headers['content-length']), layer.size, 'blob HEAD gives the size');
+  t.equal(blobHead.statusCode, 200);
+  t.same(blobHeaders(blobHead.headers), { ...BLOB_HEADERS(layer.digest), 'content-length': String(layer.size) }, 'blob HEAD: the blob headers, with the size');
 
   const tags = await request(`${proxy.url}/v2/team/multi/tags/list`);
   t.same(await tags.body.json(), { name: 'team/multi', tags: ['v1'] });
@@ -177,16 +191,25 @@ t.test('HTTP surface: headers, HEAD, Accept, Range, errors', async (t) => {
     ['PATCH', '/v2/team/multi/blobs/uploads/abc', 405, 'UNSUPPORTED'],
     ['DELETE', `/v2/team/multi/manifests/${multi.index!.digest}`, 405, 'UNSUPPORTED'],
     ['GET', '/v2/nosuch.example/x/manifests/v1?ns=nosuch.example', 404, 'NAME_UNKNOWN'],
+    ['GET', '/v2/%zz/manifests/v1', 400, 'NAME_INVALID'],
+    ['GET', '/v2/team/multi/manifests/%zz', 400, 'NAME_INVALID'],
+    ['HEAD', '/v2/team/multi/blobs/%zz', 400, ''],
+    ['GET', `/v2/${'a/'.repeat(1500)}x/manifests/v1`, 400, 'NAME_INVALID'],
+    ['PUT', '/v2/team/multi/blobs/uploads/abc?digest=sha256:1', 405, 'UNSUPPORTED', { 'content-type': 'application/octet-stream' }],
+    ['DELETE', `/v2/team/multi/blobs/${layer.digest}`, 405, 'UNSUPPORTED'],
+    ['GET', '/nope', 404, 'NAME_UNKNOWN'],
   ];
   const raw = new Client(proxy.url);
   t.teardown(() => raw.close());
   for (const [method, path, status, code, headers] of cases) {
     // a Client sends `path` as written (a URL would resolve "..")
     const r = await raw.request({ path, method: method as 'GET', headers, body: method === 'PUT' ? '{}' : undefined });
-    t.equal(r.statusCode, status, `${method} ${path} → ${status}`);
-    const body = (await r.body.json()) as { errors: { code: string; message: string }[] };
-    t.equal(body.errors[0]?.code, code, `${method} ${path} → ${code}`);
-    t.equal(r.headers['docker-distribution-api-version'], 'registry/2.0');
+    const what = `${method} ${path.slice(0, 60)}`;
+    t.equal(r.statusCode, status, `${what} → ${status}`);
+    const text = await r.body.text();
+    if (method === 'HEAD') t.equal(text, '', `${what}: no body`);
+    else t.equal((JSON.parse(text) as { errors?: { code: string }[] }).errors?.[0]?.code, code, `${what} → ${code}`);
+    t.equal(r.headers['docker-distribution-api-version'], 'registry/2.0', `${what}: the API-version header`);
   }
 });
 
@@ -194,6 +217,15 @@ t.test('tags are revalidated with HEAD once the TTL passed; a GET only when the 
   const { registry, hop, proxy } = await setup(t, 'open', { cache: { tagTtl: '0s' } });
   await pushLayout(image.dir, `${registry.host}/team/app:v1`);
   await pullImage(`${proxy.host}/team/app:v1`, join(work, 'ttl', '1'));
+  // a manifest by digest is immutable: the cache answers it whatever the tag TTL says
+  hop.reset();
+  for (const method of ['GET', 'HEAD'] as const) {
+    const res = await request(`${proxy.url}/v2/team/app/manifests/${image.top.digest}`, { method, headers: { accept: image.top.mediaType } });
+    await res.body.dump();
+    t.equal(res.statusCode, 200, `${method} by digest → 200`);
+    t.equal(res.headers['docker-content-digest'], image.top.digest);
+  }
+  t.equal(hop.log.length, 0, 'by digest, past the tag TTL: zero upstream requests');
   hop.reset();
   await pullImage(`${proxy.host}/team/app:v1`, join(work, 'ttl', '2'));
   t.ok(hop.count({ method: 'HEAD', pathIncludes: '/manifests/v1' }) >= 1, 'revalidated with HEAD');
