@@ -226,6 +226,36 @@ export function blobStoreContract(t: Test, name: string, make: StoreFactory): vo
     });
   }
 
+  t.test(`${name}: sha512 blobs: a fill stores one under its digest, a mismatch stores nothing`, async (t) => {
+    const { store } = await make(t);
+    const bytes = randomBytes(3 * MiB + 7);
+    const d = digestOf(bytes, 'sha512');
+    const source = controlledSource();
+    const fill = await Fill.start(store, d, { size: bytes.length, body: source });
+    const reader = consume(fill.reader());
+    await feed(source, bytes);
+    source.push(null);
+    t.equal(await settled(fill), undefined, 'the fill succeeded');
+    t.ok((await within(reader)).bytes.equals(bytes), 'its reader got every byte');
+    t.same(await store.stat(d), { digest: d.value, size: bytes.length }, 'stored under the sha512 digest');
+    t.ok((await readAll((await store.open(d))!.stream)).equals(bytes), 'same bytes back');
+    t.ok((await listAll(store)).includes(d.value), 'listed');
+    t.equal(await store.stat(digestOf(bytes)), undefined, 'and not under its sha256');
+
+    const wrong = digestOf(randomBytes(1000), 'sha512');
+    const bad = controlledSource();
+    const badFill = await Fill.start(store, wrong, { size: 1000, body: bad });
+    const badReader = consume(badFill.reader());
+    await feed(bad, randomBytes(1000));
+    bad.push(null);
+    t.match((await settled(badFill))?.message, /verification failed/, 'a sha512 mismatch fails verification');
+    t.ok((await within(badReader)).error, 'its reader saw an error');
+    t.equal(await store.stat(wrong), undefined, 'nothing stored');
+    t.notOk((await listAll(store)).includes(wrong.value), 'nothing listed');
+    await sleep(100);
+    t.same(await spoolLeft(store), [], 'no spool file left');
+  });
+
   t.test(`${name}: a fill whose upstream breaks off stores nothing`, async (t) => {
     const { store } = await make(t);
     const bytes = randomBytes(7 * MiB);
