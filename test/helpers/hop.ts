@@ -6,7 +6,7 @@ import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:
 import type { Socket } from 'node:net';
 
 /** Something the hop did to a request instead of (or besides) forwarding it faithfully. */
-export type Injected = 'down' | 'status' | 'delay' | 'throttle' | 'headers' | 'reset' | 'corrupt';
+export type Injected = 'down' | 'status' | 'delay' | 'throttle' | 'headers' | 'reset' | 'corrupt' | 'stall';
 
 export interface HopLogEntry {
   method: string;
@@ -39,6 +39,8 @@ export interface HopFaults {
   down: boolean;
   /** On blob GETs, cut the connection (FIN) after this many body bytes of each response. */
   resetAfterBytes?: number;
+  /** On blob GETs, go silent after this many body bytes of each response, keeping the connection open. */
+  stallAfterBytes?: number;
   /**
    * On blob GETs, flip (XOR 0xff) the byte at this offset of each response body. The offset
    * counts from the first byte of the response body, not of the blob: in a 206 response for
@@ -131,6 +133,7 @@ async function relayBody(upRes: IncomingMessage, res: ServerResponse, entry: Hop
     if (!entry.injected?.includes(what)) (entry.injected ??= []).push(what);
   };
   const resetAt = isBlobGet ? f.resetAfterBytes : undefined;
+  const stallAt = isBlobGet ? f.stallAfterBytes : undefined;
   const corruptAt = isBlobGet ? f.corruptAt : undefined;
   const rate = f.throttleBytesPerSec;
   // throttled bodies go out in slices of ~20 ms worth, so pacing is smooth and bytes stay current
@@ -155,6 +158,15 @@ async function relayBody(upRes: IncomingMessage, res: ServerResponse, entry: Hop
           note('reset');
           upRes.destroy();
           return;
+        }
+        if (stallAt !== undefined && entry.bytes + piece.length > stallAt) {
+          const part = piece.subarray(0, Math.max(0, stallAt - entry.bytes));
+          entry.bytes += part.length;
+          res.flushHeaders();
+          if (part.length > 0) res.write(part);
+          note('stall');
+          upRes.destroy();
+          return; // nothing more is sent; the connection stays open until the client gives up
         }
         if (rate) {
           const wait = t0 + ((entry.bytes + piece.length) / rate) * 1000 - Date.now();

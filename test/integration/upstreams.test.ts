@@ -279,3 +279,43 @@ t.test('referrers: ?artifactType= is applied, whether or not the upstream filter
     t.equal(sboms.headers['oci-filters-applied'], 'artifactType', `${name}: and the filter is claimed`);
   }
 });
+
+t.test('an upstream that goes silent mid-blob: the download resumes, or fails, within the body timeout', async (t) => {
+  const registry = await startRegistry({ mode: 'open' });
+  t.teardown(() => registry.stop());
+  await pushLayout(first.dir, `${registry.host}/team/app:v1`);
+  const hop = await startHop(registry.url);
+  t.teardown(() => hop.close());
+  const proxy = await startProxy({ configDoc: { upstreams: [{ name: 'up.example', url: hop.url }], retries: 0, timeouts: { body: '500ms' } } });
+  t.teardown(() => proxy.stop());
+  const fetchBlob = async (digest: string) => {
+    const t0 = Date.now();
+    // the client's own bound only keeps a hanging proxy from hanging the test
+    const res = await request(`${proxy.url}/v2/team/app/blobs/${digest}`, { signal: AbortSignal.timeout(20_000) });
+    const body = await res.body.arrayBuffer().then((b) => Buffer.from(b), () => undefined);
+    return { status: res.statusCode, body, ms: Date.now() - t0 };
+  };
+  const [once, always] = first.images[0]!.layers;
+  const bytesOf = (d: string) => readFile(join(first.dir, 'blobs', 'sha256', d.slice('sha256:'.length)));
+
+  Object.assign(hop.faults, { stallAfterBytes: once!.size >> 1, times: 1 });
+  const resumed = await fetchBlob(once!.digest);
+  t.ok(resumed.body?.equals(await bytesOf(once!.digest)), 'silent once: the client still gets the whole blob');
+  t.ok(resumed.ms < 10_000, `in ${resumed.ms} ms with a 500 ms body timeout`);
+  t.same(
+    hop.log.map((e) => [e.range === undefined ? 'whole' : 'ranged', e.injected ?? []]),
+    [['whole', ['stall']], ['ranged', []]],
+    'the stalled GET was given up and resumed from where it stopped',
+  );
+
+  hop.reset();
+  Object.assign(hop.faults, { stallAfterBytes: 1000 });
+  const failed = await fetchBlob(always!.digest);
+  t.equal(failed.status, 200, 'headers were on their way');
+  t.ok(failed.body === undefined || failed.body.length < always!.size, `silent every time: an aborted response (${failed.body?.length ?? 'an error'} of ${always!.size} bytes)`);
+  t.ok(failed.ms < 15_000, `in ${failed.ms} ms, not a hang`);
+  hop.reset();
+  const after = await fetchBlob(always!.digest);
+  t.ok(after.body?.equals(await bytesOf(always!.digest)), 'a later fetch gets the whole blob');
+  t.equal(hop.count({ method: 'GET', ranged: false }), 1, 'from the upstream: nothing was kept from the failed download');
+});
