@@ -25,9 +25,14 @@ const pathDetail = (req: FastifyRequest) => ({ path: req.url.slice(0, 300) });
  */
 function frameworkError(err: FastifyError, req: FastifyRequest, reply: FastifyReply): void {
   reply.header('docker-distribution-api-version', API_VERSION);
-  const message = err.code === 'FST_ERR_BAD_URL' ? 'malformed percent-encoding in the URL' : 'a URL path component is too long';
-  errorHandler(new RegistryError('NAME_INVALID', { message, detail: pathDetail(req) }), req, reply);
+  const message = BAD_URL_MESSAGES[err.code];
+  errorHandler(message ? new RegistryError('NAME_INVALID', { message, detail: pathDetail(req) }) : err, req, reply);
 }
+
+const BAD_URL_MESSAGES: Record<string, string> = {
+  FST_ERR_BAD_URL: 'malformed percent-encoding in the URL',
+  FST_ERR_MAX_PARAM_LENGTH: 'a URL path component is too long',
+};
 
 /**
  * Requests Node's HTTP parser rejects (malformed, headers or URL over the size limit, too slow)
