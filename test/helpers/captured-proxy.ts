@@ -1,13 +1,15 @@
 // Starts pullthrough in-process (like proxy.ts) with its pino log captured in memory at trace
-// level, and checks that secrets appear in none of: the log, the cache directory, or the bodies
-// of error responses a test collected.
+// level (and, like proxy.ts, also written to PULLTHROUGH_TEST_LOG_DIR when set), and checks that
+// secrets appear in none of: the log, the cache directory, or the bodies of error responses a
+// test collected.
 import { readdir, readFile, writeFile } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { loadConfig } from '../../src/config.js';
 import { createApp, loggerOptions } from '../../src/main.js';
-import type { Proxy, ProxyOptions } from './proxy.js';
+import { proxyLogFile, type Proxy, type ProxyOptions } from './proxy.js';
+import { SECRETS, secretsIn } from './secrets.js';
 import { makeTempDir, removeDir } from './util.js';
 
 export interface CapturedProxy extends Proxy {
@@ -30,8 +32,10 @@ export async function startCapturedProxy(opts: ProxyOptions & { configDoc: Recor
   const config = loadConfig({ ...opts, config: configFile, listen: '127.0.0.1:0', cacheDir, logLevel: 'trace' }, { ...process.env, ...opts.env });
   const logLines: string[] = [];
   let partial = '';
+  const file = proxyLogFile();
   const stream = new Writable({
     write(chunk: Buffer, _enc, done) {
+      file?.write(chunk.toString('utf8'));
       partial += chunk.toString('utf8');
       const lines = partial.split('\n');
       partial = lines.pop() ?? '';
@@ -55,6 +59,7 @@ export async function startCapturedProxy(opts: ProxyOptions & { configDoc: Recor
       if (stopped) return;
       stopped = true;
       await app.close();
+      file?.close();
       await removeDir(configDir);
       if (!opts.keepCache && !opts.cacheDir) await removeDir(cacheDir);
     },
@@ -71,34 +76,28 @@ export async function filesUnder(dir: string): Promise<string[]> {
 }
 
 /**
- * Asserts that no secret (nor its base64 form) occurs in the given texts or in any file under the
- * given directories. `secrets` maps a label (printed) to the secret (never printed).
+ * Asserts that no secret (in any of the forms secrets.ts searches for) occurs in the given texts
+ * or in any file under the given directories. `secrets` maps a name (printed) to the secret
+ * (never printed).
  */
 export async function expectNoSecrets(
   t: Assert,
   secrets: Record<string, string | undefined>,
   where: { texts?: Record<string, string>; dirs?: string[] },
 ): Promise<void> {
-  const needles: [string, Buffer][] = [];
-  for (const [label, secret] of Object.entries(secrets)) {
-    if (secret === undefined || secret.length < 6) continue;
-    needles.push([label, Buffer.from(secret)]);
-    needles.push([`${label} (base64)`, Buffer.from(Buffer.from(secret).toString('base64'))]);
-  }
   const haystacks: [string, Buffer][] = Object.entries(where.texts ?? {}).map(([name, text]) => [name, Buffer.from(text)]);
   for (const dir of where.dirs ?? []) {
     for (const file of await filesUnder(dir)) haystacks.push([file.slice(dir.length + 1), await readFile(file)]);
   }
   let found = 0;
-  for (const [name, hay] of haystacks) {
-    for (const [label, needle] of needles) {
-      if (hay.includes(needle)) {
-        found++;
-        t.ok(false, `${label} found in ${name}`);
-      }
+  for (const [where, hay] of haystacks) {
+    for (const name of secretsIn(hay, secrets)) {
+      found++;
+      t.ok(false, `${name} found in ${where}`);
     }
   }
-  t.ok(found === 0 && needles.length > 0, `${needles.length / 2} secrets absent from ${haystacks.length} logs, files and bodies`);
+  const count = Object.values(secrets).filter((s) => s !== undefined).length;
+  t.ok(found === 0 && count > 0, `${count} secrets absent from ${haystacks.length} logs, files and bodies`);
 }
 
 /** a subtest's `t`, as far as LeakWatch needs it */
@@ -143,9 +142,12 @@ export class LeakWatch {
     };
   }
 
-  /** Asserts no secret is in any captured log, cache file or error body; then removes the cache dirs. */
-  async check(t: Assert, secrets: Record<string, string | undefined>): Promise<void> {
-    await expectNoSecrets(t, secrets, {
+  /**
+   * Asserts that no test secret (SECRETS, plus `more` seen at run time) is in any captured log,
+   * cache file or error body; then removes the cache dirs.
+   */
+  async check(t: Assert, more: Record<string, string | undefined> = {}): Promise<void> {
+    await expectNoSecrets(t, { ...SECRETS, ...more }, {
       texts: { ...Object.fromEntries(this.proxies.map((p, i) => [`log of proxy ${i}`, p.logLines.join('\n')])), ...this.errorBodies },
       dirs: this.proxies.map((p) => p.cacheDir),
     });

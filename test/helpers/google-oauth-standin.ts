@@ -1,10 +1,11 @@
-// A stand-in for Google's OAuth2 token endpoint on 127.0.0.1. It makes a service-account key
-// (an RSA key pair) whose JSON names this server as token_uri, accepts the JWT-bearer grant
+// A stand-in for Google's OAuth2 token endpoint on 127.0.0.1. It writes a service-account key
+// JSON (the RSA key from secrets.ts) naming this server as token_uri, accepts the JWT-bearer grant
 // google-auth-library posts, verifies the assertion's RS256 signature against the key's public
-// half and its claims, and issues opaque access tokens it can later revoke.
-import { createPublicKey, generateKeyPairSync, randomBytes, verify, type KeyObject } from 'node:crypto';
+// half and its claims, and issues opaque access tokens (marked, see secrets.ts) it can revoke.
+import { createPublicKey, randomBytes, verify, type KeyObject } from 'node:crypto';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { SECRETS } from './secrets.js';
 
 export const JWT_BEARER = 'urn:ietf:params:oauth:grant-type:jwt-bearer';
 export const CLOUD_PLATFORM = 'https://www.googleapis.com/auth/cloud-platform';
@@ -48,12 +49,12 @@ export interface GoogleOAuth {
   close(): Promise<void>;
 }
 
-function keyJson(email: string, privateKey: KeyObject, tokenUri: string): string {
+function keyJson(email: string, privateKeyPem: string, tokenUri: string): string {
   return JSON.stringify({
     type: 'service_account',
     project_id: 'pullthrough-test',
     private_key_id: randomBytes(20).toString('hex'),
-    private_key: privateKey.export({ type: 'pkcs8', format: 'pem' }).toString(),
+    private_key: `${privateKeyPem}\n`,
     client_email: email,
     client_id: '100000000000000000001',
     auth_uri: 'https://accounts.google.com/o/oauth2/auth',
@@ -78,8 +79,7 @@ function decodeJwt(jwt: string, publicKey: KeyObject): { valid: boolean; claims:
 }
 
 export async function startGoogleOAuth(opts: Partial<GoogleOAuthOptions> = {}): Promise<GoogleOAuth> {
-  const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
-  const publicKey = createPublicKey(privateKey);
+  const publicKey = createPublicKey(SECRETS.googlePrivateKey);
   const clientEmail = 'puller@pullthrough-test.iam.gserviceaccount.com';
   const requests: OAuthRequest[] = [];
   const issued: string[] = [];
@@ -113,7 +113,7 @@ export async function startGoogleOAuth(opts: Partial<GoogleOAuthOptions> = {}): 
     if (!record.scope?.split(' ').includes(CLOUD_PLATFORM)) return reply(400, { error: 'invalid_scope', error_description: 'scope missing' });
     const refuse = state.options.refuse;
     if (refuse) return reply(refuse.status ?? 400, { error: refuse.error, error_description: refuse.description });
-    const token = `ya29.test-${randomBytes(24).toString('base64url')}`;
+    const token = `ya29.${SECRETS.googleAccessTokenMark}-${randomBytes(12).toString('base64url')}`;
     issued.push(token);
     valid.add(token);
     reply(200, { access_token: token, expires_in: state.options.expiresIn, token_type: 'Bearer' });
@@ -134,9 +134,9 @@ export async function startGoogleOAuth(opts: Partial<GoogleOAuthOptions> = {}): 
   const state: GoogleOAuth = {
     url,
     clientEmail,
-    serviceAccountJson: keyJson(clientEmail, privateKey, url),
-    privateKeyPem: privateKey.export({ type: 'pkcs8', format: 'pem' }).toString(),
-    unknownKeyJson: keyJson(clientEmail, generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey, url),
+    serviceAccountJson: keyJson(clientEmail, SECRETS.googlePrivateKey, url),
+    privateKeyPem: SECRETS.googlePrivateKey,
+    unknownKeyJson: keyJson(clientEmail, SECRETS.googleUnknownPrivateKey, url),
     requests,
     issued,
     options: { expiresIn: opts.expiresIn ?? 3600, refuse: opts.refuse },

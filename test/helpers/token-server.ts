@@ -8,6 +8,7 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:http';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import { join } from 'node:path';
+import { SECRETS } from './secrets.js';
 import { run } from './util.js';
 
 export type SigningAlg = 'ES256' | 'RS256';
@@ -205,7 +206,7 @@ export async function startTokenServer(options: TokenServerOptions): Promise<Tok
       exp: now + expiresIn,
       nbf: now - 1,
       iat: now,
-      jti: randomUUID(),
+      jti: `${SECRETS.registryTokenMark}.${randomUUID()}`, // a leaked token is found by its mark
       access,
     });
     record.token = token;

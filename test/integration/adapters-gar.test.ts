@@ -107,15 +107,11 @@ t.test('access-token lifecycle on an injectable clock', async (t) => {
 });
 
 t.test('no secret in any log, cache file or error body', async (t) => {
+  // the key (its JSON too) and every access token (by its mark) are among SECRETS
   const registryTokens = registry.tokenServer!.requests.flatMap((r) => (r.token ? [r.token] : []));
-  const keyBody = oauth.privateKeyPem.split('\n').slice(1, -2).join('');
+  t.ok(oauth.issued.length > 0, 'access tokens were issued');
   await watch.check(t, {
-    'private key (PEM)': oauth.privateKeyPem,
-    'private key (first line)': oauth.privateKeyPem.split('\n')[1],
-    'private key (base64 body)': keyBody,
-    'service-account JSON': oauth.serviceAccountJson,
     ...Object.fromEntries(oauth.issued.map((tok, i) => [`access token ${i}`, tok])),
-    ...Object.fromEntries(oauth.issued.map((tok, i) => [`Basic oauth2accesstoken ${i}`, Buffer.from(`oauth2accesstoken:${tok}`).toString('base64')])),
     ...Object.fromEntries(registryTokens.map((tok, i) => [`registry token ${i}`, tok])),
   });
 });

@@ -1,7 +1,6 @@
 // Minted upstream credentials never reach the shared S3 cache: an ECR pull (SDK-minted token) and
 // a GAR pull (Google access token) through a proxy whose cache is an S3 bucket (s3rver on
 // 127.0.0.1), then every object s3rver stored is searched for the secrets.
-import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import t from 'tap';
 import { startRedirectFront } from '../helpers/blob-redirect.js';
@@ -11,11 +10,10 @@ import { startGoogleOAuth } from '../helpers/google-oauth-standin.js';
 import { makeImage, pullImage, pushLayout } from '../helpers/images.js';
 import { startRegistry } from '../helpers/registry.js';
 import { startS3rver } from '../helpers/s3rver.js';
+import { AWS_ACCESS_KEY_ID as KEY_ID, SECRETS } from '../helpers/secrets.js';
 import { makeTempDir, removeDir } from '../helpers/util.js';
 
-const KEY_ID = `AKIA${randomBytes(8).toString('hex').toUpperCase()}`;
-const SECRET = randomBytes(30).toString('base64');
-const PASSWORD = randomBytes(32).toString('base64url');
+const { awsSecretAccessKey: SECRET, ecrPassword: PASSWORD } = SECRETS;
 
 const work = await makeTempDir('pullthrough-adapters-s3-');
 t.teardown(() => removeDir(work));
@@ -59,14 +57,10 @@ t.test('an S3-cached pull through ECR and GAR leaves no secret in the bucket', a
   t.same(b.allDigests, image.allDigests);
   t.equal(api.calls.length, 1, 'an ECR token was minted');
   t.equal(oauth.issued.length, 1, 'a Google access token was minted');
-  const secrets = {
-    'AWS secret access key': SECRET,
-    'ECR password': PASSWORD,
-    'private key line': oauth.privateKeyPem.split('\n')[1],
-    ...Object.fromEntries(api.issued.map((tok, i) => [`authorizationToken ${i}`, tok])),
+  const minted = {
     ...Object.fromEntries(oauth.issued.map((tok, i) => [`access token ${i}`, tok])),
     ...Object.fromEntries(garRegistry.tokenServer!.requests.flatMap((r, i) => (r.token ? [[`registry token ${i}`, r.token]] : []))),
   };
-  await expectNoSecrets(t, secrets, { dirs: [s3.dir] });
-  await watch.check(t, secrets);
+  await expectNoSecrets(t, { ...SECRETS, ...minted }, { dirs: [s3.dir] });
+  await watch.check(t, minted);
 });
