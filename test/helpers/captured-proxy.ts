@@ -90,10 +90,10 @@ export async function expectNoSecrets(
     for (const file of await filesUnder(dir)) haystacks.push([file.slice(dir.length + 1), await readFile(file)]);
   }
   let found = 0;
-  for (const [where, hay] of haystacks) {
+  for (const [place, hay] of haystacks) {
     for (const name of secretsIn(hay, secrets)) {
       found++;
-      t.ok(false, `${name} found in ${where}`);
+      t.ok(false, `${name} found in ${place}`);
     }
   }
   const count = Object.values(secrets).filter((s) => s !== undefined).length;
