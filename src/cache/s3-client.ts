@@ -1,8 +1,10 @@
 // What the S3 blob and metadata stores share: the client, the object keys, the reading of S3
 // errors, and the bucket's health. A bucket that fails is carried on without: reads become misses
 // and writes are skipped, each failure logged and counted, and after a few failures in a row the
-// bucket is left alone for a cooldown, so a dead bucket never makes a pull slow. The first request
-// after the cooldown tries again; its success is the recovery.
+// bucket is left alone for a cooldown, so a dead bucket never makes a pull slow. After the
+// cooldown one quick request at a time probes it while the others still go without; a probe's
+// success is the recovery. Requests a pull waits on are quick: a bucket that takes them and never
+// answers fails them within seconds (QUICK).
 import { createHash } from 'node:crypto';
 import { S3Client } from '@aws-sdk/client-s3';
 import { tryParseDigest, type Digest } from '../oci/digest.js';
@@ -27,8 +29,8 @@ export function createS3Client(s: S3ClientSettings): S3Client {
     maxAttempts: 2,
     requestHandler: {
       connectionTimeout: 3000,
-      // until the response headers (an 8 MiB part upload included); a body that follows may idle
-      // as long as a slow client holds it back
+      // until the response headers, for uploads (an 8 MiB part included); quick requests pass
+      // QUICK instead. A body that follows may idle as long as a slow client holds it back.
       requestTimeout: 60_000,
       throwOnRequestTimeout: true,
       httpAgent: { keepAlive: true, maxSockets: 256 },
@@ -36,6 +38,13 @@ export function createS3Client(s: S3ClientSettings): S3Client {
     },
   });
 }
+
+/**
+ * Options for a request a pull waits on (a HEAD, a record, the headers of a GET): an S3 bucket
+ * answers those in milliseconds, so one that has not answered within a few seconds is failing.
+ * Per attempt: with the client's retry, a hanging bucket costs a request about 6 s.
+ */
+export const QUICK = { requestTimeout: 3000 } as const;
 
 /** Object keys under the configured prefix. Every key is derived from a digest or a hash, never from a client's string. */
 export class S3Keys {
@@ -98,6 +107,8 @@ export interface S3HealthOptions {
   failuresToPause?: number;
   /** default 5 s */
   cooldownMs?: number;
+  /** how long a probe may stay out before another one is let through (default 30 s) */
+  probeMs?: number;
   now?: () => number;
 }
 
@@ -110,11 +121,13 @@ export class S3Health {
   private readonly now: () => number;
   private readonly failuresToPause: number;
   private readonly cooldownMs: number;
+  private readonly probeMs: number;
 
   constructor(private readonly opts: S3HealthOptions = {}) {
     this.now = opts.now ?? Date.now;
     this.failuresToPause = opts.failuresToPause ?? 3;
     this.cooldownMs = opts.cooldownMs ?? 5000;
+    this.probeMs = opts.probeMs ?? 30_000;
   }
 
   /** S3 requests that failed since start-up. */
@@ -127,9 +140,17 @@ export class S3Health {
     return this.skips;
   }
 
-  /** False while the bucket is paused after failures in a row; a caller then acts as on a failure. */
-  available(): boolean {
-    if (this.now() >= this.pausedUntil) return true;
+  /**
+   * False while the bucket is paused after failures in a row; a caller then acts as on a failure.
+   * Once the pause is over, the next quick request (`probe`) is let through and the pause goes on
+   * for the others until it reports succeeded() or failed(). Long requests (uploads) never probe.
+   */
+  available(probe = true): boolean {
+    if (this.inARow < this.failuresToPause) return true;
+    if (probe && this.now() >= this.pausedUntil) {
+      this.pausedUntil = this.now() + this.probeMs; // a probe that never reports is given up on
+      return true;
+    }
     this.skips++;
     return false;
   }
@@ -156,9 +177,10 @@ export class S3Health {
   /**
    * Runs one S3 operation: `fallback` when the bucket is paused or the operation failed. `fn` turns
    * expected outcomes (an absent object) into values itself; whatever it throws is a failure.
+   * `probe`: false for long operations, which must not be the one request that probes the bucket.
    */
-  async run<T>(op: string, fields: Record<string, unknown>, fn: () => Promise<T>, fallback: T): Promise<T> {
-    if (!this.available()) return fallback;
+  async run<T>(op: string, fields: Record<string, unknown>, fn: () => Promise<T>, fallback: T, probe = true): Promise<T> {
+    if (!this.available(probe)) return fallback;
     try {
       const value = await fn();
       this.succeeded();

@@ -8,7 +8,7 @@ import { LRUCache } from 'lru-cache';
 import type { Digest } from '../oci/digest.js';
 import type { ManifestRecord, MetadataStore, TagRecord } from './blob-store.js';
 import { isManifestRecord, isTagRecord } from './fs-metadata.js';
-import { isMissing, S3Keys, type S3Health } from './s3-client.js';
+import { isMissing, QUICK, S3Keys, type S3Health } from './s3-client.js';
 
 export interface S3MetadataStoreOptions {
   client: S3Client;
@@ -53,7 +53,7 @@ export class S3MetadataStore implements MetadataStore {
   private read(op: string, key: string): Promise<unknown> {
     return this.opts.health.run(op, { key }, async () => {
       try {
-        const res = await this.opts.client.send(new GetObjectCommand({ Bucket: this.opts.bucket, Key: key }));
+        const res = await this.opts.client.send(new GetObjectCommand({ Bucket: this.opts.bucket, Key: key }), QUICK);
         const text = (await res.Body?.transformToString('utf8')) ?? '';
         try {
           return JSON.parse(text) as unknown;
@@ -71,6 +71,7 @@ export class S3MetadataStore implements MetadataStore {
     await this.opts.health.run(op, { key }, async () => {
       await this.opts.client.send(
         new PutObjectCommand({ Bucket: this.opts.bucket, Key: key, Body: JSON.stringify(value), ContentType: 'application/json' }),
+        QUICK,
       );
     }, undefined);
   }

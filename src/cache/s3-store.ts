@@ -20,7 +20,7 @@ import { LRUCache } from 'lru-cache';
 import type { Digest } from '../oci/digest.js';
 import type { ByteRange } from '../oci/range.js';
 import type { BlobInfo, BlobReader, BlobStore, BlobWriter } from './blob-store.js';
-import { isInvalidRange, isMissing, S3Keys, type S3Health } from './s3-client.js';
+import { isInvalidRange, isMissing, QUICK, S3Keys, type S3Health } from './s3-client.js';
 
 const MiB = 1 << 20;
 /** S3 allows at most this many parts; part sizes grow for blobs that would need more. */
@@ -78,9 +78,11 @@ export class S3BlobStore implements BlobStore {
   async open(digest: Digest, range?: ByteRange): Promise<BlobReader | undefined> {
     return this.health.run('get', { digest: digest.value }, async () => {
       try {
-        // always an explicit first-last range: suffix ranges are not served alike by every S3
+        // always an explicit first-last range: suffix ranges are not served alike by every S3.
+        // QUICK bounds the wait for the headers only; the body streams at the client's pace.
         const res = await this.client.send(
           new GetObjectCommand({ Bucket: this.bucket, Key: this.keys.blob(digest), ...(range ? { Range: `bytes=${range.start}-${range.end}` } : {}) }),
+          QUICK,
         );
         const body = res.Body as Readable;
         const size = range ? totalOf(res.ContentRange) : res.ContentLength;
@@ -114,7 +116,7 @@ export class S3BlobStore implements BlobStore {
         });
         await upload.done();
         this.sizes.set(digest.value, size);
-      }, undefined);
+      }, undefined, false);
     } finally {
       await rm(file, { force: true });
     }
@@ -122,7 +124,7 @@ export class S3BlobStore implements BlobStore {
 
   /** A multipart upload fed while the fill runs; undefined while the bucket is paused after failures. */
   create(digest: Digest, size: number | undefined): BlobWriter | undefined {
-    if (!this.health.available()) return undefined;
+    if (!this.health.available(false)) return undefined;
     return new S3BlobWriter(this.client, this.bucket, this.keys.blob(digest), digest, size, this.partSize(size), this.opts.queueSize ?? 4, this.health, this.sizes);
   }
 
@@ -140,7 +142,7 @@ export class S3BlobStore implements BlobStore {
   async delete(digest: Digest): Promise<void> {
     this.sizes.delete(digest.value);
     await this.health.run('delete', { digest: digest.value }, async () => {
-      await this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: this.keys.blob(digest) }));
+      await this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: this.keys.blob(digest) }), QUICK);
     }, undefined);
   }
 
@@ -162,7 +164,7 @@ export class S3BlobStore implements BlobStore {
   private async head(digest: Digest): Promise<BlobInfo | undefined> {
     return this.health.run('head', { digest: digest.value }, async () => {
       try {
-        const res = await this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: this.keys.blob(digest) }));
+        const res = await this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: this.keys.blob(digest) }), QUICK);
         const size = res.ContentLength ?? 0;
         this.sizes.set(digest.value, size);
         return { digest: digest.value, size };

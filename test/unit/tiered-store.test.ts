@@ -110,3 +110,29 @@ t.test('S3Health: pauses after failures in a row, tries again after the cooldown
   t.match(logs.at(-1), /^info S3 bucket reachable again/);
   t.equal(logs.filter((l) => l.startsWith('warn')).length, 4, 'each failure logged');
 });
+
+t.test('S3Health: after the cooldown one request at a time probes the bucket, the others go on without it', async (t) => {
+  let now = 0;
+  const health = new S3Health({ now: () => now, cooldownMs: 5000, failuresToPause: 1, probeMs: 30_000 });
+  const fail = () => health.run('op', {}, () => Promise.reject(new Error('boom')), 'fallback');
+  let sent = 0;
+  const ok = () => health.run('op', {}, async () => (sent++, 'ok'), 'fallback');
+  await fail();
+  now += 5000;
+  t.equal(health.available(false), false, 'an upload is never the probe');
+  let answer!: (v: string) => void;
+  const probe = health.run('op', {}, () => new Promise<string>((r) => (answer = r)), 'fallback');
+  t.equal(await ok(), 'fallback', 'while the probe is out, another request goes without');
+  now += 29_999;
+  t.equal(await ok(), 'fallback', 'however long it stays out (up to probeMs)');
+  t.equal(sent, 0);
+  now += 1;
+  await fail();
+  t.equal(await ok(), 'fallback', 'a probe that failed: paused again');
+  now += 5000;
+  t.equal(await ok(), 'ok', 'the next probe succeeds');
+  t.equal(await ok(), 'ok', 'and every request is sent again');
+  t.equal(health.available(false), true, 'uploads too');
+  answer('late');
+  t.equal(await probe, 'late', 'a late probe still gets its answer');
+});
