@@ -40,17 +40,23 @@ atExit(() => {
   for (const child of live) child.kill('SIGKILL');
 });
 
-/** Records the name of every command a client sends (lib-storage's uploads included). */
-export function recordCommands(client: S3Client): { names: string[]; count(name: string): number } {
-  const names: string[] = [];
+/** Records every command a client sends (lib-storage's uploads included): names, and inputs by name. */
+export function recordCommands(client: S3Client): { names: string[]; count(name: string): number; inputs(name: string): Record<string, unknown>[] } {
+  const sent: { name: string; input: Record<string, unknown> }[] = [];
   client.middlewareStack.add(
     (next, context) => async (args) => {
-      names.push(context.commandName ?? 'unknown');
+      sent.push({ name: context.commandName ?? 'unknown', input: args.input as Record<string, unknown> });
       return next(args);
     },
     { step: 'initialize', name: 'pullthroughTestRecorder' },
   );
-  return { names, count: (name) => names.filter((n) => n === name).length };
+  return {
+    get names() {
+      return sent.map((c) => c.name);
+    },
+    count: (name) => sent.filter((c) => c.name === name).length,
+    inputs: (name) => sent.filter((c) => c.name === name).map((c) => c.input),
+  };
 }
 
 export async function startS3rver(opts: { bucket?: string; startTimeoutMs?: number } = {}): Promise<S3rver> {

@@ -1,6 +1,7 @@
 // pullthrough with its cache in S3 (s3rver on 127.0.0.1), pulled through with skopeo: redirects
-// to pre-signed URLs, a bucket that fails and comes back, the local tier in front of the bucket,
-// and a blob that a lifecycle rule removed. Counting hops sit before the upstream registry and
+// to pre-signed URLs (and none by default), ranges passed to the bucket, a bucket that fails or
+// hangs and comes back, the local tier in front of the bucket, tag revalidation, and blobs and
+// manifests that a lifecycle rule removed. Counting hops sit before the upstream registry and
 // before the bucket.
 import t from 'tap';
 import { randomUUID } from 'node:crypto';
@@ -15,9 +16,11 @@ import { makeImage, pullImage, pushLayout } from '../helpers/images.js';
 import { startProxy, type Proxy } from '../helpers/proxy.js';
 import { startRegistry } from '../helpers/registry.js';
 import { startS3rver } from '../helpers/s3rver.js';
-import { makeTempDir, removeDir, waitFor } from '../helpers/util.js';
+import { makeTempDir, removeDir, sleep, waitFor } from '../helpers/util.js';
 
 type Test = Parameters<Parameters<typeof t.test>[0]>[0];
+// the suite's limit (package.json) also when this file is run alone: it takes over a minute
+t.setTimeout(300_000);
 
 const work = await makeTempDir('pullthrough-s3-proxy-');
 t.teardown(() => removeDir(work));
@@ -46,7 +49,7 @@ interface Env {
   start(cacheDir?: string): Promise<Proxy>;
 }
 
-async function setup(t: Test, s3Settings: Record<string, unknown> = {}): Promise<Env> {
+async function setup(t: Test, s3Settings: Record<string, unknown> = {}, cacheSettings: Record<string, unknown> = {}): Promise<Env> {
   const hop = await startHop(registry.url);
   t.teardown(() => hop.close());
   const bucketHop = await startHop(s3.endpoint);
@@ -58,7 +61,7 @@ async function setup(t: Test, s3Settings: Record<string, unknown> = {}): Promise
       configDoc: {
         upstreams: [{ name: 'upstream.test', url: hop.url }],
         retries: 0,
-        cache: { s3: { bucket: s3.bucket, prefix, endpoint: bucketHop.url, forcePathStyle: true, ...s3Settings } },
+        cache: { ...cacheSettings, s3: { bucket: s3.bucket, prefix, endpoint: bucketHop.url, forcePathStyle: true, ...s3Settings } },
       },
     });
     t.teardown(() => p.stop());
@@ -70,12 +73,28 @@ async function setup(t: Test, s3Settings: Record<string, unknown> = {}): Promise
 const keyOf = (prefix: string, digest: string) => `${prefix}blobs/sha256/${digest.slice('sha256:'.length)}`;
 const inBucket = (prefix: string, digest: string) =>
   s3Client.send(new HeadObjectCommand({ Bucket: s3.bucket, Key: keyOf(prefix, digest) })).then(() => true, () => false);
+const everyBlobInBucket = async (prefix: string) => (await Promise.all(image.allDigests.map((d) => inBucket(prefix, d)))).every(Boolean);
 /** A fill's upload completes just after its last byte went to the client. */
-const allInBucket = (prefix: string) =>
-  waitFor(async () => (await Promise.all(image.allDigests.map((d) => inBucket(prefix, d)))).every(Boolean), { timeoutMs: 30_000, what: 'every blob in the bucket' });
+const allInBucket = (prefix: string) => waitFor(() => everyBlobInBucket(prefix), { timeoutMs: 30_000, what: 'every blob in the bucket' });
 
 let pulls = 0;
 const pull = (proxy: Proxy) => pullImage(`${proxy.host}/team/app:v1`, join(work, `pull-${++pulls}`));
+
+/** Pulls until every blob is in the bucket: once the bucket is back, caching resumes by itself after the pause that follows failures. */
+const cachedAgain = (proxy: Proxy, prefix: string) =>
+  waitFor(
+    async () => {
+      await pull(proxy);
+      return everyBlobInBucket(prefix);
+    },
+    { timeoutMs: 40_000, intervalMs: 1000, what: 'the image cached once the bucket is back' },
+  );
+
+/** pullthrough_s3_errors_total or …_skipped_total, as GET /metrics shows it. */
+async function s3Metric(proxy: Proxy, name: 'errors' | 'skipped'): Promise<number> {
+  const text = await (await fetch(`${proxy.url}/metrics`)).text();
+  return Number(new RegExp(`^pullthrough_s3_${name}_total (\\d+)$`, 'm').exec(text)?.[1]);
+}
 
 t.test('redirect: GETs of cached blobs answer 307 to a pre-signed bucket URL; skopeo follows it', async (t) => {
   const { hop, bucketHop, prefix, proxy } = await setup(t, { redirect: true, redirectTtl: '2m' });
@@ -113,8 +132,8 @@ t.test('a bucket that is down: pulls stream from the upstream, nothing is cached
   const first = await pull(proxy);
   t.same(first.allDigests, image.allDigests, 'the pull works without the bucket');
   t.equal(hop.count(UPSTREAM_BLOB_GET), blobs.length, 'every blob from the upstream');
-  const errors = proxy.app.s3Health?.errors ?? 0;
-  t.ok(errors >= 1, `bucket failures counted (${errors})`);
+  const errors = await s3Metric(proxy, 'errors');
+  t.ok(errors >= 1, `bucket failures counted in /metrics (${errors})`);
   hop.reset();
   const second = await pull(proxy);
   t.same(second.allDigests, image.allDigests);
@@ -122,18 +141,87 @@ t.test('a bucket that is down: pulls stream from the upstream, nothing is cached
   for (const d of blobs) t.notOk(await inBucket(prefix, d), `${d.slice(0, 19)} not in the bucket`);
 
   bucketHop.reset();
-  // after the pause that follows failures in a row (5 s), the bucket is used again by itself
-  await waitFor(
-    async () => {
-      await pull(proxy);
-      return (await Promise.all(image.allDigests.map((d) => inBucket(prefix, d)))).every(Boolean);
-    },
-    { timeoutMs: 40_000, intervalMs: 1000, what: 'the image cached once the bucket is back' },
-  );
+  await cachedAgain(proxy, prefix);
   hop.reset();
   const last = await pull(proxy);
   t.same(last.allDigests, image.allDigests);
   t.equal(hop.count(UPSTREAM_BLOB_GET), 0, 'served from the bucket again');
+});
+
+t.test('a bucket that hangs (takes requests, never answers): pulls go on without it, failures counted; it is used again once it answers', async (t) => {
+  const { hop, bucketHop, prefix, proxy } = await setup(t);
+  Object.assign(bucketHop.faults, { delayMs: 10 * 60_000 });
+  const timedPulls = async (what: string, n: number) => {
+    hop.reset();
+    bucketHop.log.length = 0;
+    const started = Date.now();
+    const pulled = await Promise.all(Array.from({ length: n }, () => pull(proxy)));
+    const took = Date.now() - started;
+    for (const p of pulled) t.same(p.allDigests, image.allDigests, `${what} works`);
+    // generous: each S3 request used to wait up to 2 minutes
+    t.ok(took < 45_000, `${what} did not wait for the bucket (${took} ms)`);
+    t.ok(hop.count(UPSTREAM_BLOB_GET) >= blobs.length, 'every blob from the upstream');
+  };
+  await timedPulls('the first pull', 1);
+  const errors = await s3Metric(proxy, 'errors');
+  t.ok(errors >= 3, `bucket failures counted in /metrics (${errors})`);
+  await sleep(5500); // the pause that followed the failures (5 s) is over
+  const skipped = await s3Metric(proxy, 'skipped');
+  await timedPulls('each of three pulls at once after the pause', 3);
+  // one probe (sent twice: the client retries once) while the other requests went without
+  t.ok(bucketHop.log.length <= 4, `one request probed the bucket, the others did not ask it (${bucketHop.log.length} requests)`);
+  t.ok((await s3Metric(proxy, 'skipped')) > skipped, 'the others skipped it');
+
+  bucketHop.reset();
+  await cachedAgain(proxy, prefix);
+  hop.reset();
+  const last = await pull(proxy);
+  t.same(last.allDigests, image.allDigests);
+  t.equal(hop.count(UPSTREAM_BLOB_GET), 0, 'served from the bucket again');
+});
+
+t.test('by default a cached blob is served by the proxy itself (no redirect), and a Range on it reads only that range from the bucket', async (t) => {
+  const { bucketHop, prefix, proxy } = await setup(t);
+  await pull(proxy);
+  await allInBucket(prefix);
+  const layer = image.images[0]!.layers[0]!;
+  const url = `${proxy.url}/v2/team/app/blobs/${layer.digest}`;
+  const whole = await fetch(url, { redirect: 'manual' });
+  const bytes = Buffer.from(await whole.arrayBuffer());
+  t.equal(whole.status, 200, 'no redirect');
+  t.equal(whole.headers.get('location'), null);
+  t.equal(bytes.length, layer.size);
+
+  bucketHop.reset();
+  const ranged = await fetch(url, { headers: { range: 'bytes=1000-1999' } });
+  t.equal(ranged.status, 206);
+  t.equal(ranged.headers.get('content-range'), `bytes 1000-1999/${layer.size}`);
+  t.ok(Buffer.from(await ranged.arrayBuffer()).equals(bytes.subarray(1000, 2000)), 'the bytes of that range');
+  const reads = bucketHop.log.filter((e) => e.method === 'GET' && e.path.includes('/blobs/sha256/'));
+  t.same(reads.map((e) => [e.range, e.bytes]), [['bytes=1000-1999', 1000]], 'one ranged bucket read of 1000 bytes');
+});
+
+t.test('a stale tag is revalidated with one upstream HEAD; a manifest removed from the bucket is fetched and stored again', async (t) => {
+  const { hop, prefix, proxy } = await setup(t, {}, { tagTtl: '1s' });
+  await pull(proxy);
+  await allInBucket(prefix);
+  await sleep(1500); // the tag is now older than tagTtl
+  hop.reset();
+  const revalidated = await pull(proxy);
+  t.same(revalidated.allDigests, image.allDigests);
+  t.equal(hop.count({ method: 'HEAD', pathIncludes: '/manifests/v1' }), 1, 'one upstream HEAD of the tag');
+  t.equal(hop.count({ method: 'GET', pathIncludes: '/manifests/' }), 0, 'no upstream manifest GET: unchanged');
+  t.equal(hop.count(UPSTREAM_BLOB_GET), 0);
+
+  const manifest = image.images[0]!.manifest.digest;
+  await s3Client.send(new DeleteObjectCommand({ Bucket: s3.bucket, Key: keyOf(prefix, manifest) }));
+  hop.reset();
+  const again = await pull(proxy);
+  t.same(again.allDigests, image.allDigests, 'the pull works');
+  t.equal(hop.count({ method: 'GET', pathIncludes: `/manifests/${manifest}` }), 1, 'the removed manifest came from the upstream');
+  t.equal(hop.count({ method: 'GET', pathIncludes: '/manifests/' }), 1, 'and only that one');
+  t.equal(hop.count(UPSTREAM_BLOB_GET), 0);
+  t.ok(await inBucket(prefix, manifest), 'the manifest is back in the bucket');
 });
 
 t.test('local tier: hot blobs come from local disk; a new replica fills its disk from the bucket, not the upstream', async (t) => {

@@ -1,6 +1,7 @@
 // Two pullthrough processes sharing one bucket (s3rver on 127.0.0.1), as a fleet behind a load
-// balancer would: an image pulled with skopeo through the first is served whole by the second
-// with the upstream stopped, and the upstream never saw a request from the second.
+// balancer would: an image pulled with skopeo through the first (its large layer stored by a
+// multipart upload) is served whole by the second with the upstream stopped, and the upstream
+// never saw a request from the second.
 import t from 'tap';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
@@ -73,7 +74,8 @@ async function startProxyProcess(configDoc: Record<string, unknown>, s3: S3rver,
 t.test('two pullthrough processes on one bucket: the second serves what the first pulled, the upstream stopped', async (t) => {
   const work = await makeTempDir('pullthrough-replicas-');
   t.teardown(() => removeDir(work));
-  const image = await makeImage({ layers: 3, layerBytes: 3 << 20, seed: 's3-replicas', dir: join(work, 'image') });
+  // one layer over the 8 MiB part size, so the fill streams into a real multipart upload
+  const image = await makeImage({ layers: 1, layerBytes: 11 << 20, seed: 's3-replicas', dir: join(work, 'image') });
   const registry = await startRegistry({ mode: 'open' });
   t.teardown(() => registry.stop());
   await pushLayout(image.dir, `${registry.host}/team/app:v1`);
@@ -84,20 +86,23 @@ t.test('two pullthrough processes on one bucket: the second serves what the firs
   t.teardown(() => hopA.close());
   const hopB = await startHop(registry.url);
   t.teardown(() => hopB.close());
+  // and one before the bucket for the first replica, to see its uploads
+  const bucketHopA = await startHop(s3.endpoint);
+  t.teardown(() => bucketHopA.close());
 
-  const doc = (hopUrl: string) => ({
+  const doc = (hopUrl: string, endpoint = s3.endpoint) => ({
     upstreams: [{ name: 'upstream.test', url: hopUrl }],
     retries: 0,
-    cache: { s3: { bucket: s3.bucket, prefix: 'fleet/', endpoint: s3.endpoint, forcePathStyle: true } },
+    cache: { s3: { bucket: s3.bucket, prefix: 'fleet/', endpoint, forcePathStyle: true } },
   });
-  const a = await startProxyProcess(doc(hopA.url), s3, join(work, 'a'));
+  const a = await startProxyProcess(doc(hopA.url, bucketHopA.url), s3, join(work, 'a'));
   t.teardown(() => a.stop());
   const b = await startProxyProcess(doc(hopB.url), s3, join(work, 'b'));
   t.teardown(() => b.stop());
 
   const first = await pullImage(`${a.host}/team/app:v1`, join(work, 'pull-a'));
   t.same(first.allDigests, image.allDigests, 'the first replica served every digest');
-  t.ok(hopA.count({ method: 'GET', pathIncludes: '/blobs/' }) >= 4, 'from the upstream');
+  t.equal(hopA.count({ method: 'GET', pathIncludes: '/blobs/' }), 2, 'the config and the layer from the upstream');
 
   // a fill's upload completes just after its last byte went to the client: wait until every blob is in
   const client = s3.client();
@@ -105,6 +110,7 @@ t.test('two pullthrough processes on one bucket: the second serves what the firs
   const inBucket = async (digest: string) =>
     client.send(new HeadObjectCommand({ Bucket: s3.bucket, Key: `fleet/blobs/sha256/${digest.slice('sha256:'.length)}` })).then(() => true, () => false);
   await waitFor(async () => (await Promise.all(image.allDigests.map(inBucket))).every(Boolean), { timeoutMs: 30_000, what: 'every blob in the bucket' });
+  t.equal(bucketHopA.count({ method: 'PUT', pathIncludes: 'partNumber=' }), 2, 'the layer went up as a multipart upload of two parts');
 
   await registry.stop();
   const second = await pullImage(`${b.host}/team/app:v1`, join(work, 'pull-b'));

@@ -4,6 +4,7 @@
 import t from 'tap';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { join } from 'node:path';
+import type { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ListObjectsV2Command, type S3Client } from '@aws-sdk/client-s3';
 import { FsBlobStore } from '../../src/cache/fs-store.js';
@@ -85,19 +86,42 @@ t.test('a fill streams into a multipart upload while its clients are served, com
   t.ok((await readAll((await store.open(d))!.stream)).equals(bytes), 'the object is the blob');
 });
 
-t.test('a multipart fill that fails verification aborts its upload and leaves no object', async (t) => {
+/**
+ * A multipart fill of 12 MiB (of `size`, as the upstream announced it) that fails once parts were
+ * uploaded, as `end` makes it: its upload is aborted and no object is left.
+ */
+async function abortedFill(t: Test, size: number, end: (source: Readable) => void, failure: RegExp): Promise<void> {
   const { store, commands, prefix } = await setup(t);
   const bytes = randomBytes(12 * MiB);
   const d = digestOf(randomBytes(12 * MiB));
   const source = controlledSource();
-  const fill = await Fill.start(store, d, { size: bytes.length, body: source });
+  const fill = await Fill.start(store, d, { size, body: source });
   await feed(source, bytes);
   await waitFor(() => commands.count('UploadPartCommand') >= 2, { timeoutMs: 20_000, what: 'parts uploaded' });
-  source.push(null);
-  t.match((await settled(fill))?.message, /verification failed/);
+  end(source);
+  t.match((await settled(fill))?.message, failure);
   await waitFor(() => commands.count('AbortMultipartUploadCommand') === 1, { timeoutMs: 20_000, what: 'AbortMultipartUpload' });
   t.equal(commands.count('CompleteMultipartUploadCommand'), 0, 'never completed');
   t.same(await keysUnder(prefix), [], 'nothing at the final key, nothing else under the prefix');
+}
+
+t.test('a multipart fill that fails verification aborts its upload and leaves no object', (t) =>
+  abortedFill(t, 12 * MiB, (source) => source.push(null), /verification failed/));
+
+t.test('a multipart fill whose upstream breaks off aborts its upload and leaves no object', (t) =>
+  abortedFill(t, 20 * MiB, (source) => source.destroy(new Error('upstream connection reset')), /upstream connection reset/));
+
+t.test('a Range is passed on as one GetObject with exactly that range; stat on a fresh store is one HEAD', async (t) => {
+  const { store, prefix } = await setup(t);
+  const bytes = randomBytes(3000);
+  const d = await put(store, bytes);
+  const fresh = await setup(t, { prefix });
+  t.same(await fresh.store.stat(d), { digest: d.value, size: 3000 });
+  t.same(fresh.commands.names, ['HeadObjectCommand'], 'one HEAD, no GET');
+  const reader = await fresh.store.open(d, { start: 100, end: 1099 });
+  t.equal(reader?.size, 3000);
+  t.ok((await readAll(reader!.stream)).equals(bytes.subarray(100, 1100)), 'those bytes');
+  t.same(fresh.commands.inputs('GetObjectCommand').map((i) => i.Range), ['bytes=100-1099']);
 });
 
 t.test('every key is under the prefix and derived from hashes, never from request strings', async (t) => {
