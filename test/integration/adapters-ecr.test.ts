@@ -160,7 +160,7 @@ t.test('a credential the upstream refuses: DENIED naming the upstream and the IA
 });
 
 t.test('ECR Public: anonymous token flow, or authenticated through ecr-public', async (t) => {
-  const pub = await startRegistry({ mode: 'token', token: { anonymous: 'pull' } });
+  const pub = await startRegistry({ mode: 'token', token: { anonymous: 'pull' }, password: SECRETS.registryPassword });
   t.teardown(() => pub.stop());
   await pushLayout(image.dir, `${pub.host}/docker/library/alpine:3`, { creds: pub.creds! });
   pub.tokenServer!.options.verifyCredentials = (u, pw) => u === 'AWS' && pw === PASSWORD;

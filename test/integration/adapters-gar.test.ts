@@ -11,6 +11,7 @@ import { CLOUD_PLATFORM, JWT_BEARER, startGoogleOAuth } from '../helpers/google-
 import { startHop } from '../helpers/hop.js';
 import { makeImage, pullImage, pushLayout } from '../helpers/images.js';
 import { startRegistry } from '../helpers/registry.js';
+import { SECRETS } from '../helpers/secrets.js';
 import { makeTempDir, removeDir } from '../helpers/util.js';
 
 const MINUTE = 60_000;
@@ -23,7 +24,7 @@ const image = await makeImage({ layers: 2, layerBytes: 96 << 10, seed: 'adapters
 
 const oauth = await startGoogleOAuth();
 t.teardown(() => oauth.close());
-const registry = await startRegistry({ mode: 'token' });
+const registry = await startRegistry({ mode: 'token', password: SECRETS.registryPassword });
 t.teardown(() => registry.stop());
 for (const repo of ['proj/repo/app', 'proj/repo/other', 'proj/repo/third', 'proj/locked/app']) {
   await pushLayout(image.dir, `${registry.host}/${repo}:v1`, { creds: registry.creds! });

@@ -34,7 +34,7 @@ t.teardown(() => front.close());
 
 const oauth = await startGoogleOAuth();
 t.teardown(() => oauth.close());
-const garRegistry = await startRegistry({ mode: 'token' });
+const garRegistry = await startRegistry({ mode: 'token', password: SECRETS.registryPassword });
 t.teardown(() => garRegistry.stop());
 await pushLayout(image.dir, `${garRegistry.host}/proj/repo/app:v1`, { creds: garRegistry.creds! });
 garRegistry.tokenServer!.options.verifyCredentials = (u, pw) => u === 'oauth2accesstoken' && oauth.isValid(pw);
