@@ -180,7 +180,7 @@ export class BlobCache {
   }
 
   private async startFill(up: Upstream, repo: string, digest: Digest): Promise<Fill> {
-    const started = await this.opts.lazy?.started(digest);
+    const started = await this.opts.lazy?.started(up, repo, digest);
     if (started) return this.fillFromSparse(up, repo, digest, started);
     const res = await up.getBlob(repo, digest);
     const resume = async (offset: number) => {

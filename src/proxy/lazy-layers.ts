@@ -5,7 +5,7 @@
 // verifies every chunk against the TOC, and keeps them in a sparse per-blob copy: no byte is
 // fetched twice and no whole-layer fill starts. A full GET fills the rest from that copy plus the
 // missing ranges; once the blob is cached whole, the layer is forgotten (copy and record removed).
-import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { access, mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
@@ -95,9 +95,13 @@ export class LazyLayers {
     return opening;
   }
 
-  /** Started (touched) layers only: for a full GET to fill from what is already here. */
-  async started(digest: Digest): Promise<LazyLayer | undefined> {
-    return this.open.get(digest.value)?.catch(() => undefined);
+  /**
+   * Started (touched) layers only, in this run or an earlier one whose sparse copy is still on
+   * disk: for a full GET to fill from what is already here.
+   */
+  async started(up: Upstream, repo: string, digest: Digest): Promise<LazyLayer | undefined> {
+    const opening = this.open.get(digest.value) ?? ((await this.hasSparseCopy(digest)) ? this.layer(up, repo, digest) : undefined);
+    return opening?.catch(() => undefined);
   }
 
   /** Closes the sparse copies (they stay on disk for the next start). */
@@ -126,6 +130,10 @@ export class LazyLayers {
     const info = { tocDigest: saved.tocDigest, size: saved.size as number };
     this.known.set(digest.value, info);
     return info;
+  }
+
+  private hasSparseCopy(digest: Digest): Promise<boolean> {
+    return access(join(this.opts.dir, digest.algorithm, `${digest.hex}.ranges`)).then(() => true, () => false);
   }
 
   private async persist(digest: Digest, info: LayerInfo): Promise<void> {

@@ -254,6 +254,17 @@ t.test('a restart keeps knowing which layers are eStargz: ranged reads stay lazy
   t.ok(hop.log.length > 0 && hop.log.every((e) => e.range !== undefined), 'a new range: ranged upstream requests only');
   await sleep(300); // a background fill would have sent its GET by now
   t.equal(fullGets(hop, layer.digest), 0, 'no whole-layer fill started');
+
+  await proxy.stop();
+
+  // and a full GET first thing after a restart completes the layer from the sparse copy too
+  const last = await setup(t, doc, cacheDir, hop);
+  hop.reset();
+  const full = await get(`${last.proxy.url}/v2/lazy/esgz/blobs/${layer.digest}`);
+  t.equal(sha256(full.body), layer.digest, 'a full GET gives the whole layer');
+  t.equal(fullGets(hop, layer.digest), 0, 'completed from the sparse copy plus ranged requests');
+  t.ok(upstreamBytes(hop, layer.digest) <= layer.size - 2000, 'what earlier runs fetched is not fetched again');
+  await waitFor(async () => !(await exists(sparseData(last.proxy, layer.digest))), { what: 'the sparse copy to be removed' });
 });
 
 t.test('a TOC that does not match its annotation is an error, not a whole-layer fill', async (t) => {
