@@ -113,6 +113,34 @@ t.test('ranged reads of an eStargz layer fetch only what they need, verified, ne
   t.equal(hop.log.length, n, 'now an ordinary cached blob');
 });
 
+t.test('lazy ranges go upstream widened to whole chunks, adjacent chunks in one request', async (t) => {
+  const { hop, proxy } = await setup(t, { estargz: { prefetch: false } });
+  const layer = big(esgz);
+  const whole = await readFile(layer.path);
+  const src = await fileSource(layer.path);
+  t.teardown(() => src.close());
+  const index = await openEstargz(src);
+  // member boundaries, as the TOC gives them: where each gzip member holding a chunk starts and ends (and the TOC, the footer)
+  const members = [...new Map(index.chunks.map((c) => [c.offset, c.end])).entries()].sort((a, b) => a[0] - b[0]);
+  const boundaries = new Set([0, index.dataEnd, index.tocOffset, index.footerOffset, layer.size, ...members.flat()]);
+  const [from, to] = [members[Math.floor(members.length / 2)]!, members[Math.floor(members.length / 2) + 5]!];
+  await fetchManifest(proxy, 'lazy/esgz');
+  await rangeGet(proxy, 'lazy/esgz', layer.digest, `bytes=${layer.size - 51}-${layer.size - 1}`); // opens the layer (footer, TOC)
+
+  const n = hop.log.length;
+  const start = from[0] + 1;
+  const end = to[1] - 2; // inclusive: inside the sixth member
+  const got = await rangeGet(proxy, 'lazy/esgz', layer.digest, `bytes=${start}-${end}`);
+  t.same(got.body, whole.subarray(start, end + 1));
+  const sent = hop.log.slice(n);
+  t.equal(sent.length, 1, 'six adjacent members: one upstream request');
+  t.equal(sent[0]?.range, `bytes=${from[0]}-${to[1] - 1}`, 'widened to the first member\'s start and the last one\'s end');
+  for (const e of hop.log.filter((e) => e.range && e.path.includes(layer.digest))) {
+    const [a, b] = e.range!.slice('bytes='.length).split('-').map(Number) as [number, number];
+    t.ok(boundaries.has(a) && boundaries.has(b + 1), `${e.range} starts and ends on chunk boundaries`);
+  }
+});
+
 t.test('prefetch: the range before the landmark is fetched on first touch', async (t) => {
   const { hop, proxy } = await setup(t);
   const layer = big(esgz);
@@ -154,6 +182,10 @@ t.test('file API: TOC, one file of a layer, one file of an image with whiteouts'
   const fromImage = await request(`${proxy.url}/v2/lazy/esgz/_estargz/image/v1/files/etc/hello.txt`);
   t.same(Buffer.from(await fromImage.body.arrayBuffer()), content, 'the same file through the image');
   t.equal(fromImage.headers['x-file-layer'], layer.digest, 'found in the layer that has it');
+  const manifestDigest = (await request(`${proxy.url}/v2/lazy/esgz/manifests/v1`, { method: 'HEAD', headers: { accept: 'application/vnd.oci.image.manifest.v1+json' } })).headers['docker-content-digest'];
+  const byDigest = await get(`${proxy.url}/v2/lazy/esgz/_estargz/image/${String(manifestDigest)}/files/etc/hello.txt`);
+  t.equal(byDigest.status, 200);
+  t.same(byDigest.body, content, 'and through the image by digest');
   const top = esgz.layers[esgz.layers.length - 1]!;
   const upper = await request(`${proxy.url}/v2/lazy/esgz/_estargz/image/v1/files/etc/layer2.txt`);
   await upper.body.dump();
