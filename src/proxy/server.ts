@@ -65,9 +65,15 @@ export function buildServer(deps: ServerDeps): FastifyInstance {
     clientErrorHandler: clientError,
   });
   let closing = false;
+  // Fastify closes the connections that are idle when it starts closing; one whose response is
+  // still finishing turns idle a moment later and would hold the close open until its keep-alive
+  // timeout (72 s), so idle connections are swept until the server has closed
+  let sweep: NodeJS.Timeout | undefined;
   app.addHook('preClose', async () => {
     closing = true;
+    sweep = setInterval(() => app.server.closeIdleConnections(), 50).unref();
   });
+  app.addHook('onClose', async () => clearInterval(sweep));
   app.addHook('onRequest', async (_req, reply) => {
     if (!closing) return;
     reply.header('connection', 'close');

@@ -37,7 +37,7 @@ export interface HopFaults {
   retryAfter?: string;
   /** Destroy every connection immediately, as if the upstream were unreachable. */
   down: boolean;
-  /** On blob GETs, cut the connection (FIN) after this many body bytes of each response. */
+  /** On blob GETs, reset the connection (TCP RST) after this many body bytes of each response. */
   resetAfterBytes?: number;
   /** On blob GETs, go silent after this many body bytes of each response, keeping the connection open. */
   stallAfterBytes?: number;
@@ -154,7 +154,7 @@ async function relayBody(upRes: IncomingMessage, res: ServerResponse, entry: Hop
           entry.bytes += part.length;
           res.flushHeaders();
           if (part.length > 0) res.write(part);
-          res.socket?.end(); // FIN right after exactly `resetAt` body bytes
+          res.socket?.resetAndDestroy(); // a TCP RST right after `resetAt` body bytes
           note('reset');
           upRes.destroy();
           return;

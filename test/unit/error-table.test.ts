@@ -200,3 +200,31 @@ t.test('answers Node and Fastify give before any route runs carry the envelope a
   t.equal(late?.headers['docker-distribution-api-version'], 'registry/2.0');
   t.equal(late?.headers.connection, 'close', 'and the connection closes, so the client goes elsewhere');
 });
+
+t.test('a shutdown waits for the response in flight, then closes its keep-alive connection at once', async (t) => {
+  const app = buildServer({ router: undefined, cache: undefined } as unknown as ServerDeps);
+  let release!: () => void;
+  const held = new Promise<void>((r) => (release = r));
+  let markArrived!: () => void;
+  const arrived = new Promise<void>((r) => (markArrived = r));
+  app.get('/slow', async () => {
+    markArrived();
+    await held;
+    return {};
+  });
+  await app.listen({ host: '127.0.0.1', port: 0 });
+  const { port } = app.server.address() as AddressInfo;
+  let closed: Promise<void> | undefined;
+  const started = Date.now();
+  // the client keeps its connection open after the answer; only the server can end it, and
+  // without the sweep it would wait for the keep-alive timeout (72 s; the exchange gives up at 10 s)
+  const [res] = await exchange(port, 'GET /slow HTTP/1.1\r\nHost: x\r\n\r\n', async () => {
+    await arrived;
+    closed = app.close();
+    setTimeout(release, 100);
+    return '';
+  });
+  t.equal(res?.status, 200, 'the request in flight completes');
+  await closed;
+  t.ok(Date.now() - started < 5_000, `the server closed ${Date.now() - started} ms after shutdown began`);
+});
