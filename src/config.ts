@@ -55,8 +55,11 @@ export interface Config {
   readonly defaultUpstream: string;
   readonly timeouts: { readonly connectMs: number; readonly headersMs: number; readonly bodyMs: number };
   readonly retries: number;
-  /** eStargz layers: served lazily by range (sparse cache), with the prefetch range fetched on first touch */
-  readonly estargz: { readonly lazy: boolean; readonly prefetch: boolean };
+  /**
+   * eStargz layers: served lazily by range (sparse cache), with the prefetch range fetched on first
+   * touch; with fillAfterRange, the first ranged read also fills the rest in the background
+   */
+  readonly estargz: { readonly lazy: boolean; readonly prefetch: boolean; readonly fillAfterRange: boolean };
   readonly logLevel: string;
 }
 
@@ -148,6 +151,7 @@ export function loadConfig(flags: Flags, env: NodeJS.ProcessEnv = process.env): 
     estargz: {
       lazy: parseBoolean(objectAt(doc, 'estargz').lazy ?? true, 'estargz.lazy'),
       prefetch: parseBoolean(objectAt(doc, 'estargz').prefetch ?? true, 'estargz.prefetch'),
+      fillAfterRange: parseBoolean(objectAt(doc, 'estargz').fillAfterRange ?? false, 'estargz.fillAfterRange'),
     },
     logLevel: flags.logLevel ?? optionalString(doc.logLevel, 'logLevel') ?? 'info',
   };

@@ -91,6 +91,7 @@ export class BlobCache {
       release?.();
       throw e;
     }
+    if (lazy) this.fillAfterLazyRead(up, repo, digest);
     const store = this.opts.store;
     const open = async (r: ByteRange): Promise<Readable> => {
       if (lazy) return lazyRange(lazy, r);
@@ -114,7 +115,9 @@ export class BlobCache {
       const lazy = await this.lazyLayer(up, repo, digest);
       if (lazy) {
         const r = satisfy(range, lazy.index.blobSize);
-        return { size: lazy.index.blobSize, range: r, body: await lazyRange(lazy, r) };
+        const body = await lazyRange(lazy, r);
+        this.fillAfterLazyRead(up, repo, digest);
+        return { size: lazy.index.blobSize, range: r, body };
       }
       const ranged = await this.rangeOnMiss(up, repo, digest, range);
       if (ranged) return ranged;
@@ -177,6 +180,12 @@ export class BlobCache {
       this.opts.log.warn({ upstream: up.name, repo, digest: digest.value, err: (e as Error).message }, 'eStargz layer could not be opened lazily; serving it as a plain blob');
       return undefined;
     }
+  }
+
+  /** With estargz.fillAfterRange: the rest of a lazily read layer is filled in the background (from its sparse copy). */
+  private fillAfterLazyRead(up: Upstream, repo: string, digest: Digest): void {
+    if (!this.opts.lazy?.fillAfterRange || this.fills.has(digest.value)) return;
+    this.fill(up, repo, digest).catch((e: Error) => this.opts.log.warn({ upstream: up.name, repo, digest: digest.value, err: e.message }, 'background fill failed to start'));
   }
 
   private async startFill(up: Upstream, repo: string, digest: Digest): Promise<Fill> {

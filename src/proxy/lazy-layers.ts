@@ -48,6 +48,8 @@ export interface LazyLayersOptions {
   log: Logger;
   /** fetch the range before a .prefetch.landmark on first touch */
   prefetch: boolean;
+  /** after a ranged read, fill the rest of the layer in the background (it becomes an ordinary cached blob) */
+  fillAfterRange?: boolean;
 }
 
 export class LazyLayers {
@@ -56,6 +58,10 @@ export class LazyLayers {
   private readonly open = new Map<string, Promise<Layer>>();
 
   constructor(private readonly opts: LazyLayersOptions) {}
+
+  get fillAfterRange(): boolean {
+    return this.opts.fillAfterRange ?? false;
+  }
 
   /** Records the eStargz layers a manifest lists (called for every manifest served). */
   learn(manifest: Buffer): void {

@@ -141,6 +141,23 @@ t.test('lazy ranges go upstream widened to whole chunks, adjacent chunks in one 
   }
 });
 
+t.test('estargz.fillAfterRange: a ranged read also fills the rest of the layer in the background', async (t) => {
+  const { hop, proxy } = await setup(t, { estargz: { prefetch: false, fillAfterRange: true } });
+  const layer = big(esgz);
+  const whole = await readFile(layer.path);
+  await fetchManifest(proxy, 'lazy/esgz');
+  const mid = Math.floor(layer.size / 2);
+  const part = await rangeGet(proxy, 'lazy/esgz', layer.digest, `bytes=${mid}-${mid + 999}`);
+  t.same(part.body, whole.subarray(mid, mid + 1000), 'the range is answered at once');
+  await waitFor(async () => !(await exists(sparseData(proxy, layer.digest))), { what: 'the layer to be cached whole' });
+  t.equal(fullGets(hop, layer.digest), 0, 'filled from the sparse copy plus ranged requests');
+  t.ok(upstreamBytes(hop, layer.digest) <= layer.size + 64 * 1024, 'no byte fetched twice');
+  const n = hop.log.length;
+  const full = await get(`${proxy.url}/v2/lazy/esgz/blobs/${layer.digest}`);
+  t.equal(sha256(full.body), layer.digest);
+  t.equal(hop.log.length, n, 'a full GET is then served from the cache');
+});
+
 t.test('prefetch: the range before the landmark is fetched on first touch', async (t) => {
   const { hop, proxy } = await setup(t);
   const layer = big(esgz);
