@@ -21,11 +21,13 @@ type Test = Parameters<Parameters<typeof t.test>[0]>[0];
 const FIRST = 'first.example';
 const SECOND = 'second.example';
 const PLATFORM = 'linux/amd64';
-const FAST_MS = 5000;
+// below the 3 s revalidation deadline: a pull that waited on a dead upstream even once would fail
+const FAST_MS = 2500;
 
+// `npm test` installs containerd when it is missing, so its absence is a failure, not a skip
 const unavailable = containerdUnavailable();
 if (unavailable !== undefined) {
-  t.plan(0, `containerd cannot run here: ${unavailable}`);
+  t.fail(`containerd cannot run here: ${unavailable}`);
 } else {
   await main();
 }

@@ -160,6 +160,8 @@ t.test('Docker Hub is the default upstream when none is configured', async (t) =
   const c = loadConfig({}, {});
   t.same(c.listen, { host: '0.0.0.0', port: 5000 }, 'default listen');
   t.equal(c.cache.maxSize, 50 * GiB, 'default size bound');
+  t.equal(c.cache.revalidateTimeoutMs, 3_000, 'a cached tag waits at most 3 s for its revalidation');
+  t.equal(c.cache.fillOnRange, true, 'a Range on a miss fills the blob in the background');
   t.equal(loadConfig({}, { XDG_CACHE_HOME: '/xdg' }).cache.dir, '/xdg/pullthrough', 'XDG_CACHE_HOME is honoured');
 });
 
