@@ -108,8 +108,13 @@ export function defaultCacheDir(env: NodeJS.ProcessEnv = process.env): string {
 export function loadConfig(flags: Flags, env: NodeJS.ProcessEnv = process.env): Config {
   const raw = flags.config ? readConfigFile(flags.config) : {};
   const doc = expandEnv(raw, env, '') as Record<string, unknown>;
+  onlyKeys(doc, '', ['listen', 'cache', 'upstreams', 'defaultUpstream', 'timeouts', 'retries', 'estargz', 'logLevel']);
   const cache = objectAt(doc, 'cache');
+  onlyKeys(cache, 'cache.', ['dir', 'maxSize', 'tagTtl', 'revalidateTimeout', 'fillOnRange', 's3']);
   const timeouts = objectAt(doc, 'timeouts');
+  onlyKeys(timeouts, 'timeouts.', ['connect', 'headers', 'body']);
+  const estargz = objectAt(doc, 'estargz');
+  onlyKeys(estargz, 'estargz.', ['lazy', 'prefetch', 'fillAfterRange']);
 
   const upstreams = flags.upstream?.length
     ? flags.upstream.map((spec, i) => upstreamFromFlag(spec, i))
@@ -149,9 +154,9 @@ export function loadConfig(flags: Flags, env: NodeJS.ProcessEnv = process.env): 
     },
     retries: parseCount(doc.retries ?? 2, 'retries'),
     estargz: {
-      lazy: parseBoolean(objectAt(doc, 'estargz').lazy ?? true, 'estargz.lazy'),
-      prefetch: parseBoolean(objectAt(doc, 'estargz').prefetch ?? true, 'estargz.prefetch'),
-      fillAfterRange: parseBoolean(objectAt(doc, 'estargz').fillAfterRange ?? false, 'estargz.fillAfterRange'),
+      lazy: parseBoolean(estargz.lazy ?? true, 'estargz.lazy'),
+      prefetch: parseBoolean(estargz.prefetch ?? true, 'estargz.prefetch'),
+      fillAfterRange: parseBoolean(estargz.fillAfterRange ?? false, 'estargz.fillAfterRange'),
     },
     logLevel: flags.logLevel ?? optionalString(doc.logLevel, 'logLevel') ?? 'info',
   };
@@ -193,6 +198,7 @@ function expandEnv(value: unknown, env: NodeJS.ProcessEnv, key: string): unknown
 function upstreamFromDoc(value: unknown, key: string): UpstreamConfig {
   if (!value || typeof value !== 'object' || Array.isArray(value)) throw new ConfigError(key, 'must be a mapping with at least url');
   const u = value as Record<string, unknown>;
+  onlyKeys(u, `${key}.`, ['name', 'url', 'type', 'aliases', 'username', 'password', 'serviceAccountJson', ...AWS_KEYS]);
   const givenType = optionalString(u.type, `${key}.type`);
   const defaultUrl = givenType === 'dockerhub' ? DOCKER_HUB_URL : givenType === 'ghcr' ? GHCR_URL : undefined;
   let url = parseUrl(u.url ?? defaultUrl, `${key}.url`);
@@ -362,6 +368,13 @@ function optionalString(value: unknown, key: string): string | undefined {
   return value;
 }
 
+/** A misspelt key would otherwise be silently ignored and its default used. */
+function onlyKeys(doc: Record<string, unknown>, prefix: string, known: readonly string[], hint = ''): void {
+  for (const k of Object.keys(doc)) {
+    if (!known.includes(k)) throw new ConfigError(`${prefix}${k}`, `is not a setting (one of ${known.join(', ')})${hint}`);
+  }
+}
+
 function objectAt(doc: Record<string, unknown>, key: string): Record<string, unknown> {
   const v = doc[key];
   if (v === undefined || v === null) return {};
@@ -394,10 +407,7 @@ function s3FromDoc(value: unknown, env: NodeJS.ProcessEnv): S3CacheConfig | unde
   if (value === undefined || value === null || value === false) return undefined;
   if (typeof value !== 'object' || Array.isArray(value)) throw new ConfigError('cache.s3', 'must be a mapping with at least bucket');
   const s = value as Record<string, unknown>;
-  const known = ['bucket', 'prefix', 'region', 'endpoint', 'forcePathStyle', 'localTier', 'redirect', 'redirectTtl'];
-  for (const k of Object.keys(s)) {
-    if (!known.includes(k)) throw new ConfigError(`cache.s3.${k}`, `is not a setting (one of ${known.join(', ')}); credentials come from the AWS credential chain`);
-  }
+  onlyKeys(s, 'cache.s3.', ['bucket', 'prefix', 'region', 'endpoint', 'forcePathStyle', 'localTier', 'redirect', 'redirectTtl'], '; credentials come from the AWS credential chain');
   const bucket = optionalString(s.bucket, 'cache.s3.bucket') ?? '';
   if (!/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/.test(bucket)) {
     throw new ConfigError('cache.s3.bucket', bucket ? `"${bucket}" is not an S3 bucket name (3-63 lowercase letters, digits, dots, dashes)` : 'is required');

@@ -229,6 +229,12 @@ t.test('bad values raise a ConfigError naming the key', async (t) => {
     ['retries', 'retries: 99\n', 'retries'],
     ['not YAML', 'cache: {dir: /x\nlisten: [\n', '--config'],
     ['duplicate keys', 'listen: 1.2.3.4:5\nlisten: 1.2.3.4:6\n', '--config'],
+    // a misspelt key is an error, not a silently used default
+    ['unknown top-level key', 'upstream:\n  - url: https://ghcr.io\n', 'upstream'],
+    ['unknown cache key', 'cache:\n  maxsize: 1GiB\n', 'cache.maxsize'],
+    ['unknown upstream key', 'upstreams:\n  - url: https://ghcr.io\n    passwd: x\n', 'upstreams[0].passwd'],
+    ['unknown timeouts key', 'timeouts:\n  idle: 5s\n', 'timeouts.idle'],
+    ['unknown estargz key', 'estargz:\n  lazzy: false\n', 'estargz.lazzy'],
   ];
   for (const [name, text, key, env] of cases) {
     const e = configError({ config: await file(text) }, env ?? {});
