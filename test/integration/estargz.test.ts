@@ -2,11 +2,13 @@
 // and kept in a sparse copy; the file API reads single files of layers and images; a full GET
 // then completes the layer from what is already there. Upstream traffic is counted at a hop.
 import { createHash } from 'node:crypto';
-import { access, readdir, readFile, writeFile } from 'node:fs/promises';
+import { access, mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { Readable, Writable } from 'node:stream';
 import t from 'tap';
 import { Client, request } from 'undici';
-import { openEstargz } from '../../src/estargz/index.js';
+import { convertToEstargz, openEstargz } from '../../src/estargz/index.js';
+import { buildTar, type EntrySpec } from '../helpers/estargz-tar.js';
 import { fileSource, fixturesDir, tarExtract, unpackFixture, type Fixture } from '../helpers/estargz-fixtures.js';
 import { startHop, type Hop } from '../helpers/hop.js';
 import { skopeo } from '../helpers/skopeo.js';
@@ -379,4 +381,59 @@ t.test('a corrupt chunk from the upstream is an error before any header, and is 
   t.equal(good.status, 200);
   t.same(good.body, hello, 'once the upstream behaves, the right content');
   t.ok(hop.log.slice(n).some((e) => e.range?.startsWith(`bytes=${chunk.offset}-`)), 'the chunk was fetched again: the bad one was never kept');
+});
+
+/** An OCI layout of one image whose layers are `layers` (bottom first), each converted to eStargz by our writer. */
+async function estargzImage(dir: string, layers: EntrySpec[][]) {
+  await mkdir(join(dir, 'blobs', 'sha256'), { recursive: true });
+  const put = async (b: Buffer) => {
+    await writeFile(join(dir, 'blobs', 'sha256', sha256(b).slice(7)), b);
+    return { digest: sha256(b), size: b.length };
+  };
+  const descs = [];
+  const diffIds = [];
+  for (const specs of layers) {
+    const parts: Buffer[] = [];
+    const sink = new Writable({
+      write(c: Buffer, _enc, cb) {
+        parts.push(c);
+        cb();
+      },
+    });
+    const r = await convertToEstargz(Readable.from([buildTar(specs)]), sink, { compressionLevel: 1 });
+    descs.push({ mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip', ...(await put(Buffer.concat(parts))), annotations: r.annotations });
+    diffIds.push(r.diffId);
+  }
+  const config = await put(Buffer.from(JSON.stringify({ architecture: 'amd64', os: 'linux', rootfs: { type: 'layers', diff_ids: diffIds } })));
+  const manifest = { schemaVersion: 2, mediaType: 'application/vnd.oci.image.manifest.v1+json', config: { mediaType: 'application/vnd.oci.image.config.v1+json', ...config }, layers: descs };
+  const m = await put(Buffer.from(JSON.stringify(manifest)));
+  await writeFile(join(dir, 'oci-layout'), JSON.stringify({ imageLayoutVersion: '1.0.0' }));
+  await writeFile(join(dir, 'index.json'), JSON.stringify({ schemaVersion: 2, manifests: [{ mediaType: manifest.mediaType, ...m }] }));
+  return descs;
+}
+
+t.test('image file API: an opaque directory in an upper layer hides the lower layers\' copy of it', async (t) => {
+  const dir = await makeTempDir('pullthrough-esgz-opaque-');
+  t.teardown(() => removeDir(dir));
+  const [lower, upper] = await estargzImage(dir, [
+    [{ type: 'dir', name: 'app/' }, { type: 'file', name: 'app/old.txt', content: 'old\n' }, { type: 'file', name: 'keep.txt', content: 'kept\n' }],
+    [{ type: 'dir', name: 'app/' }, { type: 'file', name: 'app/.wh..wh..opq' }, { type: 'file', name: 'app/new.txt', content: 'new\n' }],
+  ]);
+  await skopeo(['copy', '--retry-times', '0', '--dest-tls-verify=false', '--preserve-digests', `oci:${dir}`, `docker://${registry.host}/lazy/opaque:v1`]);
+  const { proxy } = await setup(t, { estargz: { prefetch: false } });
+  await fetchManifest(proxy, 'lazy/opaque');
+  const image = (path: string) => get(`${proxy.url}/v2/lazy/opaque/_estargz/image/v1/files/${path}`);
+
+  const hidden = await image('app/old.txt');
+  t.equal(hidden.status, 404, 'a file under the opaque directory, from a lower layer, is not in the image');
+  t.equal(errorCode(hidden.body), 'BLOB_UNKNOWN');
+  const added = await image('app/new.txt');
+  t.equal(added.status, 200);
+  t.equal(added.body.toString(), 'new\n', 'the upper layer\'s own file in it is');
+  t.equal(added.headers['x-file-layer'], upper!.digest);
+  const kept = await image('keep.txt');
+  t.equal(kept.body.toString(), 'kept\n', 'files outside the opaque directory still come from the lower layer');
+  t.equal(kept.headers['x-file-layer'], lower!.digest);
+  const inLower = await get(`${proxy.url}/v2/lazy/opaque/_estargz/${lower!.digest}/files/app/old.txt`);
+  t.equal(inLower.body.toString(), 'old\n', 'the lower layer itself still has it');
 });
