@@ -131,7 +131,9 @@ export class LazyLayers {
   private async info(digest: Digest): Promise<LayerInfo | undefined> {
     const hit = this.known.get(digest.value);
     if (hit) return hit;
-    const saved = await readFile(recordPath(this.opts.dir, digest), 'utf8').then((t) => JSON.parse(t) as Partial<LayerInfo>, () => undefined);
+    const saved = await readFile(recordPath(this.opts.dir, digest), 'utf8')
+      .then((t) => JSON.parse(t) as Partial<LayerInfo> | null)
+      .catch(() => undefined); // none (not eStargz, or never seen), or unreadable: not known
     if (typeof saved?.tocDigest !== 'string' || !tryParseDigest(saved.tocDigest) || !Number.isSafeInteger(saved.size)) return undefined;
     const info = { tocDigest: saved.tocDigest, size: saved.size as number };
     this.known.set(digest.value, info);
