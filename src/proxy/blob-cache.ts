@@ -4,7 +4,7 @@
 import type { Readable, Writable } from 'node:stream';
 import type { BlobStore } from '../cache/blob-store.js';
 import { Fill } from '../cache/fill.js';
-import type { Digest } from '../oci/digest.js';
+import { VerificationError, type Digest } from '../oci/digest.js';
 import { rangeInvalid, satisfy, type ByteRange, type RangeRequest } from '../oci/range.js';
 import type { Upstream } from '../upstreams/upstream.js';
 import { RegistryError } from '../oci/errors.js';
@@ -226,7 +226,10 @@ export class BlobCache {
         this.opts.log.info({ upstream: up.name, repo, digest: digest.value, fromSparse: layer.sparse.cachedBytes }, 'eStargz layer cached whole');
         void this.opts.lazy?.forget(digest);
       },
-      (e: Error) => this.opts.log.warn({ upstream: up.name, repo, digest: digest.value, err: e.message }, 'eStargz layer fill failed; nothing cached'),
+      (e: Error) => {
+        this.opts.log.warn({ upstream: up.name, repo, digest: digest.value, err: e.message }, 'eStargz layer fill failed; nothing cached');
+        if (e instanceof VerificationError) void this.opts.lazy?.discard(digest); // the next fill starts afresh
+      },
     );
     return fill;
   }

@@ -119,10 +119,18 @@ export class LazyLayers {
 
   /** After the whole blob was cached: the sparse copy and the record are no longer needed. */
   async forget(digest: Digest): Promise<void> {
-    const opening = this.open.get(digest.value);
-    this.open.delete(digest.value);
     this.known.delete(digest.value);
     await rm(recordPath(this.opts.dir, digest), { force: true }).catch(() => undefined);
+    await this.discard(digest);
+  }
+
+  /**
+   * Drops the sparse copy (once nobody reads it): after it failed to add up to the layer digest,
+   * which only its unverifiable bytes (the tar headers before the first chunk) can make it do.
+   */
+  async discard(digest: Digest): Promise<void> {
+    const opening = this.open.get(digest.value);
+    this.open.delete(digest.value);
     const layer = await opening?.catch(() => undefined);
     await layer?.retire();
   }

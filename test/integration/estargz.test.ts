@@ -412,6 +412,24 @@ async function estargzImage(dir: string, layers: EntrySpec[][]) {
   return descs;
 }
 
+t.test('a sparse copy that does not add up to the layer digest is dropped, and the next full GET starts afresh', async (t) => {
+  const { hop, proxy } = await setup(t, { estargz: { prefetch: false } });
+  const layer = big(esgz);
+  await fetchManifest(proxy, 'lazy/esgz');
+  await rangeGet(proxy, 'lazy/esgz', layer.digest, `bytes=${layer.size - 51}-${layer.size - 1}`); // opens the layer
+  // the tar headers before the first chunk have no digest of their own: a flipped byte there is kept
+  Object.assign(hop.faults, { corruptAt: 20, only: { ranged: true, pathIncludes: layer.digest }, times: 1 });
+  const head = await rangeGet(proxy, 'lazy/esgz', layer.digest, 'bytes=0-9');
+  t.equal(head.status, 206);
+  t.ok(hop.log.some((e) => e.injected?.includes('corrupt')), 'the upstream answer was corrupted');
+  const blobUrl = `${proxy.url}/v2/lazy/esgz/blobs/${layer.digest}`;
+  const bad = await get(blobUrl).catch(() => undefined);
+  t.not(bad && sha256(bad.body), layer.digest, 'the full GET from that copy fails its digest check (aborted)');
+  await waitFor(async () => !(await exists(sparseData(proxy, layer.digest))), { what: 'the sparse copy to be dropped' });
+  const good = await get(blobUrl);
+  t.equal(sha256(good.body), layer.digest, 'the next full GET gives the right layer');
+});
+
 t.test('image file API: an opaque directory in an upper layer hides the lower layers\' copy of it', async (t) => {
   const dir = await makeTempDir('pullthrough-esgz-opaque-');
   t.teardown(() => removeDir(dir));
