@@ -10,7 +10,7 @@ import { request, type Dispatcher } from 'undici';
 import { startHop } from '../helpers/hop.js';
 import { makeImage, pullImage, pushLayout } from '../helpers/images.js';
 import { startProxy } from '../helpers/proxy.js';
-import { startRegistry } from '../helpers/registry.js';
+import { startRegistry, type Registry } from '../helpers/registry.js';
 import { makeTempDir, removeDir } from '../helpers/util.js';
 
 type Test = Parameters<Parameters<typeof t.test>[0]>[0];
@@ -24,13 +24,19 @@ function listen(server: Server): Promise<string> {
   return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve(`http://127.0.0.1:${(server.address() as AddressInfo).port}`)));
 }
 
-t.test('one instance, three routes: ?ns=, path prefix and the default upstream', async (t) => {
+/** Two open registries, each with team/app:v1: `first` on a, `second` on b. */
+async function twoRegistries(t: Test): Promise<[Registry, Registry]> {
   const a = await startRegistry({ mode: 'open' });
   t.teardown(() => a.stop());
   const b = await startRegistry({ mode: 'open' });
   t.teardown(() => b.stop());
   await pushLayout(first.dir, `${a.host}/team/app:v1`);
   await pushLayout(second.dir, `${b.host}/team/app:v1`);
+  return [a, b];
+}
+
+t.test('one instance, three routes: ?ns=, path prefix and the default upstream', async (t) => {
+  const [a, b] = await twoRegistries(t);
   const proxy = await startProxy({
     configDoc: {
       upstreams: [
@@ -182,12 +188,7 @@ async function allPages(proxyUrl: string, path: string): Promise<{ tags: string[
 }
 
 t.test('tags/list pages with n and last, and the Link keeps the client on its upstream (?ns=)', async (t) => {
-  const a = await startRegistry({ mode: 'open' });
-  t.teardown(() => a.stop());
-  const b = await startRegistry({ mode: 'open' });
-  t.teardown(() => b.stop());
-  await pushLayout(first.dir, `${a.host}/team/app:v1`);
-  await pushLayout(second.dir, `${b.host}/team/app:v1`);
+  const [a, b] = await twoRegistries(t);
   const aTags = ['v1', 'v2', 'v3', 'v4'];
   const bTags = ['a1', 'a2', 'a3', 'a4', 'a5', 'v1'];
   await addTags(a.url, 'team/app', first, aTags.slice(1));

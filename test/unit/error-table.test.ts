@@ -156,8 +156,11 @@ function exchange(port: number, first: string, then?: () => Promise<string>): Pr
 
 const codeOf = (r: RawResponse | undefined): string | undefined => (JSON.parse(r?.body || '{}') as { errors?: { code: string }[] }).errors?.[0]?.code;
 
-t.test('answers Node and Fastify give before any route runs carry the envelope and the API-version header', async (t) => {
-  // these requests never reach a route, so the server's routes get no upstream or cache
+/**
+ * A server whose routes get no upstream or cache (the requests here never need them), plus
+ * GET /slow, which answers only once released; `arrived` resolves when a request reached it.
+ */
+function serverWithSlowRoute(): { app: ReturnType<typeof buildServer>; arrived: Promise<void>; release: () => void } {
   const app = buildServer({ router: undefined, cache: undefined } as unknown as ServerDeps);
   let release!: () => void;
   const held = new Promise<void>((r) => (release = r));
@@ -168,6 +171,11 @@ t.test('answers Node and Fastify give before any route runs carry the envelope a
     await held;
     return {};
   });
+  return { app, arrived, release };
+}
+
+t.test('answers Node and Fastify give before any route runs carry the envelope and the API-version header', async (t) => {
+  const { app, arrived, release } = serverWithSlowRoute();
   let markClosing!: () => void;
   const closing = new Promise<void>((r) => (markClosing = r));
   app.addHook('preClose', async () => markClosing());
@@ -202,16 +210,7 @@ t.test('answers Node and Fastify give before any route runs carry the envelope a
 });
 
 t.test('a shutdown waits for the response in flight, then closes its keep-alive connection at once', async (t) => {
-  const app = buildServer({ router: undefined, cache: undefined } as unknown as ServerDeps);
-  let release!: () => void;
-  const held = new Promise<void>((r) => (release = r));
-  let markArrived!: () => void;
-  const arrived = new Promise<void>((r) => (markArrived = r));
-  app.get('/slow', async () => {
-    markArrived();
-    await held;
-    return {};
-  });
+  const { app, arrived, release } = serverWithSlowRoute();
   await app.listen({ host: '127.0.0.1', port: 0 });
   const { port } = app.server.address() as AddressInfo;
   let closed: Promise<void> | undefined;
