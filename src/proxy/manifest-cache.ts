@@ -42,7 +42,6 @@ interface Resolved {
 export class ManifestCache {
   private readonly tagLookups = new SingleFlight<Resolved>();
   private readonly digestFetches = new SingleFlight<Manifest>();
-  private readonly acceptFetches = new SingleFlight<Manifest>();
   private readonly now: () => number;
 
   constructor(private readonly opts: ManifestCacheOptions) {
@@ -58,14 +57,21 @@ export class ManifestCache {
 
   private async lookup(up: Upstream, repo: string, ref: Reference, accept: readonly string[], signal?: AbortSignal): Promise<ServedManifest> {
     if (ref.kind === 'digest') return { ...(await this.byDigest(up, repo, ref.digest, signal)), stale: false };
-    const { record, stale } = await this.resolveTag(up, repo, ref.tag);
-    if (!accepts(accept, record.mediaType)) return this.forAccept(up, repo, ref, accept, signal);
+    let resolved = await this.resolveTag(up, repo, ref.tag, MANIFEST_TYPES);
+    // A client whose Accept excludes the tag's usual type (say, only schema 2 for a manifest list)
+    // gets what the upstream picks for that Accept: a tag record of its own, under the same rules.
+    if (!accepts(accept, resolved.record.mediaType)) resolved = await this.resolveTag(up, repo, ref.tag, accept);
+    const { record, stale } = resolved;
     return { ...(await this.byDigest(up, repo, parseDigest(record.digest), signal)), stale };
   }
 
-  /** The tag's record, revalidated at most once per TTL, one upstream lookup per tag at a time. */
-  private async resolveTag(up: Upstream, repo: string, tag: string): Promise<Resolved> {
-    const cached = await this.opts.meta.getTag(up.name, repo, tag);
+  /**
+   * The tag's record as the upstream answers it for `accept`, revalidated at most once per TTL,
+   * one upstream lookup per tag (and Accept) at a time.
+   */
+  private async resolveTag(up: Upstream, repo: string, tag: string, accept: readonly string[]): Promise<Resolved> {
+    const variant = accept === MANIFEST_TYPES ? tag : `${tag}\0accept=${[...accept].sort().join(',')}`;
+    const cached = await this.opts.meta.getTag(up.name, repo, variant);
     const usable = cached !== undefined && (await this.have(parseDigest(cached.digest)));
     if (usable && this.now() - cached.checkedAt < this.opts.tagTtlMs) return { record: cached, stale: false };
     if (usable && !up.healthy()) {
@@ -76,26 +82,29 @@ export class ManifestCache {
       this.opts.log.info({ upstream: up.name, repo, tag }, 'upstream rate limit is low; serving the cached tag without revalidation');
       return { record: cached, stale: false };
     }
-    return this.tagLookups.run(`${up.name}\0${repo}\0${tag}`, () => this.refreshTag(up, repo, tag, usable ? cached : undefined));
+    return this.tagLookups.run(`${up.name}\0${repo}\0${variant}`, () => this.refreshTag(up, repo, tag, variant, accept, usable ? cached : undefined));
   }
 
-  private async refreshTag(up: Upstream, repo: string, tag: string, cached: TagRecord | undefined): Promise<Resolved> {
+  private async refreshTag(up: Upstream, repo: string, tag: string, variant: string, accept: readonly string[], cached: TagRecord | undefined): Promise<Resolved> {
     const ref: Reference = { kind: 'tag', tag };
     // with a cached copy to fall back on, a slow upstream must not make the pull slow
     const signal = cached ? AbortSignal.timeout(this.opts.revalidateTimeoutMs) : undefined;
     try {
       if (cached) {
-        const head = await up.headManifest(repo, ref, MANIFEST_TYPES, { signal });
+        const head = await up.headManifest(repo, ref, accept, { signal });
         if (head.digest === cached.digest) {
           const record = { ...cached, checkedAt: this.now() };
-          await this.opts.meta.putTag(up.name, repo, tag, record);
+          await this.opts.meta.putTag(up.name, repo, variant, record);
           return { record, stale: false };
         }
       }
-      const m = await up.getManifest(repo, ref, MANIFEST_TYPES, { signal });
+      const m = await up.getManifest(repo, ref, accept, { signal });
+      if (!accepts(accept, m.mediaType)) {
+        throw new RegistryError('MANIFEST_UNKNOWN', { message: 'no manifest of an accepted media type', detail: { accept, available: m.mediaType } });
+      }
       await this.keep(m);
       const record: TagRecord = { digest: m.digest.value, mediaType: m.mediaType, size: m.body.length, checkedAt: this.now() };
-      await this.opts.meta.putTag(up.name, repo, tag, record);
+      await this.opts.meta.putTag(up.name, repo, variant, record);
       return { record, stale: false };
     } catch (e) {
       if (!cached || !(e instanceof RegistryError) || !isUpstreamFailure(e)) throw e;
@@ -109,17 +118,6 @@ export class ManifestCache {
     const rl = up.rateLimit();
     if (!rl) return false;
     return rl.remaining <= Math.max(1, Math.floor(rl.limit / 10)) && this.now() < rl.seenAt + rl.windowSeconds * 1000;
-  }
-
-  /** A client whose Accept excludes the tag's usual type gets what the upstream picks for that Accept. */
-  private async forAccept(up: Upstream, repo: string, ref: Reference, accept: readonly string[], signal?: AbortSignal): Promise<ServedManifest> {
-    const key = `${up.name}\0${repo}\0${JSON.stringify(ref)}\0${accept.join(',')}`;
-    const m = await this.acceptFetches.run(key, () => up.getManifest(repo, ref, accept), signal);
-    if (!accepts(accept, m.mediaType)) {
-      throw new RegistryError('MANIFEST_UNKNOWN', { message: 'no manifest of an accepted media type', detail: { accept, available: m.mediaType } });
-    }
-    await this.keep(m);
-    return { digest: m.digest.value, mediaType: m.mediaType, body: m.body, stale: false };
   }
 
   private async byDigest(up: Upstream, repo: string, digest: Digest, signal?: AbortSignal): Promise<Omit<ServedManifest, 'stale'>> {

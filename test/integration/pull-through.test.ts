@@ -9,7 +9,7 @@ import { startHop, type Hop } from '../helpers/hop.js';
 import { makeImage, makeMultiPlatformImage, pullImage, pushLayout, type ImageLayout } from '../helpers/images.js';
 import { startProxy, type Proxy } from '../helpers/proxy.js';
 import { startRegistry, type Registry, type RegistryMode } from '../helpers/registry.js';
-import { makeTempDir, removeDir } from '../helpers/util.js';
+import { makeTempDir, removeDir, sleep } from '../helpers/util.js';
 
 type Test = Parameters<Parameters<typeof t.test>[0]>[0];
 
@@ -101,6 +101,29 @@ t.test('Docker schema 2 manifests and manifest lists pass through unchanged', as
   t.equal(v2.headers['docker-content-digest'], docker.images.find((i) => i.platform.architecture === 'amd64')!.manifest.digest);
   const pulled = await pullImage(`${proxy.host}/team/docker:v1`, join(work, 'docker-pull'), { all: true, transport: 'dir' });
   t.same(pulled.allDigests, docker.allDigests, 'every digest matches');
+});
+
+t.test('a client that only takes schema 2 gets its pick cached like any tag: fresh within the TTL, stale when the upstream is down', async (t) => {
+  const { registry, hop, proxy } = await setup(t, 'open', { cache: { tagTtl: '1s' } });
+  await pushLayout(docker.dir, `${registry.host}/team/docker:v1`, { all: true });
+  const amd64 = docker.images.find((i) => i.platform.architecture === 'amd64')!.manifest.digest;
+  const schema2 = async () => {
+    const res = await request(`${proxy.url}/v2/team/docker/manifests/v1`, { headers: { accept: 'application/vnd.docker.distribution.manifest.v2+json' } });
+    await res.body.dump();
+    return res;
+  };
+  t.equal((await schema2()).headers['docker-content-digest'], amd64, 'the linux/amd64 image');
+  hop.reset();
+  const again = await schema2();
+  t.equal(again.headers['docker-content-digest'], amd64);
+  t.equal(hop.log.length, 0, 'within the tag TTL: zero upstream requests');
+
+  await sleep(1_100);
+  Object.assign(hop.faults, { down: true });
+  const stale = await schema2();
+  t.equal(stale.statusCode, 200, 'the upstream down once the TTL passed: still served');
+  t.equal(stale.headers['docker-content-digest'], amd64, 'the cached pick');
+  t.match(String(stale.headers.warning), /^110 /, 'marked stale');
 });
 
 t.test('HTTP surface: headers, HEAD, Accept, Range, errors', async (t) => {
