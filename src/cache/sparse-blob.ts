@@ -69,8 +69,8 @@ export class SparseBlob {
   private constructor(
     readonly digest: Digest,
     readonly size: number,
-    private readonly dataPath: string,
-    private readonly rangesPath: string,
+    private dataPath: string,
+    private rangesPath: string,
     private readonly handle: FileHandle,
     private readonly present: SpanSet,
   ) {}
@@ -137,6 +137,21 @@ export class SparseBlob {
 
   async close(): Promise<void> {
     await this.handle.close().catch(() => undefined);
+  }
+
+  /**
+   * Moves the copy's files aside under a unique name and keeps using them there, so that a new
+   * copy of the same blob can be opened at the usual paths while this one is still being read;
+   * remove() then deletes only the moved files.
+   */
+  async moveAside(): Promise<void> {
+    const suffix = `.retired-${randomUUID()}`;
+    for (const key of ['dataPath', 'rangesPath'] as const) {
+      await rename(this[key], `${this[key]}${suffix}`).catch((e: unknown) => {
+        if (!isNotFound(e)) throw e;
+      });
+      this[key] = `${this[key]}${suffix}`;
+    }
   }
 
   async remove(): Promise<void> {

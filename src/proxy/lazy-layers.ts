@@ -5,7 +5,7 @@
 // verifies every chunk against the TOC, and keeps them in a sparse per-blob copy: no byte is
 // fetched twice and no whole-layer fill starts. A full GET fills the rest from that copy plus the
 // missing ranges; once the blob is cached whole, the layer is forgotten (copy and record removed).
-import { access, mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { access, mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
@@ -57,7 +57,9 @@ export class LazyLayers {
   private readonly known = new LRUCache<string, LayerInfo>({ max: 100_000 });
   private readonly open = new Map<string, Promise<Layer>>();
 
-  constructor(private readonly opts: LazyLayersOptions) {}
+  constructor(private readonly opts: LazyLayersOptions) {
+    void this.sweepRetired();
+  }
 
   get fillAfterRange(): boolean {
     return this.opts.fillAfterRange ?? false;
@@ -130,8 +132,11 @@ export class LazyLayers {
    */
   async discard(digest: Digest): Promise<void> {
     const opening = this.open.get(digest.value);
-    this.open.delete(digest.value);
     const layer = await opening?.catch(() => undefined);
+    // aside before it leaves the map: a copy opened after this gets fresh files, which the
+    // deferred removal of this one (once its readers are done) cannot touch
+    await layer?.sparse.moveAside();
+    if (this.open.get(digest.value) === opening) this.open.delete(digest.value);
     await layer?.retire();
   }
 
@@ -146,6 +151,13 @@ export class LazyLayers {
     const info = { tocDigest: saved.tocDigest, size: saved.size as number };
     this.known.set(digest.value, info);
     return info;
+  }
+
+  /** Copies moved aside (SparseBlob.moveAside) by an earlier run that ended before removing them. */
+  private async sweepRetired(): Promise<void> {
+    const entries = await readdir(this.opts.dir, { recursive: true, withFileTypes: true }).catch(() => []);
+    const retired = entries.filter((e) => e.isFile() && e.name.includes('.retired-'));
+    await Promise.all(retired.map((e) => rm(join(e.parentPath, e.name), { force: true }).catch(() => undefined)));
   }
 
   private hasSparseCopy(digest: Digest): Promise<boolean> {
