@@ -59,7 +59,7 @@ export interface Config {
    * eStargz layers: served lazily by range (sparse cache), with the prefetch range fetched on first
    * touch; with fillAfterRange, the first ranged read also fills the rest in the background
    */
-  readonly estargz: { readonly lazy: boolean; readonly prefetch: boolean; readonly fillAfterRange: boolean };
+  readonly estargz: { readonly lazy: boolean; readonly prefetch: boolean; readonly fillAfterRange: boolean; readonly maxSparseSize: number };
   readonly logLevel: string;
 }
 
@@ -114,7 +114,7 @@ export function loadConfig(flags: Flags, env: NodeJS.ProcessEnv = process.env): 
   const timeouts = objectAt(doc, 'timeouts');
   onlyKeys(timeouts, 'timeouts.', ['connect', 'headers', 'body']);
   const estargz = objectAt(doc, 'estargz');
-  onlyKeys(estargz, 'estargz.', ['lazy', 'prefetch', 'fillAfterRange']);
+  onlyKeys(estargz, 'estargz.', ['lazy', 'prefetch', 'fillAfterRange', 'maxSparseSize']);
 
   const upstreams = flags.upstream?.length
     ? flags.upstream.map((spec, i) => upstreamFromFlag(spec, i))
@@ -135,11 +135,12 @@ export function loadConfig(flags: Flags, env: NodeJS.ProcessEnv = process.env): 
     throw new ConfigError('defaultUpstream', `"${defaultUpstream}" is not the name of a configured upstream`);
   }
 
+  const maxSize = parseSize(flags.maxSize ?? cache.maxSize ?? '50GiB', flags.maxSize ? '--max-size' : 'cache.maxSize');
   const config: Config = {
     listen: parseListen(flags.listen ?? optionalString(doc.listen, 'listen') ?? '0.0.0.0:5000', flags.listen ? '--listen' : 'listen'),
     cache: {
       dir: resolve(flags.cacheDir ?? optionalString(cache.dir, 'cache.dir') ?? defaultCacheDir(env)),
-      maxSize: parseSize(flags.maxSize ?? cache.maxSize ?? '50GiB', flags.maxSize ? '--max-size' : 'cache.maxSize'),
+      maxSize,
       tagTtlMs: parseDuration(cache.tagTtl ?? '5m', 'cache.tagTtl'),
       revalidateTimeoutMs: parseDuration(cache.revalidateTimeout ?? '3s', 'cache.revalidateTimeout'),
       fillOnRange: parseBoolean(cache.fillOnRange ?? true, 'cache.fillOnRange'),
@@ -157,6 +158,8 @@ export function loadConfig(flags: Flags, env: NodeJS.ProcessEnv = process.env): 
       lazy: parseBoolean(estargz.lazy ?? true, 'estargz.lazy'),
       prefetch: parseBoolean(estargz.prefetch ?? true, 'estargz.prefetch'),
       fillAfterRange: parseBoolean(estargz.fillAfterRange ?? false, 'estargz.fillAfterRange'),
+      // the sparse copies of lazily read layers: a tenth of the cache's size bound unless set
+      maxSparseSize: parseSize(estargz.maxSparseSize ?? Math.max(1, Math.floor(maxSize / 10)), 'estargz.maxSparseSize'),
     },
     logLevel: flags.logLevel ?? optionalString(doc.logLevel, 'logLevel') ?? 'info',
   };

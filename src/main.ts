@@ -82,7 +82,9 @@ export async function createApp(config: Config, logger: FastifyServerOptions['lo
   const fallback = upstreams.find((u) => u.config.name === config.defaultUpstream) ?? upstreams[0]!;
   const router = new Router(upstreams, fallback);
   const redirectTtlSeconds = config.cache.s3?.redirect ? config.cache.s3.redirectTtlMs / 1000 : undefined;
-  const estargz = config.estargz.lazy ? { sparseDir: join(config.cache.dir, 'sparse'), prefetch: config.estargz.prefetch, fillAfterRange: config.estargz.fillAfterRange } : undefined;
+  const estargz = config.estargz.lazy
+    ? { sparseDir: join(config.cache.dir, 'sparse'), prefetch: config.estargz.prefetch, fillAfterRange: config.estargz.fillAfterRange, maxSparseBytes: config.estargz.maxSparseSize }
+    : undefined;
   const cache = new PullThrough({ store, meta, ...config.cache, redirectTtlSeconds, estargz, log });
   server = buildServer({ router, cache, logger });
   registerMetrics(server, { upstreams, s3: stores.s3Health });

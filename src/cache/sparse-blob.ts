@@ -81,13 +81,7 @@ export class SparseBlob {
     await mkdir(base, { recursive: true });
     const dataPath = join(base, `${digest.hex}.data`);
     const rangesPath = join(base, `${digest.hex}.ranges`);
-    let spans: Span[] = [];
-    try {
-      const parsed: unknown = JSON.parse(await readFile(rangesPath, 'utf8'));
-      if (Array.isArray(parsed)) spans = parsed.filter(isSpan).filter((s) => s.end <= size);
-    } catch (e) {
-      if (!isNotFound(e) && !(e instanceof SyntaxError)) throw e;
-    }
+    const spans = (await readSpans(rangesPath)).filter((s) => s.end <= size);
     // not 'a+': O_APPEND would turn positional writes into appends
     const handle = await open(dataPath, 'r+').catch((e: unknown) => {
       if (isNotFound(e)) return open(dataPath, 'w+');
@@ -158,6 +152,28 @@ export class SparseBlob {
     await this.close();
     await rm(this.dataPath, { force: true });
     await rm(this.rangesPath, { force: true });
+  }
+}
+
+/** The bytes present in the sparse copy of `digest` under `dir` (0 when there is none). */
+export async function sparseBytes(dir: string, digest: Digest): Promise<number> {
+  return new SpanSet(await readSpans(join(dir, digest.algorithm, `${digest.hex}.ranges`))).bytes;
+}
+
+/** Deletes the sparse copy of `digest` under `dir`; only for a copy no SparseBlob has open. */
+export async function removeSparse(dir: string, digest: Digest): Promise<void> {
+  const base = join(dir, digest.algorithm, digest.hex);
+  await rm(`${base}.data`, { force: true });
+  await rm(`${base}.ranges`, { force: true });
+}
+
+async function readSpans(rangesPath: string): Promise<Span[]> {
+  try {
+    const parsed: unknown = JSON.parse(await readFile(rangesPath, 'utf8'));
+    return Array.isArray(parsed) ? parsed.filter(isSpan) : [];
+  } catch (e) {
+    if (isNotFound(e) || e instanceof SyntaxError) return [];
+    throw e;
   }
 }
 

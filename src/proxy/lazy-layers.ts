@@ -5,18 +5,19 @@
 // verifies every chunk against the TOC, and keeps them in a sparse per-blob copy: no byte is
 // fetched twice and no whole-layer fill starts. A full GET fills the rest from that copy plus the
 // missing ranges; once the blob is cached whole, the layer is forgotten (copy and record removed).
-import { access, mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { access, mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { randomUUID } from 'node:crypto';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { Readable } from 'node:stream';
 import { LRUCache } from 'lru-cache';
-import { SparseBlob, type Span } from '../cache/sparse-blob.js';
+import { removeSparse, SparseBlob, sparseBytes, type Span } from '../cache/sparse-blob.js';
 import { openEstargz, alignRange, prefetchRange, segmentsFor, verifyRange, EstargzError, TOC_DIGEST_ANNOTATION, type EstargzIndex, type RangeSource } from '../estargz/index.js';
 import { tryParseDigest, type Digest } from '../oci/digest.js';
 import { RegistryError } from '../oci/errors.js';
 import type { ByteRange } from '../oci/range.js';
 import type { Upstream } from '../upstreams/upstream.js';
 import type { Logger } from './pull-through.js';
+import { SparseBudget } from './sparse-budget.js';
 
 /** Upstream ranges are fetched (and held in memory for verification) in pieces up to this size, one at a time per request. */
 const MAX_FETCH_BYTES = 16 << 20;
@@ -50,15 +51,23 @@ export interface LazyLayersOptions {
   prefetch: boolean;
   /** after a ranged read, fill the rest of the layer in the background (it becomes an ordinary cached blob) */
   fillAfterRange?: boolean;
+  /** the bytes all sparse copies may hold together (default: no bound) */
+  maxBytes?: number;
 }
 
 export class LazyLayers {
   /** layer digest → what manifests said about it (also on disk, see recordPath) */
   private readonly known = new LRUCache<string, LayerInfo>({ max: 100_000 });
   private readonly open = new Map<string, Promise<Layer>>();
+  private readonly budget: SparseBudget;
+  /** copies not open here being removed for the budget: opening one waits for that */
+  private readonly pruning = new Map<string, Promise<void>>();
+  /** the start-up scan of the copies already on disk */
+  private readonly ready: Promise<void>;
 
   constructor(private readonly opts: LazyLayersOptions) {
-    void this.sweepRetired();
+    this.budget = new SparseBudget(opts.maxBytes ?? Infinity);
+    this.ready = this.scan();
   }
 
   get fillAfterRange(): boolean {
@@ -95,12 +104,35 @@ export class LazyLayers {
       if (!info) return undefined;
       opening = this.open.get(digest.value); // another request may have opened it meanwhile
       if (!opening) {
-        opening = Layer.open(up, repo, digest, info, this.opts);
+        opening = this.openLayer(up, repo, digest, info);
         this.open.set(digest.value, opening);
         opening.catch(() => this.open.delete(digest.value));
       }
     }
     return opening;
+  }
+
+  private async openLayer(up: Upstream, repo: string, digest: Digest, info: LayerInfo): Promise<Layer> {
+    await this.ready;
+    await this.pruning.get(digest.value);
+    return Layer.open(up, repo, digest, info, this.opts, (layer) => this.used(layer));
+  }
+
+  /** Notes a read of a layer's sparse copy, and gives up the least recently used others beyond the budget. */
+  private used(layer: Layer): void {
+    this.budget.note(layer.digest.value, layer.sparse.cachedBytes);
+    for (const victim of this.budget.over(layer.digest.value)) {
+      const digest = tryParseDigest(victim)!;
+      this.budget.drop(victim);
+      if (this.open.has(victim)) {
+        void this.discard(digest);
+        continue;
+      }
+      const removing = removeSparse(this.opts.dir, digest)
+        .catch((e: Error) => this.opts.log.warn({ digest: victim, err: e.message }, 'could not remove a sparse copy'))
+        .finally(() => this.pruning.delete(victim));
+      this.pruning.set(victim, removing);
+    }
   }
 
   /**
@@ -137,6 +169,7 @@ export class LazyLayers {
     // deferred removal of this one (once its readers are done) cannot touch
     await layer?.sparse.moveAside();
     if (this.open.get(digest.value) === opening) this.open.delete(digest.value);
+    this.budget.drop(digest.value);
     await layer?.retire();
   }
 
@@ -153,11 +186,25 @@ export class LazyLayers {
     return info;
   }
 
-  /** Copies moved aside (SparseBlob.moveAside) by an earlier run that ended before removing them. */
-  private async sweepRetired(): Promise<void> {
+  /**
+   * At start: removes the copies an earlier run moved aside (SparseBlob.moveAside) but ended
+   * before removing, and notes the size and last use (mtime) of every copy for the budget.
+   */
+  private async scan(): Promise<void> {
     const entries = await readdir(this.opts.dir, { recursive: true, withFileTypes: true }).catch(() => []);
-    const retired = entries.filter((e) => e.isFile() && e.name.includes('.retired-'));
-    await Promise.all(retired.map((e) => rm(join(e.parentPath, e.name), { force: true }).catch(() => undefined)));
+    for (const e of entries) {
+      if (!e.isFile()) continue;
+      const path = join(e.parentPath, e.name);
+      if (e.name.includes('.retired-')) {
+        await rm(path, { force: true }).catch(() => undefined);
+        continue;
+      }
+      const hex = /^([a-f0-9]+)\.ranges$/.exec(e.name)?.[1];
+      const digest = hex && tryParseDigest(`${basename(e.parentPath)}:${hex}`);
+      if (!digest) continue;
+      const [bytes, mtime] = await Promise.all([sparseBytes(this.opts.dir, digest), stat(path).then((s) => s.mtimeMs, () => 0)]);
+      this.budget.note(digest.value, bytes, mtime);
+    }
   }
 
   private hasSparseCopy(digest: Digest): Promise<boolean> {
@@ -191,12 +238,14 @@ class Layer implements LazyLayer {
     readonly index: EstargzIndex,
     readonly sparse: SparseBlob,
     private readonly fetchSpan: (span: Span, signal?: AbortSignal) => Promise<Buffer>,
+    /** told after every read and fetch, for the budget */
+    private readonly onUse: (layer: Layer) => void,
   ) {}
 
-  static async open(up: Upstream, repo: string, digest: Digest, info: LayerInfo, opts: LazyLayersOptions): Promise<Layer> {
+  static async open(up: Upstream, repo: string, digest: Digest, info: LayerInfo, opts: LazyLayersOptions, onUse: (layer: Layer) => void): Promise<Layer> {
     const sparse = await SparseBlob.open(opts.dir, digest, info.size);
     try {
-      const layer = await Layer.openIndex(up, repo, digest, info, sparse);
+      const layer = await Layer.openIndex(up, repo, digest, info, sparse, onUse);
       if (opts.prefetch) layer.prefetch(opts.log);
       return layer;
     } catch (e) {
@@ -206,7 +255,7 @@ class Layer implements LazyLayer {
     }
   }
 
-  private static async openIndex(up: Upstream, repo: string, digest: Digest, info: LayerInfo, sparse: SparseBlob): Promise<Layer> {
+  private static async openIndex(up: Upstream, repo: string, digest: Digest, info: LayerInfo, sparse: SparseBlob, onUse: (layer: Layer) => void): Promise<Layer> {
     const fetchSpan = async (span: Span, signal?: AbortSignal): Promise<Buffer> => {
       const res = await up.getBlob(repo, digest, { range: { start: span.start, end: span.end - 1 }, signal });
       if (res.range?.start !== span.start || res.range.end !== span.end - 1) {
@@ -227,8 +276,9 @@ class Layer implements LazyLayer {
       },
     };
     const index = await openEstargz(tail, { expectedTocDigest: info.tocDigest, maxTocBytes: MAX_TOC_BYTES });
-    const layer = new Layer(digest, index, sparse, fetchSpan);
+    const layer = new Layer(digest, index, sparse, fetchSpan, onUse);
     await layer.keepTail(seen);
+    onUse(layer);
     return layer;
   }
 
@@ -288,6 +338,7 @@ class Layer implements LazyLayer {
       return done;
     });
     await Promise.all(jobs);
+    this.onUse(this);
   }
 
   /** A gap (segment-aligned, since only whole segments are ever kept) cut into fetchable pieces on segment boundaries. */

@@ -24,7 +24,7 @@ export interface PullThroughOptions {
   /** answer GETs of cached blobs with a 307 to a pre-signed URL valid this long, when the store can make one */
   redirectTtlSeconds?: number | undefined;
   /** lazy serving of eStargz layers: where their sparse copies live; absent to turn it off */
-  estargz?: { sparseDir: string; prefetch: boolean; fillAfterRange?: boolean } | undefined;
+  estargz?: { sparseDir: string; prefetch: boolean; fillAfterRange?: boolean; maxSparseBytes?: number } | undefined;
   log: Logger;
   now?: () => number;
 }
@@ -36,7 +36,8 @@ export class PullThrough {
   private readonly lazy: LazyLayers | undefined;
 
   constructor(opts: PullThroughOptions) {
-    const lazy = opts.estargz && new LazyLayers({ dir: opts.estargz.sparseDir, prefetch: opts.estargz.prefetch, fillAfterRange: opts.estargz.fillAfterRange ?? false, log: opts.log });
+    const e = opts.estargz;
+    const lazy = e && new LazyLayers({ dir: e.sparseDir, prefetch: e.prefetch, fillAfterRange: e.fillAfterRange ?? false, maxBytes: e.maxSparseBytes, log: opts.log });
     this.lazy = lazy;
     this.manifests = new ManifestCache({ ...opts, onManifest: lazy && ((body) => lazy.learn(body)) });
     this.blobs = new BlobCache({ ...opts, lazy });

@@ -143,6 +143,29 @@ t.test('lazy ranges go upstream widened to whole chunks, adjacent chunks in one 
   }
 });
 
+t.test('estargz.maxSparseSize: beyond it the least recently used sparse copy is given up, and read again correctly later', async (t) => {
+  const { hop, proxy } = await setup(t, { estargz: { prefetch: false, maxSparseSize: '1KiB' } });
+  const [a, b] = [...esgz.layers].sort((x, y) => y.size - x.size) as [Fixture['layers'][0], Fixture['layers'][0]];
+  const wholeA = await readFile(a.path);
+  await fetchManifest(proxy, 'lazy/esgz');
+  const mid = Math.floor(a.size / 2);
+  const first = await rangeGet(proxy, 'lazy/esgz', a.digest, `bytes=${mid}-${mid + 999}`);
+  t.same(first.body, wholeA.subarray(mid, mid + 1000), 'layer A: a range, correct');
+  t.ok(await exists(sparseData(proxy, a.digest)), "A's sparse copy is kept while it is the only one, over the budget or not");
+
+  const other = await rangeGet(proxy, 'lazy/esgz', b.digest, 'bytes=0-99');
+  t.equal(other.status, 206, 'layer B: a range');
+  await waitFor(async () => !(await exists(sparseData(proxy, a.digest))), { timeoutMs: 5_000, what: "A's copy to be given up" });
+  t.pass('reading B gave up A, the least recently used copy, to stay within 1 KiB');
+  t.ok(await exists(sparseData(proxy, b.digest)), "B's copy, just used, stays");
+
+  hop.reset();
+  const again = await rangeGet(proxy, 'lazy/esgz', a.digest, `bytes=${mid}-${mid + 999}`);
+  t.same(again.body, wholeA.subarray(mid, mid + 1000), 'A read again: correct');
+  t.ok(hop.log.some((e) => e.path.includes(a.digest) && e.range !== undefined), 'its chunks fetched again, by range');
+  t.equal(fullGets(hop, a.digest), 0, 'and no whole-layer GET');
+});
+
 t.test('estargz.fillAfterRange: a ranged read also fills the rest of the layer in the background', async (t) => {
   const { hop, proxy } = await setup(t, { estargz: { prefetch: false, fillAfterRange: true } });
   const layer = big(esgz);

@@ -162,6 +162,8 @@ t.test('Docker Hub is the default upstream when none is configured', async (t) =
   t.equal(c.cache.maxSize, 50 * GiB, 'default size bound');
   t.equal(c.cache.revalidateTimeoutMs, 3_000, 'a cached tag waits at most 3 s for its revalidation');
   t.equal(c.cache.fillOnRange, true, 'a Range on a miss fills the blob in the background');
+  t.equal(c.estargz.maxSparseSize, 5 * GiB, 'sparse eStargz copies: a tenth of the size bound');
+  t.equal(loadConfig({ maxSize: '10GiB' }, {}).estargz.maxSparseSize, 1 * GiB, 'which follows --max-size');
   t.equal(loadConfig({}, { XDG_CACHE_HOME: '/xdg' }).cache.dir, '/xdg/pullthrough', 'XDG_CACHE_HOME is honoured');
 });
 
