@@ -5,6 +5,7 @@
 
 export class SparseBudget {
   private readonly copies = new Map<string, { bytes: number; usedAt: number }>();
+  private sum = 0;
 
   constructor(
     private readonly maxBytes: number,
@@ -12,17 +13,17 @@ export class SparseBudget {
   ) {}
 
   note(digest: string, bytes: number, usedAt = this.now()): void {
+    this.sum += bytes - (this.copies.get(digest)?.bytes ?? 0);
     this.copies.set(digest, { bytes, usedAt });
   }
 
   drop(digest: string): void {
+    this.sum -= this.copies.get(digest)?.bytes ?? 0;
     this.copies.delete(digest);
   }
 
   get total(): number {
-    let n = 0;
-    for (const c of this.copies.values()) n += c.bytes;
-    return n;
+    return this.sum;
   }
 
   /** The copies to give up, least recently used first, until the rest fit; never `keep`. */
