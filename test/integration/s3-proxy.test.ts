@@ -90,6 +90,16 @@ const cachedAgain = (proxy: Proxy, prefix: string) =>
     { timeoutMs: 40_000, intervalMs: 1000, what: 'the image cached once the bucket is back' },
   );
 
+/** Once the bucket answers again: caching resumes by itself, and the next pull takes no blob from the upstream. */
+async function recovers(t: Test, { hop, bucketHop, prefix, proxy }: Pick<Env, 'hop' | 'bucketHop' | 'prefix' | 'proxy'>): Promise<void> {
+  bucketHop.reset();
+  await cachedAgain(proxy, prefix);
+  hop.reset();
+  const last = await pull(proxy);
+  t.same(last.allDigests, image.allDigests);
+  t.equal(hop.count(UPSTREAM_BLOB_GET), 0, 'served from the bucket again');
+}
+
 /** pullthrough_s3_errors_total or …_skipped_total, as GET /metrics shows it. */
 async function s3Metric(proxy: Proxy, name: 'errors' | 'skipped'): Promise<number> {
   const text = await (await fetch(`${proxy.url}/metrics`)).text();
@@ -140,12 +150,7 @@ t.test('a bucket that is down: pulls stream from the upstream, nothing is cached
   t.equal(hop.count(UPSTREAM_BLOB_GET), blobs.length, 'nothing was cached: the upstream again');
   for (const d of blobs) t.notOk(await inBucket(prefix, d), `${d.slice(0, 19)} not in the bucket`);
 
-  bucketHop.reset();
-  await cachedAgain(proxy, prefix);
-  hop.reset();
-  const last = await pull(proxy);
-  t.same(last.allDigests, image.allDigests);
-  t.equal(hop.count(UPSTREAM_BLOB_GET), 0, 'served from the bucket again');
+  await recovers(t, { hop, bucketHop, prefix, proxy });
 });
 
 t.test('a bucket that hangs (takes requests, never answers): pulls go on without it, failures counted; it is used again once it answers', async (t) => {
@@ -172,12 +177,7 @@ t.test('a bucket that hangs (takes requests, never answers): pulls go on without
   t.ok(bucketHop.log.length <= 4, `one request probed the bucket, the others did not ask it (${bucketHop.log.length} requests)`);
   t.ok((await s3Metric(proxy, 'skipped')) > skipped, 'the others skipped it');
 
-  bucketHop.reset();
-  await cachedAgain(proxy, prefix);
-  hop.reset();
-  const last = await pull(proxy);
-  t.same(last.allDigests, image.allDigests);
-  t.equal(hop.count(UPSTREAM_BLOB_GET), 0, 'served from the bucket again');
+  await recovers(t, { hop, bucketHop, prefix, proxy });
 });
 
 t.test('by default a cached blob is served by the proxy itself (no redirect), and a Range on it reads only that range from the bucket', async (t) => {

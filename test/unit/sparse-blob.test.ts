@@ -7,14 +7,14 @@ import { SparseBlob } from '../../src/cache/sparse-blob.js';
 import { parseDigest } from '../../src/oci/digest.js';
 import { LazyLayers } from '../../src/proxy/lazy-layers.js';
 import type { Logger } from '../../src/proxy/pull-through.js';
-import { makeTempDir, removeDir, waitFor } from '../helpers/util.js';
+import { tempDir } from '../helpers/estargz-fixtures.js';
+import { waitFor } from '../helpers/util.js';
 
 const digest = parseDigest(`sha256:${'ab'.repeat(32)}`);
 const SIZE = 1 << 20;
 
 t.test('present ranges survive reopening; missing() lists the rest', async (t) => {
-  const dir = await makeTempDir('pullthrough-sparse-');
-  t.teardown(() => removeDir(dir));
+  const dir = await tempDir(t, 'sparse');
   const a = await SparseBlob.open(dir, digest, SIZE);
   await a.write(100, Buffer.from('hello'));
   await a.close();
@@ -26,8 +26,7 @@ t.test('present ranges survive reopening; missing() lists the rest', async (t) =
 });
 
 t.test('a copy moved aside keeps its bytes; a new copy at the usual paths starts empty; removing the old one leaves the new one', async (t) => {
-  const dir = await makeTempDir('pullthrough-sparse-');
-  t.teardown(() => removeDir(dir));
+  const dir = await tempDir(t, 'sparse');
   const old = await SparseBlob.open(dir, digest, SIZE);
   await old.write(0, Buffer.from('old bytes'));
   await old.moveAside();
@@ -49,8 +48,7 @@ t.test('a copy moved aside keeps its bytes; a new copy at the usual paths starts
 });
 
 t.test('copies moved aside and left behind by an earlier run are removed at start-up; live copies stay', async (t) => {
-  const dir = await makeTempDir('pullthrough-sparse-');
-  t.teardown(() => removeDir(dir));
+  const dir = await tempDir(t, 'sparse');
   const live = await SparseBlob.open(dir, digest, SIZE);
   await live.write(0, Buffer.from('live'));
   await live.close();
