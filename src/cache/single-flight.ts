@@ -13,10 +13,6 @@ export class SingleFlight<T> {
     }
     return signal ? abandonable(shared, signal) : shared;
   }
-
-  get(key: string): Promise<T> | undefined {
-    return this.inflight.get(key);
-  }
 }
 
 /** The promise's outcome, or the signal's reason if it aborts first. */

@@ -8,7 +8,8 @@ import { VerificationError, type Digest } from '../oci/digest.js';
 import { rangeInvalid, satisfy, type ByteRange, type RangeRequest } from '../oci/range.js';
 import type { Upstream } from '../upstreams/upstream.js';
 import { RegistryError } from '../oci/errors.js';
-import { ensureAll, lazyRange, wholeFromSparse, type LazyLayer, type LazyLayers } from './lazy-layers.js';
+import { ensureAll, lazyRange, wholeFromSparse, type LazyLayer } from './lazy-layer.js';
+import type { LazyLayers } from './lazy-layers.js';
 import type { Logger } from './pull-through.js';
 
 /** A range starting within this distance of a fill's progress waits for the fill. */
