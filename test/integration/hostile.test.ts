@@ -1,0 +1,37 @@
+// pullthrough in front of our own hostile registry: what an upstream's lies must never do to a
+// client. Each misbehaviour of test/helpers/hostile-registry.ts has a case here or in the test
+// of the fix it drove.
+import t from 'tap';
+import { startHostileRegistry, type HostileRegistry } from '../helpers/hostile-registry.js';
+import { startProxy, type Proxy } from '../helpers/proxy.js';
+
+type Test = Parameters<Parameters<typeof t.test>[1]>[0];
+
+export async function hostileSetup(t: Test, configDoc: Record<string, unknown> = {}): Promise<{ reg: HostileRegistry; proxy: Proxy }> {
+  const reg = await startHostileRegistry();
+  t.teardown(() => reg.close());
+  const proxy = await startProxy({ upstream: [`hostile=${reg.url}`], configDoc: { retries: 0, ...configDoc } });
+  t.teardown(() => proxy.stop());
+  return { reg, proxy };
+}
+
+t.test('an honest hostile registry is served as it is', async (t) => {
+  const { reg, proxy } = await hostileSetup(t);
+  const blob = Buffer.from('hello, hostile world');
+  const digest = reg.addBlob(blob);
+  const res = await fetch(`${proxy.url}/v2/hostile/lib/x/blobs/${digest}`);
+  t.equal(res.status, 200);
+  t.same(Buffer.from(await res.arrayBuffer()), blob);
+  t.equal(reg.count({ pathIncludes: '/blobs/' }), 1);
+});
+
+t.test('a flipped byte is never served complete, nor cached', async (t) => {
+  const { reg, proxy } = await hostileSetup(t);
+  const blob = Buffer.alloc(200_000, 7);
+  const digest = reg.addBlob(blob);
+  reg.misbehave({ kind: 'wrongByte', offset: 100 }, { times: 1 });
+  const bad = await fetch(`${proxy.url}/v2/hostile/lib/x/blobs/${digest}`).then(async (r) => Buffer.from(await r.arrayBuffer())).catch(() => undefined);
+  t.not(bad?.equals(blob), true, 'no complete body of the lie');
+  const good = await fetch(`${proxy.url}/v2/hostile/lib/x/blobs/${digest}`);
+  t.same(Buffer.from(await good.arrayBuffer()), blob, 'the next request gets the truth');
+});
