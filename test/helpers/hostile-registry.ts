@@ -6,6 +6,7 @@
 // the ones it matches. Grow it with every defect found: a new lie is a new Misbehaviour.
 import { createHash } from 'node:crypto';
 import { createServer, type Socket } from 'node:net';
+import { startProxy, type Proxy } from './proxy.js';
 
 export interface HostileRequest {
   method: string;
@@ -254,4 +255,19 @@ export async function startHostileRegistry(): Promise<HostileRegistry> {
       await new Promise<void>((resolve) => server.close(() => resolve()));
     },
   };
+}
+
+/**
+ * A hostile registry behind a pullthrough of its own, as upstream "hostile" (no retries unless
+ * the config says otherwise); both stop with the test.
+ */
+export async function hostileSetup(
+  t: { teardown(fn: () => unknown): void },
+  configDoc: Record<string, unknown> = {},
+): Promise<{ reg: HostileRegistry; proxy: Proxy }> {
+  const reg = await startHostileRegistry();
+  t.teardown(() => reg.close());
+  const proxy = await startProxy({ upstream: [`hostile=${reg.url}`], configDoc: { retries: 0, ...configDoc } });
+  t.teardown(() => proxy.stop());
+  return { reg, proxy };
 }

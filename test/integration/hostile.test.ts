@@ -2,18 +2,7 @@
 // client. Each misbehaviour of test/helpers/hostile-registry.ts has a case here or in the test
 // of the fix it drove.
 import t from 'tap';
-import { startHostileRegistry, type HostileRegistry } from '../helpers/hostile-registry.js';
-import { startProxy, type Proxy } from '../helpers/proxy.js';
-
-type Test = Parameters<Parameters<typeof t.test>[1]>[0];
-
-export async function hostileSetup(t: Test, configDoc: Record<string, unknown> = {}): Promise<{ reg: HostileRegistry; proxy: Proxy }> {
-  const reg = await startHostileRegistry();
-  t.teardown(() => reg.close());
-  const proxy = await startProxy({ upstream: [`hostile=${reg.url}`], configDoc: { retries: 0, ...configDoc } });
-  t.teardown(() => proxy.stop());
-  return { reg, proxy };
-}
+import { hostileSetup } from '../helpers/hostile-registry.js';
 
 t.test('an honest hostile registry is served as it is', async (t) => {
   const { reg, proxy } = await hostileSetup(t);
