@@ -39,6 +39,13 @@ export type Misbehaviour =
   | { kind: 'resetAfter'; bytes: number }
   /** the registry goes silent after this many body bytes */
   | { kind: 'stallAfter'; bytes: number }
+  /**
+   * a ranged GET is answered with the honest 206 and these bytes after its body, inside the
+   * response: counted in its Content-Length, or (chunked) sent as one more chunk without one
+   */
+  | { kind: 'rangeOverrun'; bytes: Buffer | string; chunked?: boolean }
+  /** every matching request is answered 429 TOOMANYREQUESTS with this Retry-After */
+  | { kind: 'rateLimited'; retryAfter: string }
   /** any answer, built by the test */
   | { kind: 'custom'; answer: (req: HostileRequest, honest: () => HostileAnswer) => HostileAnswer | Promise<HostileAnswer> };
 
@@ -145,6 +152,19 @@ export async function startHostileRegistry(): Promise<HostileRegistry> {
       }
       case 'trailingBytes':
         return { raw: Buffer.concat([serialize(truth as { status: number }, req.method), Buffer.from(m.bytes)]) };
+      case 'rangeOverrun': {
+        if (!('status' in truth) || truth.status !== 206) return truth;
+        const extra = Buffer.from(m.bytes);
+        if (!m.chunked) return { ...truth, headers: { ...headers, 'Content-Length': String(body.length + extra.length) }, body: Buffer.concat([body, extra]) };
+        const chunk = (b: Buffer) => Buffer.concat([Buffer.from(`${b.length.toString(16)}\r\n`), b, Buffer.from('\r\n')]);
+        return { raw: Buffer.concat([head(206, { ...headers, 'Transfer-Encoding': 'chunked' }), chunk(body), chunk(extra), Buffer.from('0\r\n\r\n')]) };
+      }
+      case 'rateLimited':
+        return {
+          status: 429,
+          headers: { 'Content-Type': 'application/json', 'Retry-After': m.retryAfter },
+          body: '{"errors":[{"code":"TOOMANYREQUESTS","message":"slow down"}]}',
+        };
       case 'wrongByte': {
         if (!isBody || m.offset >= body.length) return truth;
         const bent = Buffer.from(body);

@@ -10,6 +10,7 @@ import { RegistryError } from '../../oci/errors.js';
 import { type Challenge, challengeScopes, parseChallenges, pickChallenge } from './challenge.js';
 import { type CredentialProvider, basicAuthorization } from './credentials.js';
 import { mayReceiveCredentials } from './realm-policy.js';
+import { header, saneRetryAfter } from '../errors.js';
 
 const MAX_BODY = 1024 * 1024;
 /**
@@ -271,8 +272,7 @@ export class Authenticator {
           throw refused;
         }
         if (st === 429) {
-          const ra = res.headers['retry-after'];
-          const retryAfter = Array.isArray(ra) ? ra[0] : ra;
+          const retryAfter = saneRetryAfter(header(res.headers, 'retry-after'));
           throw fail('TOOMANYREQUESTS', `upstream "${name}" token endpoint is rate limiting us`,
             retryAfter === undefined ? {} : { headers: { 'Retry-After': retryAfter } });
         }
