@@ -7,6 +7,8 @@ import type { IncomingHttpHeaders } from 'node:http';
 import { join } from 'node:path';
 import t from 'tap';
 import { request } from 'undici';
+import { SparseBlob } from '../../src/cache/sparse-blob.js';
+import { parseDigest } from '../../src/oci/digest.js';
 import { startHostileRegistry, type HostileRegistry } from '../helpers/hostile-registry.js';
 import { startProxy, type Proxy } from '../helpers/proxy.js';
 import { mountTmpfs, PAGE, type Tmpfs } from '../helpers/tmpfs.js';
@@ -155,3 +157,20 @@ for (const [which, leave] of [['metadata', 0], ['manifest', PAGE]] as const) {
     t.equal(ok.body.toString(), manifest, 'space freed: the manifest');
   });
 }
+
+t.test('a sparse copy on a full disk: a short write never counts as present, no temp file left', async (t) => {
+  const fs = await mountTmpfs(t, 1 << 20);
+  const digest = parseDigest(`sha256:${'cd'.repeat(32)}`);
+  const sparse = await SparseBlob.open(fs.dir, digest, 4 << 20);
+  t.teardown(() => sparse.close());
+  await sparse.write(0, Buffer.from('present'));
+  await fs.fill(16 * PAGE);
+  const start = 1 << 20;
+  const bytes = randomBytes(32 * PAGE); // twice what is left: the write is short
+  await t.rejects(sparse.write(start, bytes), { code: 'ENOSPC' }, 'the write fails');
+  t.notOk(sparse.covers(start, start + bytes.length), 'and its range is not present');
+  t.same(sparse.missing(start, start + bytes.length), [{ start, end: start + bytes.length }], 'not even in part');
+  t.ok(sparse.covers(0, 7), 'what was there stays');
+  const left = (await files(fs.dir)).filter((f) => f.endsWith('.tmp'));
+  t.same(left, [], 'no temp file of the range list');
+});
