@@ -3,20 +3,17 @@
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
 import { RegistryError } from '../oci/errors.js';
 
-const DISK_FAILURES: Record<string, string> = {
-  ENOSPC: 'the cache disk is full',
-  EDQUOT: 'the cache disk quota is used up',
-  EROFS: 'the cache filesystem is read-only',
-};
+const DISK_FAILURES = new Map([
+  ['ENOSPC', 'the cache disk is full'],
+  ['EDQUOT', 'the cache disk quota is used up'],
+  ['EROFS', 'the cache filesystem is read-only'],
+]);
 
 /** A full or read-only cache disk: 503, naming the cause (never a path). Undefined for other errors. */
 export function diskError(err: unknown): RegistryError | undefined {
-  for (let e = err, depth = 0; typeof e === 'object' && e !== null && depth < 5; e = (e as { cause?: unknown }).cause, depth++) {
-    const code = (e as { code?: unknown }).code;
-    const message = typeof code === 'string' ? DISK_FAILURES[code] : undefined;
-    if (message) return new RegistryError('UNAVAILABLE', { message, detail: { reason: code }, cause: err });
-  }
-  return undefined;
+  const code = typeof err === 'object' && err !== null ? (err as { code?: unknown }).code : undefined;
+  const message = typeof code === 'string' ? DISK_FAILURES.get(code) : undefined;
+  return message ? new RegistryError('UNAVAILABLE', { message, detail: { reason: code }, cause: err }) : undefined;
 }
 
 export function toRegistryError(err: unknown): RegistryError {
