@@ -23,6 +23,8 @@ export interface PullThroughOptions {
   tagTtlMs: number;
   revalidateTimeoutMs: number;
   fillOnRange: boolean;
+  /** answer Ranges with bytes not yet verified (cache.unverifiedRanges) */
+  unverifiedRanges?: boolean | undefined;
   /** answer GETs of cached blobs with a 307 to a pre-signed URL valid this long, when the store can make one */
   redirectTtlSeconds?: number | undefined;
   /** lazy serving of eStargz layers: where their sparse copies live; absent to turn it off */

@@ -96,6 +96,12 @@ function serialize(a: { status: number; headers?: Record<string, string>; body?:
   return Buffer.concat([head(a.status, headers), method === 'HEAD' ? Buffer.alloc(0) : body]);
 }
 
+/** The whole head of an answer (its Content-Length the full body's) and the first `bytes` of its body. */
+function headersAndFirst(a: { status: number; headers?: Record<string, string> }, body: Buffer, bytes: number): Buffer {
+  const whole = serialize({ ...a, body }, 'GET');
+  return whole.subarray(0, whole.length - body.length + bytes);
+}
+
 export async function startHostileRegistry(): Promise<HostileRegistry> {
   const blobs = new Map<string, Buffer>();
   const manifests = new Map<string, { body: Buffer; mediaType: string }>();
@@ -173,10 +179,10 @@ export async function startHostileRegistry(): Promise<HostileRegistry> {
       }
       case 'resetAfter':
         if (!isBody) return truth;
-        return { reset: true, after: serialize({ ...(truth as { status: number }), body }, req.method).subarray(0, serialize({ ...(truth as { status: number }), body: '' }, req.method).length + m.bytes) };
+        return { reset: true, after: headersAndFirst(truth as { status: number }, body, m.bytes) };
       case 'stallAfter':
         if (!isBody) return truth;
-        return { stall: true, after: serialize({ ...(truth as { status: number }), body }, req.method).subarray(0, serialize({ ...(truth as { status: number }), body: '' }, req.method).length + m.bytes) };
+        return { stall: true, after: headersAndFirst(truth as { status: number }, body, m.bytes) };
     }
   }
 
