@@ -7,7 +7,7 @@ import type { Readable, Writable } from 'node:stream';
 import type { BlobStore } from '../cache/blob-store.js';
 import { Fill } from '../cache/fill.js';
 import { VerificationError, type Digest } from '../oci/digest.js';
-import { rangeInvalid, satisfy, type ByteRange, type RangeRequest } from '../oci/range.js';
+import { coalesce, rangeInvalid, satisfy, type ByteRange, type RangeRequest } from '../oci/range.js';
 import type { Upstream } from '../upstreams/upstream.js';
 import { RegistryError } from '../oci/errors.js';
 import { diskError } from './errors.js';
@@ -82,13 +82,13 @@ export class BlobCache {
     const lazy = cached ? undefined : await this.lazyLayer(up, repo, digest);
     const size = cached?.size ?? lazy?.index.blobSize;
     if (size === undefined) return undefined;
-    const satisfiable = ranges.flatMap((r) => {
+    const satisfiable = coalesce(ranges.flatMap((r) => {
       try {
         return [satisfy(r, size)];
       } catch {
         return [];
       }
-    });
+    }));
     if (satisfiable.length === 0) throw rangeInvalid(size);
     const release = lazy?.hold(); // the sparse copy stays readable until the answer ends
     try {
