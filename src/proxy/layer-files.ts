@@ -14,6 +14,7 @@ import { MANIFEST_TYPES } from '../oci/media-types.js';
 import type { Reference } from '../oci/reference.js';
 import type { Upstream } from '../upstreams/upstream.js';
 import type { BlobCache } from './blob-cache.js';
+import { TarPathsBuilder, type TarPathInfo } from './tar-paths.js';
 import type { ManifestCache } from './manifest-cache.js';
 
 export interface LayerFile {
@@ -39,14 +40,14 @@ interface Listing {
 }
 
 /**
- * Listings are cached up to this many bytes in total (estimated: see ENTRY_BYTES and
- * TOC_INDEX_FACTOR), least recently used out first.
+ * Listings are cached up to this many bytes in total (estimated: see tar-paths.ts,
+ * WHITEOUT_BYTES and TOC_INDEX_FACTOR), least recently used out first.
  */
 export const LISTINGS_MAX_BYTES = 128 << 20;
 /** A listing beyond this is never cached: a plain layer is then scanned again for every lookup. */
 export const LISTING_MAX_BYTES = 32 << 20;
-/** Heap per path of a tar listing beyond its characters (measured ~160 bytes on Node 20 for Map entry + string header + table growth). */
-const ENTRY_BYTES = 160;
+/** Heap per whiteout beyond its characters (a Set entry and its string, measured ~160 bytes on Node 20). */
+const WHITEOUT_BYTES = 160;
 /** An eStargz index holds about 1.2 times its TOC JSON on the heap, plus the JSON itself (measured). */
 const TOC_INDEX_FACTOR = 2.5;
 
@@ -196,7 +197,7 @@ class Whiteouts {
     if (w?.kind === 'file') this.files.add(w.target);
     else if (w?.kind === 'opaque') this.opaqueDirs.add(w.dir);
     else return false;
-    this.bytes += ENTRY_BYTES + 2 * path.length;
+    this.bytes += WHITEOUT_BYTES + 2 * path.length;
     return true;
   }
 
@@ -233,58 +234,38 @@ function estargzListing(index: EstargzIndex, current: () => Promise<LayerSource>
 const HARDLINK = '1'.charCodeAt(0);
 const REGULAR = new Set(['0', '\0', ''].map((t) => t.charCodeAt(0) || 0));
 
-/** Where a path's (last) entry is in a plain layer's tar, and what it is. */
-interface TarEntryInfo {
-  ordinal: number;
-  type: number;
-  mode: number;
-  /** hardlinks: the target's clean path */
-  link?: string;
-}
-
-function infoOf(e: RawTarEntry): TarEntryInfo {
+function infoOf(e: RawTarEntry): TarPathInfo {
   const type = e.header.typeflag.charCodeAt(0) || 0;
   return { ordinal: e.ordinal, type, mode: e.header.mode, link: type === HARDLINK ? cleanPath(e.header.linkName, 'hardlink target') : undefined };
 }
 
 /**
- * One pass over a cached plain layer collects its paths and whiteouts, compactly (path → ordinal,
- * ordinal → type and mode). Beyond LISTING_MAX_BYTES the pass stops and the layer is listed by
- * scanning it again for every lookup instead.
+ * One pass over a cached plain layer collects its paths (compactly, see tar-paths.ts) and
+ * whiteouts. Beyond LISTING_MAX_BYTES the pass stops and the layer is listed by scanning it again
+ * for every lookup instead.
  */
 async function tarListing(store: BlobStore, digest: Digest): Promise<Listing> {
-  const paths = new Map<string, number>();
-  const meta: number[] = [];
-  const links = new Map<number, string>();
+  const paths = new TarPathsBuilder();
   const whiteouts = new Whiteouts();
-  let bytes = 0;
   for await (const e of scan(store, digest)) {
     const path = cleanPath(e.header.name);
     if (whiteouts.add(path)) continue;
-    const info = infoOf(e);
-    paths.set(path, info.ordinal);
-    meta[info.ordinal] = info.mode * 256 + info.type;
-    if (info.link !== undefined) links.set(info.ordinal, info.link);
-    bytes += ENTRY_BYTES + 2 * path.length + 2 * (info.link?.length ?? 0);
-    if (bytes + whiteouts.bytes > LISTING_MAX_BYTES) return scanningTarListing(store, digest);
+    paths.add(path, infoOf(e));
+    if (paths.bytes + whiteouts.bytes > LISTING_MAX_BYTES) return scanningTarListing(store, digest);
   }
-  const find = async (path: string): Promise<TarEntryInfo | undefined> => {
-    const ordinal = paths.get(path);
-    const m = ordinal === undefined ? undefined : meta[ordinal];
-    if (ordinal === undefined || m === undefined) return undefined;
-    return { ordinal, type: m % 256, mode: Math.floor(m / 256), link: links.get(ordinal) };
-  };
+  const bytes = paths.bytes + whiteouts.bytes;
+  const list = paths.build();
   return {
-    bytes: bytes + whiteouts.bytes,
-    probe: async (path) => ({ has: paths.has(path), hides: whiteouts.hides(path) }),
-    open: (path) => openTarFile(store, digest, path, find),
+    bytes,
+    probe: async (path) => ({ has: list.has(path), hides: whiteouts.hides(path) }),
+    open: (path) => openTarFile(store, digest, path, async (p) => list.get(p)),
   };
 }
 
 /** A plain layer too large to list in memory: every lookup is a pass over its tar. */
 function scanningTarListing(store: BlobStore, digest: Digest): Listing {
-  const find = async (path: string): Promise<TarEntryInfo | undefined> => {
-    let found: TarEntryInfo | undefined;
+  const find = async (path: string): Promise<TarPathInfo | undefined> => {
+    let found: TarPathInfo | undefined;
     for await (const e of scan(store, digest)) if (cleanPath(e.header.name) === path) found = infoOf(e);
     return found;
   };
@@ -305,7 +286,7 @@ function scanningTarListing(store: BlobStore, digest: Digest): Listing {
   };
 }
 
-async function openTarFile(store: BlobStore, digest: Digest, path: string, find: (path: string) => Promise<TarEntryInfo | undefined>): Promise<Omit<LayerFile, 'layer'>> {
+async function openTarFile(store: BlobStore, digest: Digest, path: string, find: (path: string) => Promise<TarPathInfo | undefined>): Promise<Omit<LayerFile, 'layer'>> {
   const meta = await find(path);
   const found = meta?.link !== undefined ? await find(meta.link) : meta; // hardlink: the content is at its target
   if (!meta || !found || !REGULAR.has(found.type)) throw notRegular(path);
