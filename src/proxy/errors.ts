@@ -2,6 +2,8 @@
 // the error carries (Retry-After, Content-Range), no body for HEAD, logged once.
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
 import { RegistryError } from '../oci/errors.js';
+import { EstargzError } from '../estargz/index.js';
+import { estargzToRegistryError } from './estargz-errors.js';
 
 const DISK_FAILURES = new Map([
   ['ENOSPC', 'the cache disk is full'],
@@ -20,6 +22,7 @@ export function toRegistryError(err: unknown): RegistryError {
   if (err instanceof RegistryError) return err;
   const disk = diskError(err);
   if (disk) return disk;
+  if (err instanceof EstargzError) return estargzToRegistryError(err);
   const status = (err as FastifyError | undefined)?.statusCode;
   if (status === 413) return new RegistryError('UNSUPPORTED', { message: 'request body too large' });
   if (status !== undefined && status >= 400 && status < 500) {
