@@ -195,8 +195,10 @@ export class LazyLayers {
     entry.layer = this.openLayer(up, repo, digest, entry);
     this.open.set(digest.value, entry);
     entry.layer.catch((e: unknown) => {
-      if (this.open.get(digest.value) === entry) this.open.delete(digest.value);
-      this.memory.remove(digest.value);
+      if (this.open.get(digest.value) === entry) {
+        this.open.delete(digest.value);
+        this.memory.remove(digest.value);
+      }
       const where = { upstream: up.name, repo, digest: digest.value, tocDigest: claim.tocDigest, size: claim.size, err: (e as Error).message };
       if (refutesClaim(e)) {
         this.refuted.set(claimId(claimantOf(up, repo), digest, claim), true);
