@@ -222,6 +222,7 @@ export class LazyLayers {
     await this.turn();
     let pinned = false;
     try {
+      if (this.pinnedBytes() >= this.maxIndexBytes) throw new MemoryFull('the indexes of the layers in use fill estargz.maxIndexMemory'); // before parsing a TOC for nothing
       const layer = await Layer.open(fetch, digest, entry.claim, {
         dir: this.opts.dir,
         maxTocBytes: this.opts.maxTocBytes ?? DEFAULT_MAX_TOC_BYTES,
@@ -251,6 +252,13 @@ export class LazyLayers {
       this.memory.unpin(digest);
       throw new MemoryFull('the indexes of the layers in use fill estargz.maxIndexMemory');
     }
+  }
+
+  /** The estimated memory of the indexes requests hold now (none of them can be given up). */
+  private pinnedBytes(): number {
+    let n = 0;
+    for (const digest of this.memory.keys()) if (this.memory.isPinned(digest)) n += this.memory.sizeOf(digest) ?? 0;
+    return n;
   }
 
   /** Pins a layer's index while a request holds it; returns the unpin. */
