@@ -61,7 +61,7 @@ export interface Config {
    * eStargz layers: served lazily by range (sparse cache), with the prefetch range fetched on first
    * touch; with fillAfterRange, the first ranged read also fills the rest in the background
    */
-  readonly estargz: { readonly lazy: boolean; readonly prefetch: boolean; readonly fillAfterRange: boolean; readonly maxSparseSize: number };
+  readonly estargz: { readonly lazy: boolean; readonly prefetch: boolean; readonly fillAfterRange: boolean; readonly maxSparseSize: number; readonly maxIndexMemory: number; readonly maxTocSize: number };
   readonly logLevel: string;
 }
 
@@ -116,7 +116,7 @@ export function loadConfig(flags: Flags, env: NodeJS.ProcessEnv = process.env): 
   const timeouts = objectAt(doc, 'timeouts');
   onlyKeys(timeouts, 'timeouts.', ['connect', 'headers', 'body']);
   const estargz = objectAt(doc, 'estargz');
-  onlyKeys(estargz, 'estargz.', ['lazy', 'prefetch', 'fillAfterRange', 'maxSparseSize']);
+  onlyKeys(estargz, 'estargz.', ['lazy', 'prefetch', 'fillAfterRange', 'maxSparseSize', 'maxIndexMemory', 'maxTocSize']);
 
   const upstreams = flags.upstream?.length
     ? flags.upstream.map((spec, i) => upstreamFromFlag(spec, i))
@@ -163,6 +163,9 @@ export function loadConfig(flags: Flags, env: NodeJS.ProcessEnv = process.env): 
       fillAfterRange: parseBoolean(estargz.fillAfterRange ?? false, 'estargz.fillAfterRange'),
       // the sparse copies of lazily read layers: a tenth of the cache's size bound unless set
       maxSparseSize: parseSize(estargz.maxSparseSize ?? Math.max(1, Math.floor(maxSize / 10)), 'estargz.maxSparseSize'),
+      // the memory the open layers' indexes may take together (estimated), and the largest TOC served lazily
+      maxIndexMemory: parseSize(estargz.maxIndexMemory ?? '256MiB', 'estargz.maxIndexMemory'),
+      maxTocSize: parseSize(estargz.maxTocSize ?? '16MiB', 'estargz.maxTocSize'),
     },
     logLevel: flags.logLevel ?? optionalString(doc.logLevel, 'logLevel') ?? 'info',
   };

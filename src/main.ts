@@ -83,7 +83,7 @@ export async function createApp(config: Config, logger: FastifyServerOptions['lo
   const router = new Router(upstreams, fallback);
   const redirectTtlSeconds = config.cache.s3?.redirect ? config.cache.s3.redirectTtlMs / 1000 : undefined;
   const estargz = config.estargz.lazy
-    ? { sparseDir: join(config.cache.dir, 'sparse'), prefetch: config.estargz.prefetch, fillAfterRange: config.estargz.fillAfterRange, maxSparseBytes: config.estargz.maxSparseSize }
+    ? { sparseDir: join(config.cache.dir, 'sparse'), prefetch: config.estargz.prefetch, fillAfterRange: config.estargz.fillAfterRange, maxSparseBytes: config.estargz.maxSparseSize, maxIndexBytes: config.estargz.maxIndexMemory, maxTocBytes: config.estargz.maxTocSize }
     : undefined;
   const cache = new PullThrough({ store, meta, ...config.cache, redirectTtlSeconds, estargz, log });
   server = buildServer({ router, cache, logger });

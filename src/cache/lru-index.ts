@@ -29,6 +29,11 @@ export class LruIndex {
     return this.entries.has(key);
   }
 
+  /** The size an entry was added with; undefined when it is not in the index. */
+  sizeOf(key: string): number | undefined {
+    return this.entries.get(key);
+  }
+
   /** Records an entry (or refreshes it) as the most recently used, then enforces the bound. */
   add(key: string, size: number): void {
     this.remove(key);

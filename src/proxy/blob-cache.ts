@@ -192,19 +192,14 @@ export class BlobCache {
   }
 
   /**
-   * The lazy eStargz view of an uncached layer, or undefined: cached (use the blob), not eStargz,
-   * or not servable lazily. A TOC that does not match its annotation, or an upstream error, throws.
+   * The lazy eStargz view of an uncached layer, or undefined: cached (use the blob), not claimed
+   * eStargz by this upstream and repository, or not servable lazily under that claim (then the
+   * blob is served plainly, like any other).
    */
   async lazyLayer(up: Upstream, repo: string, digest: Digest): Promise<LazyLayer | undefined> {
     const lazy = this.opts.lazy;
     if (!lazy || (await this.opts.store.stat(digest))) return undefined;
-    try {
-      return await lazy.layer(up, repo, digest);
-    } catch (e) {
-      if (e instanceof RegistryError) throw e;
-      this.opts.log.warn({ upstream: up.name, repo, digest: digest.value, err: (e as Error).message }, 'eStargz layer could not be opened lazily; serving it as a plain blob');
-      return undefined;
-    }
+    return lazy.layer(up, repo, digest);
   }
 
   /** With estargz.fillAfterRange: the rest of a lazily read layer is filled in the background (from its sparse copy). */

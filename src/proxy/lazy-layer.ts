@@ -1,11 +1,13 @@
 // One eStargz layer served lazily: its TOC, verified against the manifest's annotation, and a
 // sparse copy of the compressed bytes. A Range fetches only the compressed ranges that cover it,
 // widened to whole chunks, verifies every chunk against the TOC and keeps it in the sparse copy,
-// so no byte is fetched twice. LazyLayers (lazy-layers.ts) decides which layers are lazy and
-// owns their copies.
+// so no byte is fetched twice. Only verified bytes are kept: the prologue (the tar headers before
+// the first chunk, which no digest covers) passes through to the client that asked for it and is
+// fetched again the next time. LazyLayers (lazy-layers.ts) decides which layers are lazy and owns
+// their copies; every read goes through the upstream and repository of the request (a FetchSpan).
 import { Readable } from 'node:stream';
 import { SparseBlob, type Span } from '../cache/sparse-blob.js';
-import { openEstargz, alignRange, prefetchRange, segmentsFor, verifyRange, EstargzError, type EstargzIndex, type RangeSource } from '../estargz/index.js';
+import { openEstargz, alignRange, prefetchRange, segments, segmentsFor, verifyRange, EstargzError, type EstargzIndex, type RangeSource } from '../estargz/index.js';
 import type { Digest } from '../oci/digest.js';
 import { RegistryError } from '../oci/errors.js';
 import type { ByteRange } from '../oci/range.js';
@@ -14,7 +16,8 @@ import type { Logger } from './pull-through.js';
 
 /** Upstream ranges are fetched (and held in memory for verification) in pieces up to this size, one at a time per request. */
 const MAX_FETCH_BYTES = 16 << 20;
-const MAX_TOC_BYTES = 64 << 20;
+/** The unverifiable prologue is held in memory while it passes through; a layer with a longer one is served plainly. */
+const MAX_PROLOGUE_BYTES = 4 << 20;
 
 /** What a manifest says about an eStargz layer. */
 export interface LayerInfo {
@@ -22,117 +25,165 @@ export interface LayerInfo {
   size: number;
 }
 
-/** One lazily served layer: its verified index and its sparse copy. */
+/** Exactly the bytes [span.start, span.end) of the blob, from one upstream and repository. */
+export type FetchSpan = (span: Span, signal?: AbortSignal) => Promise<Buffer>;
+
+/** One lazily served layer, as one request (upstream and repository) sees it. */
 export interface LazyLayer {
   readonly digest: Digest;
   readonly index: EstargzIndex;
   readonly sparse: SparseBlob;
-  /** Makes [start, end) (half-open) present, fetching and verifying what is missing. */
+  /** Makes the verifiable segments of [start, end) (half-open) present, fetching and verifying what is missing. */
   ensure(start: number, end: number, signal?: AbortSignal): Promise<void>;
-  /** Streams [start, end) (half-open) of the sparse copy, which ensure() made present. */
-  stream(start: number, end: number): Readable;
-  /** A RangeSource that reads through the sparse copy (for the file API). */
+  /** [start, end) (half-open): ensured, with the prologue part fetched (unkept) before the stream is returned. */
+  read(start: number, end: number, signal?: AbortSignal): Promise<Readable>;
+  /** A RangeSource that reads through the sparse copy (for the file API, which reads only chunks). */
   source(): RangeSource;
-  /** Keeps the sparse copy open, even if the layer is forgotten meanwhile, until the returned release is called. */
+  /** Keeps the sparse copy open (and its index counted), even if the layer is forgotten meanwhile, until the returned release is called. */
   hold(): () => void;
 }
 
 /** The upstream answered a ranged request with other bytes than asked for (or the whole blob). */
 class RangeIgnored extends Error {}
 
-export class Layer implements LazyLayer {
+/** What the upstream or the blob says contradicts the manifest's claim (size, TOC, footer, chunk digests). */
+export class ClaimRefuted extends Error {}
+
+/** Whether a failed open shows the claim wrong, or the blob absent there (served plainly, not tried again for a while), not just an upstream failing now. */
+export function refutesClaim(e: unknown): boolean {
+  return e instanceof EstargzError || e instanceof ClaimRefuted || e instanceof RangeIgnored || (e instanceof RegistryError && (e.status === 404 || e.status === 416));
+}
+
+/** Ranged reads of `digest` through one upstream and repository; the answer must be exactly the span, of a blob of `size` bytes. */
+export function upstreamSpans(up: Upstream, repo: string, digest: Digest, size: number): FetchSpan {
+  return async (span, signal) => {
+    const res = await up.getBlob(repo, digest, { range: { start: span.start, end: span.end - 1 }, signal });
+    if (res.size !== undefined && res.size !== size) {
+      res.body.destroy();
+      throw new ClaimRefuted(`the upstream has ${res.size} bytes of ${digest.value}, the manifest said ${size}`);
+    }
+    if (res.range?.start !== span.start || res.range.end !== span.end - 1) {
+      res.body.destroy();
+      throw new RangeIgnored(`upstream did not answer the range ${span.start}-${span.end - 1} of ${digest.value}`);
+    }
+    const bytes = Buffer.concat(await res.body.toArray());
+    if (bytes.length !== span.end - span.start) throw new RangeIgnored(`upstream sent ${bytes.length} bytes for the range ${span.start}-${span.end - 1} of ${digest.value}`);
+    return bytes;
+  };
+}
+
+export interface OpenOptions {
+  dir: string;
+  /** the largest TOC JSON to open; a larger one refutes the claim (the layer is served plainly) */
+  maxTocBytes: number;
+  /** called once the TOC is verified, before any byte is kept: may refuse (throw) */
+  verified(index: EstargzIndex): Promise<void>;
+}
+
+export class Layer {
   private readonly inflight: { span: Span; done: Promise<void> }[] = [];
   private users = 0;
-  private retired = false;
-  private removed: Promise<void> | undefined;
+  private ending: 'close' | 'remove' | undefined;
+  private ended: Promise<void> | undefined;
 
   private constructor(
     readonly digest: Digest,
+    readonly claim: LayerInfo,
     readonly index: EstargzIndex,
     readonly sparse: SparseBlob,
-    private readonly fetchSpan: (span: Span, signal?: AbortSignal) => Promise<Buffer>,
     /** told after every read and fetch, for the budget */
     private readonly onUse: (layer: Layer) => void,
   ) {}
 
-  static async open(up: Upstream, repo: string, digest: Digest, info: LayerInfo, opts: { dir: string; prefetch: boolean; log: Logger }, onUse: (layer: Layer) => void): Promise<Layer> {
-    const sparse = await SparseBlob.open(opts.dir, digest, info.size);
+  /** Opens the layer through `fetch`: footer and TOC, checked against the claim. Throws when it cannot be served lazily. */
+  static async open(fetch: FetchSpan, digest: Digest, claim: LayerInfo, opts: OpenOptions, onUse: (layer: Layer) => void): Promise<Layer> {
+    const sparse = await SparseBlob.open(opts.dir, digest, claim.size);
     try {
-      const layer = await Layer.openIndex(up, repo, digest, info, sparse, onUse);
-      if (opts.prefetch) layer.prefetch(opts.log);
+      // the footer and TOC come through a recording source; they are kept once the TOC digest matched
+      const seen: { start: number; bytes: Buffer }[] = [];
+      const tail: RangeSource = {
+        size: claim.size,
+        read: async (offset, length, signal) => {
+          const span = { start: offset, end: offset + length };
+          const bytes = sparse.covers(span.start, span.end) ? await sparse.read(span.start, span.end) : await fetch(span, signal);
+          seen.push({ start: offset, bytes });
+          return bytes;
+        },
+      };
+      const index = await openEstargz(tail, { expectedTocDigest: claim.tocDigest, maxTocBytes: opts.maxTocBytes });
+      if (index.chunks.some((c) => c.digest === undefined)) throw new ClaimRefuted('the TOC has pieces without a chunk digest: nothing to verify them against');
+      const prologue = segments(index)[0];
+      if (prologue?.kind === 'prologue' && prologue.end > MAX_PROLOGUE_BYTES) throw new ClaimRefuted(`the layer's unverifiable prologue is ${prologue.end} bytes long`);
+      await opts.verified(index);
+      const layer = new Layer(digest, claim, index, sparse, onUse);
+      await layer.keepTail(seen);
+      onUse(layer);
       return layer;
     } catch (e) {
       // nothing of it was verified: no copy (and no open file) stays behind; an earlier run's verified spans do
       await (sparse.cachedBytes === 0 ? sparse.remove() : sparse.close());
-      throw openError(digest, e);
+      throw e;
     }
   }
 
-  private static async openIndex(up: Upstream, repo: string, digest: Digest, info: LayerInfo, sparse: SparseBlob, onUse: (layer: Layer) => void): Promise<Layer> {
-    const fetchSpan = async (span: Span, signal?: AbortSignal): Promise<Buffer> => {
-      const res = await up.getBlob(repo, digest, { range: { start: span.start, end: span.end - 1 }, signal });
-      if (res.range?.start !== span.start || res.range.end !== span.end - 1) {
-        res.body.destroy();
-        throw new RangeIgnored(`upstream did not answer the range ${span.start}-${span.end - 1} of ${digest.value}`);
-      }
-      return Buffer.concat(await res.body.toArray());
+  /** This layer as a request through `fetch` sees it; `pin` is called on hold and returns its unpin. */
+  view(fetch: FetchSpan, pin: () => () => void): LazyLayer {
+    const hold = (): (() => void) => {
+      const unpin = pin();
+      const release = this.hold();
+      return () => {
+        release();
+        unpin();
+      };
     };
-    // the footer and TOC come through a recording source; they are kept once the TOC digest matched
-    const seen: { start: number; bytes: Buffer }[] = [];
-    const tail: RangeSource = {
-      size: info.size,
-      read: async (offset, length, signal) => {
-        const span = { start: offset, end: offset + length };
-        const bytes = sparse.covers(span.start, span.end) ? await sparse.read(span.start, span.end) : await fetchSpan(span, signal);
-        seen.push({ start: offset, bytes });
-        return bytes;
-      },
-    };
-    const index = await openEstargz(tail, { expectedTocDigest: info.tocDigest, maxTocBytes: MAX_TOC_BYTES });
-    const layer = new Layer(digest, index, sparse, fetchSpan, onUse);
-    await layer.keepTail(seen);
-    onUse(layer);
-    return layer;
-  }
-
-  source(): RangeSource {
     return {
-      size: this.index.blobSize,
-      read: async (offset, length, signal) => {
-        await this.ensure(offset, offset + length, signal);
-        return this.sparse.read(offset, offset + length);
+      digest: this.digest,
+      index: this.index,
+      sparse: this.sparse,
+      ensure: (start, end, signal) => this.ensure(fetch, start, end, signal),
+      read: async (start, end, signal) => {
+        const release = hold();
+        try {
+          const body = await this.read(fetch, start, end, signal);
+          body.once('close', release);
+          return body;
+        } catch (e) {
+          release();
+          throw e;
+        }
       },
+      source: () => ({
+        size: this.index.blobSize,
+        read: async (offset, length, signal) => {
+          await this.ensure(fetch, offset, offset + length, signal);
+          return this.sparse.read(offset, offset + length);
+        },
+      }),
+      hold,
     };
   }
 
-  stream(start: number, end: number): Readable {
-    const release = this.hold();
-    const s = this.sparse.stream(start, end);
-    s.once('close', release);
-    return s;
-  }
-
-  hold(): () => void {
+  private hold(): () => void {
     this.users++;
     let held = true;
     return () => {
       if (!held) return;
       held = false;
-      if (--this.users === 0 && this.retired) void this.remove();
+      if (--this.users === 0 && this.ending) void this.end(this.ending);
     };
   }
 
-  /** The layer is cached whole: remove the sparse copy once nobody reads it. */
-  async retire(): Promise<void> {
-    this.retired = true;
-    if (this.users === 0) await this.remove();
+  /**
+   * Ends the layer once nobody reads it: 'close' keeps the sparse copy on disk (the layer is only
+   * dropped from memory), 'remove' deletes it (the layer is cached whole, or the copy was bad).
+   */
+  end(mode: 'close' | 'remove'): Promise<void> {
+    if (this.ending !== 'remove') this.ending = mode;
+    if (this.users > 0) return Promise.resolve();
+    return (this.ended ??= this.ending === 'remove' ? this.sparse.remove() : this.sparse.close());
   }
 
-  private remove(): Promise<void> {
-    return (this.removed ??= this.sparse.remove());
-  }
-
-  async ensure(start: number, end: number, signal?: AbortSignal): Promise<void> {
+  async ensure(fetch: FetchSpan, start: number, end: number, signal?: AbortSignal): Promise<void> {
     if (end <= start) return;
     const aligned = alignRange(this.index, start, end);
     for (;;) {
@@ -143,7 +194,7 @@ export class Layer implements LazyLayer {
     // pieces go one after another (each is held in memory while it is verified), all registered at once
     let previous: Promise<void> = Promise.resolve();
     const jobs = this.sparse.missing(aligned.start, aligned.end).flatMap((g) => this.pieces(g)).map((span) => {
-      const done = previous.then(() => this.fetchVerified(span, signal));
+      const done = previous.then(() => this.fetchVerified(fetch, span, signal));
       previous = done;
       const entry = { span, done };
       this.inflight.push(entry);
@@ -154,34 +205,63 @@ export class Layer implements LazyLayer {
     this.onUse(this);
   }
 
-  /** A gap (segment-aligned, since only whole segments are ever kept) cut into fetchable pieces on segment boundaries. */
+  /** [start, end): the verified part from the sparse copy, the prologue part fetched now and passed through, never kept. */
+  private async read(fetch: FetchSpan, start: number, end: number, signal?: AbortSignal): Promise<Readable> {
+    await this.ensure(fetch, start, end, signal);
+    const first = segments(this.index)[0];
+    const prologueEnd = first?.kind === 'prologue' ? first.end : 0;
+    const head = start < prologueEnd ? await this.fetchChecked(fetch, { start, end: Math.min(end, prologueEnd) }, signal) : undefined;
+    const sparse = this.sparse;
+    const from = Math.max(start, prologueEnd);
+    return Readable.from(
+      (async function* () {
+        if (head) yield head;
+        if (from < end) yield* sparse.stream(from, end);
+      })(),
+      { objectMode: false },
+    );
+  }
+
+  /** A gap (segment-aligned, since only whole segments are ever kept) cut into fetchable pieces on segment boundaries; the prologue is never fetched to be kept. */
   private pieces(gap: Span): Span[] {
     const out: Span[] = [];
     let current: Span | undefined;
     for (const seg of segmentsFor(this.index, gap.start, gap.end)) {
-      if (current && seg.end - current.start > MAX_FETCH_BYTES) {
+      if (current && (seg.kind === 'prologue' || seg.end - current.start > MAX_FETCH_BYTES)) {
         out.push(current);
         current = undefined;
       }
+      if (seg.kind === 'prologue') continue;
       current = current ? { start: current.start, end: seg.end } : { start: seg.start, end: seg.end };
     }
     if (current) out.push(current);
     return out;
   }
 
-  private async fetchVerified(span: Span, signal?: AbortSignal): Promise<void> {
+  private async fetchVerified(fetch: FetchSpan, span: Span, signal?: AbortSignal): Promise<void> {
+    const bytes = await this.fetchChecked(fetch, span, signal);
     try {
-      const bytes = await this.fetchSpan(span, signal);
-      await verifyRange(this.index, span.start, bytes); // throws on any chunk, TOC or footer mismatch
-      await this.sparse.write(span.start, bytes);
+      const report = await verifyRange(this.index, span.start, bytes); // throws on any chunk, TOC or footer mismatch
+      // only what was checked is kept (pieces() leaves the prologue out, and open() refuses pieces without digests)
+      for (const v of report.verified) await this.sparse.write(v.start, bytes.subarray(v.start - span.start, v.end - span.start));
     } catch (e) {
-      if (!(e instanceof EstargzError || e instanceof RangeIgnored)) throw e;
+      if (!(e instanceof EstargzError)) throw e;
       throw new RegistryError('UNKNOWN', {
         status: 502,
-        message: e instanceof EstargzError ? 'upstream sent eStargz content that does not match its TOC' : e.message,
-        detail: { digest: this.digest.value, start: span.start, end: span.end, ...(e instanceof EstargzError ? e.detail : {}) },
+        message: 'upstream sent eStargz content that does not match its TOC',
+        detail: { digest: this.digest.value, start: span.start, end: span.end, ...e.detail },
         cause: e,
       });
+    }
+  }
+
+  /** The span from the upstream; an answer of other bytes than asked for is a 502. */
+  private async fetchChecked(fetch: FetchSpan, span: Span, signal?: AbortSignal): Promise<Buffer> {
+    try {
+      return await fetch(span, signal);
+    } catch (e) {
+      if (!(e instanceof RangeIgnored || e instanceof ClaimRefuted)) throw e;
+      throw new RegistryError('UNKNOWN', { status: 502, message: e.message, detail: { digest: this.digest.value, start: span.start, end: span.end }, cause: e });
     }
   }
 
@@ -195,11 +275,12 @@ export class Layer implements LazyLayer {
     }
   }
 
-  private prefetch(log: Logger): void {
+  /** Fetches the range before the .prefetch.landmark in the background, through `fetch`. */
+  prefetch(fetch: FetchSpan, log: Logger): void {
     const range = prefetchRange(this.index);
     if (!range) return;
     const release = this.hold();
-    this.ensure(range.start, range.end)
+    this.ensure(fetch, range.start, range.end)
       .then(
         () => log.info({ digest: this.digest.value, bytes: range.end }, 'eStargz prefetch range cached'),
         (e: Error) => log.warn({ digest: this.digest.value, err: e.message }, 'eStargz prefetch failed'),
@@ -208,32 +289,9 @@ export class Layer implements LazyLayer {
   }
 }
 
-/**
- * Why a layer announced as eStargz could not be opened. A TOC that does not match its annotation,
- * or an upstream error, is the client's answer; anything else (no footer, an upstream that ignores
- * ranges) is a plain Error, and the layer is served as a plain blob.
- */
-function openError(digest: Digest, e: unknown): unknown {
-  if (e instanceof EstargzError && e.kind === 'digest-mismatch') {
-    return new RegistryError('UNKNOWN', {
-      status: 502,
-      message: "upstream eStargz TOC does not match the layer's toc.digest annotation",
-      detail: { digest: digest.value, ...e.detail },
-      cause: e,
-    });
-  }
-  return e;
-}
-
 /** Streams [range.start, range.end] of a lazy layer, fetching what is missing first. */
-export async function lazyRange(layer: LazyLayer, range: ByteRange, signal?: AbortSignal): Promise<Readable> {
-  const release = layer.hold();
-  try {
-    await layer.ensure(range.start, range.end + 1, signal);
-    return layer.stream(range.start, range.end + 1);
-  } finally {
-    release();
-  }
+export function lazyRange(layer: LazyLayer, range: ByteRange, signal?: AbortSignal): Promise<Readable> {
+  return layer.read(range.start, range.end + 1, signal);
 }
 
 /** Makes every range present, one after another: a multi-range answer fails before its headers, not midway. */
@@ -259,4 +317,3 @@ export function wholeFromSparse(layer: LazyLayer, openGap: (span: Span) => Promi
     { objectMode: false },
   );
 }
-

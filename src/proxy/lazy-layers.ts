@@ -1,21 +1,36 @@
-// eStargz layers served lazily. Manifests that pass through tell us which layers are eStargz (the
-// containerd.io/snapshot/stargz/toc.digest annotation); that is noted in memory and in a small
-// record beside the sparse copy (<dir>/<alg>/<hex>.layer), so it survives restarts. A Range on such
-// a layer, uncached, fetches only the compressed ranges that cover it, widened to whole chunks,
-// verifies every chunk against the TOC, and keeps them in a sparse per-blob copy: no byte is
-// fetched twice and no whole-layer fill starts. A full GET fills the rest from that copy plus the
-// missing ranges; once the blob is cached whole, the layer is forgotten (copy and record removed).
+// eStargz layers served lazily. A manifest that passes through claims which of its layers are
+// eStargz (the containerd.io/snapshot/stargz/toc.digest annotation, and the layer's size); the
+// claim holds for that upstream and repository only. A Range on such a layer, uncached, opens it
+// under the claim of the requesting upstream and repository: the TOC must match the annotation,
+// the footer and the size the blob's, else the layer is served plainly and the claim is set aside
+// for a while. A verified layer's claim is recorded beside its sparse copy
+// (<dir>/<alg>/<hex>.layer, with the upstreams and repositories that made it), so a restart
+// keeps serving it lazily to them; another claim about the same blob (a different TOC) never
+// reads that copy and is served plainly. Open layers' indexes are bounded by their estimated
+// memory in total (estargz.maxIndexMemory), sparse copies by their bytes on disk
+// (estargz.maxSparseSize). Once the blob is cached whole, the layer is forgotten.
 import { access, mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { randomUUID } from 'node:crypto';
 import { basename, join } from 'node:path';
 import { LRUCache } from 'lru-cache';
+import { LruIndex } from '../cache/lru-index.js';
 import { removeSparse, sparseBytes } from '../cache/sparse-blob.js';
-import { TOC_DIGEST_ANNOTATION } from '../estargz/index.js';
+import { TOC_DIGEST_ANNOTATION, type EstargzIndex } from '../estargz/index.js';
 import { tryParseDigest, type Digest } from '../oci/digest.js';
 import type { Upstream } from '../upstreams/upstream.js';
-import { Layer, type LayerInfo, type LazyLayer } from './lazy-layer.js';
+import { ClaimRefuted, Layer, refutesClaim, upstreamSpans, type LayerInfo, type LazyLayer } from './lazy-layer.js';
 import type { Logger } from './pull-through.js';
 import { SparseBudget } from './sparse-budget.js';
+
+/** An open index costs about this many bytes of memory per byte of TOC JSON (parsed entries, lookups, the raw JSON; measured on large TOCs: 4-6). */
+export const INDEX_BYTES_PER_TOC_BYTE = 6;
+export const DEFAULT_MAX_INDEX_BYTES = 256 << 20;
+export const DEFAULT_MAX_TOC_BYTES = 16 << 20;
+/** TOCs being read and parsed at once (each briefly costs several times its size) */
+const OPENS_AT_ONCE = 2;
+/** a refuted claim is not tried again for this long, even when a manifest repeats it */
+const REFUTED_MS = 10 * 60_000;
+const MAX_CLAIMANTS = 64;
 
 export interface LazyLayersOptions {
   /** where sparse copies (and the records of which layers are eStargz) live */
@@ -27,20 +42,53 @@ export interface LazyLayersOptions {
   fillAfterRange?: boolean;
   /** the bytes all sparse copies may hold together (default: no bound) */
   maxBytes?: number;
+  /** the memory the indexes of open layers may take together, estimated (INDEX_BYTES_PER_TOC_BYTE) */
+  maxIndexBytes?: number;
+  /** the largest TOC JSON a lazily served layer may have */
+  maxTocBytes?: number;
 }
 
+/** What the record beside a sparse copy says: the claim its bytes were verified under, and who made it. */
+interface LayerRecord extends LayerInfo {
+  claimants: string[];
+}
+
+interface OpenLayer {
+  claim: LayerInfo;
+  layer: Promise<Layer>;
+  /** upstream and repository pairs whose claim this layer is (also in the record) */
+  claimants: Set<string>;
+}
+
+/** Not now: the layers' indexes fill estargz.maxIndexMemory and are all in use. */
+class MemoryFull extends Error {}
+
+const claimantOf = (up: Upstream, repo: string): string => `${up.name}\n${repo}`;
+const sameClaim = (a: LayerInfo, b: LayerInfo): boolean => a.tocDigest === b.tocDigest && a.size === b.size;
+const claimId = (who: string, digest: Digest, c: LayerInfo): string => `${who}\n${digest.value}\n${c.tocDigest}\n${c.size}`;
+
 export class LazyLayers {
-  /** layer digest → what manifests said about it (also on disk, see recordPath) */
-  private readonly known = new LRUCache<string, LayerInfo>({ max: 100_000 });
-  private readonly open = new Map<string, Promise<Layer>>();
+  /** upstream, repository and layer digest → what that repository's manifests said about the layer */
+  private readonly claims = new LRUCache<string, LayerInfo>({ max: 100_000 });
+  /** claims whose layer failed to open: served plainly, not tried again for a while */
+  private readonly refuted = new LRUCache<string, true>({ max: 10_000, ttl: REFUTED_MS });
+  /** by layer digest: one open layer (one sparse copy) per blob */
+  private readonly open = new Map<string, OpenLayer>();
+  /** estimated index memory of the open layers, by digest; pinned while a request holds one */
+  private readonly memory: LruIndex;
+  private readonly maxIndexBytes: number;
   private readonly budget: SparseBudget;
   /** copies not open here being removed for the budget: opening one waits for that */
   private readonly pruning = new Map<string, Promise<void>>();
   /** the start-up scan of the copies already on disk */
   private readonly ready: Promise<void>;
+  private opening = 0;
+  private readonly waiting: (() => void)[] = [];
 
   constructor(private readonly opts: LazyLayersOptions) {
     this.budget = new SparseBudget(opts.maxBytes ?? Infinity);
+    this.maxIndexBytes = opts.maxIndexBytes ?? DEFAULT_MAX_INDEX_BYTES;
+    this.memory = new LruIndex(this.maxIndexBytes, (digest) => this.unload(digest));
     this.ready = this.scan();
   }
 
@@ -48,52 +96,206 @@ export class LazyLayers {
     return this.opts.fillAfterRange ?? false;
   }
 
-  /** Records the eStargz layers a manifest lists (called for every manifest served). */
-  learn(manifest: Buffer): void {
+  /** Notes the eStargz layers a manifest served by `up` for `repo` claims (called for every manifest served). */
+  learn(manifest: Buffer, up: Upstream, repo: string): void {
     let parsed: unknown;
     try {
       parsed = JSON.parse(manifest.toString('utf8'));
     } catch {
       return;
     }
-    const layers = (parsed as { layers?: unknown }).layers;
+    const layers = (parsed as { layers?: unknown } | null)?.layers;
     if (!Array.isArray(layers)) return;
-    for (const l of layers as { digest?: unknown; size?: unknown; annotations?: Record<string, unknown> }[]) {
-      const toc = l.annotations?.[TOC_DIGEST_ANNOTATION];
-      const digest = typeof l.digest === 'string' ? tryParseDigest(l.digest) : undefined;
-      if (!digest || typeof toc !== 'string' || !Number.isSafeInteger(l.size) || !tryParseDigest(toc)) continue;
-      const info = { tocDigest: toc, size: l.size as number };
-      const prev = this.known.get(digest.value);
-      if (prev?.tocDigest === info.tocDigest && prev.size === info.size) continue;
-      this.known.set(digest.value, info);
-      this.persist(digest, info).catch((e: Error) => this.opts.log.warn({ digest: digest.value, err: e.message }, 'could not record an eStargz layer'));
+    const who = claimantOf(up, repo);
+    for (const l of layers as ({ digest?: unknown; size?: unknown; annotations?: Record<string, unknown> } | null)[]) {
+      const toc = l?.annotations?.[TOC_DIGEST_ANNOTATION];
+      const digest = typeof l?.digest === 'string' ? tryParseDigest(l.digest) : undefined;
+      if (!digest || typeof toc !== 'string' || !Number.isSafeInteger(l?.size) || (l?.size as number) <= 0 || !tryParseDigest(toc)) continue;
+      const claim = { tocDigest: toc, size: l?.size as number };
+      if (!this.refuted.has(claimId(who, digest, claim))) this.claims.set(`${who}\n${digest.value}`, claim);
     }
   }
 
-  /** The lazy layer (opening its TOC on first use), or undefined when the layer is not known eStargz. */
+  /**
+   * The lazy layer as `up` and `repo` see it (opening its TOC on first use), or undefined: not
+   * claimed eStargz there, or not servable lazily under that claim (then it is served plainly).
+   */
   async layer(up: Upstream, repo: string, digest: Digest): Promise<LazyLayer | undefined> {
-    let opening = this.open.get(digest.value);
-    if (!opening) {
-      const info = await this.info(digest);
-      if (!info) return undefined;
-      opening = this.open.get(digest.value); // another request may have opened it meanwhile
-      if (!opening) {
-        opening = this.openLayer(up, repo, digest, info);
-        this.open.set(digest.value, opening);
-        opening.catch(() => this.open.delete(digest.value));
+    const who = claimantOf(up, repo);
+    for (let turn = 0; turn < 2; turn++) {
+      const claim = await this.claimOf(who, digest);
+      if (!claim) return undefined;
+      const entry = this.open.get(digest.value) ?? this.startOpen(up, repo, digest, claim);
+      const layer = await entry.layer.catch(() => undefined);
+      if (layer) {
+        if (!sameClaim(layer.claim, claim)) return undefined; // its copy holds bytes verified under another claim
+        this.join(entry, layer, who);
+        // the caller holds it before any I/O of its own: an eviction cannot close it in between
+        return layer.view(upstreamSpans(up, repo, digest, claim.size), () => this.pin(digest.value));
       }
+      if (sameClaim(entry.claim, claim)) return undefined; // this claim failed to open (the opener logged why)
+      // another claim failed to open: this one gets its turn
     }
-    return opening;
+    return undefined;
   }
 
-  private async openLayer(up: Upstream, repo: string, digest: Digest, info: LayerInfo): Promise<Layer> {
+  /**
+   * Started (touched) layers only, in this run or an earlier one whose sparse copy is still on
+   * disk: for a full GET to fill from what is already here.
+   */
+  async started(up: Upstream, repo: string, digest: Digest): Promise<LazyLayer | undefined> {
+    if (!this.open.has(digest.value) && !(await this.hasSparseCopy(digest))) return undefined;
+    return this.layer(up, repo, digest);
+  }
+
+  /** Closes the sparse copies (they stay on disk for the next start). */
+  async close(): Promise<void> {
+    const layers = await Promise.all([...this.open.values()].map((e) => e.layer.catch(() => undefined)));
+    this.open.clear();
+    await Promise.all(layers.map((l) => l?.sparse.close()));
+  }
+
+  /** After the whole blob was cached: the sparse copy and the record are no longer needed. */
+  async forget(digest: Digest): Promise<void> {
+    await rm(recordPath(this.opts.dir, digest), { force: true }).catch(() => undefined);
+    await this.discard(digest);
+  }
+
+  /**
+   * Drops the sparse copy (once nobody reads it): for the budget, or after it failed to add up to
+   * the layer digest, which only bytes no chunk digest covers can make it do.
+   */
+  async discard(digest: Digest): Promise<void> {
+    const entry = this.open.get(digest.value);
+    const layer = await entry?.layer.catch(() => undefined);
+    // aside before it leaves the map: a copy opened after this gets fresh files, which the
+    // deferred removal of this one (once its readers are done) cannot touch
+    await layer?.sparse.moveAside();
+    if (this.open.get(digest.value) === entry) this.open.delete(digest.value);
+    this.budget.drop(digest.value);
+    this.memory.remove(digest.value);
+    await layer?.end('remove');
+  }
+
+  /** The claim of `who` about the layer: from a manifest it served, else from the record of a copy verified under its claim. */
+  private async claimOf(who: string, digest: Digest): Promise<LayerInfo | undefined> {
+    const claim = this.claims.get(`${who}\n${digest.value}`) ?? (await this.recordedClaim(who, digest));
+    return claim && !this.refuted.has(claimId(who, digest, claim)) ? claim : undefined;
+  }
+
+  private async recordedClaim(who: string, digest: Digest): Promise<LayerInfo | undefined> {
+    const entry = this.open.get(digest.value);
+    if (entry?.claimants.has(who)) return entry.claim;
+    const record = await this.readRecord(digest);
+    return record?.claimants.includes(who) ? { tocDigest: record.tocDigest, size: record.size } : undefined;
+  }
+
+  private startOpen(up: Upstream, repo: string, digest: Digest, claim: LayerInfo): OpenLayer {
+    const entry: OpenLayer = { claim, layer: undefined as unknown as Promise<Layer>, claimants: new Set([claimantOf(up, repo)]) };
+    entry.layer = this.openLayer(up, repo, digest, entry);
+    this.open.set(digest.value, entry);
+    entry.layer.catch((e: unknown) => {
+      if (this.open.get(digest.value) === entry) {
+        this.open.delete(digest.value);
+        this.memory.remove(digest.value);
+      }
+      const where = { upstream: up.name, repo, digest: digest.value, tocDigest: claim.tocDigest, size: claim.size, err: (e as Error).message };
+      if (refutesClaim(e)) {
+        this.refuted.set(claimId(claimantOf(up, repo), digest, claim), true);
+        this.claims.delete(`${claimantOf(up, repo)}\n${digest.value}`);
+        this.opts.log.warn(where, 'eStargz claim of a manifest does not hold; serving the layer plainly');
+      } else {
+        this.opts.log.warn(where, 'eStargz layer could not be opened lazily now; serving it plainly');
+      }
+    });
+    return entry;
+  }
+
+  private async openLayer(up: Upstream, repo: string, digest: Digest, entry: OpenLayer): Promise<Layer> {
     await this.ready;
     await this.pruning.get(digest.value);
-    return Layer.open(up, repo, digest, info, this.opts, (layer) => this.used(layer));
+    const [record, copy] = await Promise.all([this.readRecord(digest), this.hasSparseCopy(digest)]);
+    if (copy && record && !sameClaim(record, entry.claim)) throw new ClaimRefuted('the sparse copy of this layer was verified under another TOC digest or size');
+    if (copy && !record) await this.dropCopy(digest); // a copy that no record vouches for (only a crash leaves one)
+    if (record && sameClaim(record, entry.claim)) for (const c of record.claimants) entry.claimants.add(c);
+    const fetch = upstreamSpans(up, repo, digest, entry.claim.size);
+    await this.turn();
+    let pinned = false;
+    try {
+      if (this.pinnedBytes() >= this.maxIndexBytes) throw new MemoryFull('the indexes of the layers in use fill estargz.maxIndexMemory'); // before parsing a TOC for nothing
+      const layer = await Layer.open(fetch, digest, entry.claim, {
+        dir: this.opts.dir,
+        maxTocBytes: this.opts.maxTocBytes ?? DEFAULT_MAX_TOC_BYTES,
+        verified: async (index) => {
+          this.reserve(digest.value, index);
+          pinned = true;
+          // recorded before any byte is kept: no copy without the claim it was verified under
+          await this.persist(digest, entry);
+        },
+      }, (l) => this.used(l));
+      if (this.opts.prefetch) layer.prefetch(fetch, this.opts.log);
+      return layer;
+    } finally {
+      if (pinned) this.memory.unpin(digest.value);
+      this.endTurn();
+    }
+  }
+
+  /** Counts a verified index against estargz.maxIndexMemory (pinned until the open ends), giving up unused others. */
+  private reserve(digest: string, index: EstargzIndex): void {
+    const bytes = index.tocJson.length * INDEX_BYTES_PER_TOC_BYTE;
+    if (bytes > this.maxIndexBytes) throw new ClaimRefuted(`its TOC would take about ${bytes} bytes of memory, more than estargz.maxIndexMemory`);
+    this.memory.pin(digest);
+    this.memory.add(digest, bytes);
+    if (this.memory.bytes > this.maxIndexBytes) {
+      this.memory.remove(digest);
+      this.memory.unpin(digest);
+      throw new MemoryFull('the indexes of the layers in use fill estargz.maxIndexMemory');
+    }
+  }
+
+  /** The estimated memory of the indexes requests hold now (none of them can be given up). */
+  private pinnedBytes(): number {
+    let n = 0;
+    for (const digest of this.memory.keys()) if (this.memory.isPinned(digest)) n += this.memory.sizeOf(digest) ?? 0;
+    return n;
+  }
+
+  /** Pins a layer's index while a request holds it; returns the unpin. */
+  private pin(digest: string): () => void {
+    this.memory.pin(digest);
+    return () => this.memory.unpin(digest);
+  }
+
+  /** Given up for memory (unused): its sparse copy stays on disk, and the next read opens it again from there. */
+  private unload(digest: string): void {
+    const entry = this.open.get(digest);
+    if (!entry) return;
+    this.open.delete(digest);
+    void entry.layer.then((l) => l.end('close'), () => undefined);
+  }
+
+  /** One of OPENS_AT_ONCE turns to read and parse a TOC (a hand-rolled semaphore: p-limit is not a dependency). */
+  private async turn(): Promise<void> {
+    if (this.opening >= OPENS_AT_ONCE) await new Promise<void>((resolve) => this.waiting.push(resolve));
+    this.opening++;
+  }
+
+  private endTurn(): void {
+    this.opening--;
+    this.waiting.shift()?.();
+  }
+
+  /** Another upstream or repository whose claim is this layer's: it joins the record. */
+  private join(entry: OpenLayer, layer: Layer, who: string): void {
+    if (entry.claimants.has(who)) return;
+    entry.claimants.add(who);
+    this.persist(layer.digest, entry).catch((e: Error) => this.opts.log.warn({ digest: layer.digest.value, err: e.message }, 'could not record an eStargz layer'));
   }
 
   /** Notes a read of a layer's sparse copy, and gives up the least recently used others beyond the budget. */
   private used(layer: Layer): void {
+    this.memory.touch(layer.digest.value);
     this.budget.note(layer.digest.value, layer.sparse.cachedBytes);
     for (const victim of this.budget.over(layer.digest.value)) {
       const digest = tryParseDigest(victim)!;
@@ -109,55 +311,18 @@ export class LazyLayers {
     }
   }
 
-  /**
-   * Started (touched) layers only, in this run or an earlier one whose sparse copy is still on
-   * disk: for a full GET to fill from what is already here.
-   */
-  async started(up: Upstream, repo: string, digest: Digest): Promise<LazyLayer | undefined> {
-    const opening = this.open.get(digest.value) ?? ((await this.hasSparseCopy(digest)) ? this.layer(up, repo, digest) : undefined);
-    return opening?.catch(() => undefined);
-  }
-
-  /** Closes the sparse copies (they stay on disk for the next start). */
-  async close(): Promise<void> {
-    const layers = await Promise.all([...this.open.values()].map((p) => p.catch(() => undefined)));
-    this.open.clear();
-    await Promise.all(layers.map((l) => l?.sparse.close()));
-  }
-
-  /** After the whole blob was cached: the sparse copy and the record are no longer needed. */
-  async forget(digest: Digest): Promise<void> {
-    this.known.delete(digest.value);
-    await rm(recordPath(this.opts.dir, digest), { force: true }).catch(() => undefined);
-    await this.discard(digest);
-  }
-
-  /**
-   * Drops the sparse copy (once nobody reads it): after it failed to add up to the layer digest,
-   * which only its unverifiable bytes (the tar headers before the first chunk) can make it do.
-   */
-  async discard(digest: Digest): Promise<void> {
-    const opening = this.open.get(digest.value);
-    const layer = await opening?.catch(() => undefined);
-    // aside before it leaves the map: a copy opened after this gets fresh files, which the
-    // deferred removal of this one (once its readers are done) cannot touch
-    await layer?.sparse.moveAside();
-    if (this.open.get(digest.value) === opening) this.open.delete(digest.value);
+  private async dropCopy(digest: Digest): Promise<void> {
     this.budget.drop(digest.value);
-    await layer?.retire();
+    await removeSparse(this.opts.dir, digest);
   }
 
-  /** What a manifest said about the layer: from memory, else from its record on disk (an earlier run). */
-  private async info(digest: Digest): Promise<LayerInfo | undefined> {
-    const hit = this.known.get(digest.value);
-    if (hit) return hit;
+  private async readRecord(digest: Digest): Promise<LayerRecord | undefined> {
     const saved = await readFile(recordPath(this.opts.dir, digest), 'utf8')
-      .then((t) => JSON.parse(t) as Partial<LayerInfo> | null)
-      .catch(() => undefined); // none (not eStargz, or never seen), or unreadable: not known
+      .then((t) => JSON.parse(t) as Partial<LayerRecord> | null)
+      .catch(() => undefined); // none (not eStargz, or never opened), or unreadable: not known
     if (typeof saved?.tocDigest !== 'string' || !tryParseDigest(saved.tocDigest) || !Number.isSafeInteger(saved.size)) return undefined;
-    const info = { tocDigest: saved.tocDigest, size: saved.size as number };
-    this.known.set(digest.value, info);
-    return info;
+    const claimants = Array.isArray(saved.claimants) ? saved.claimants.filter((c): c is string => typeof c === 'string') : [];
+    return { tocDigest: saved.tocDigest, size: saved.size as number, claimants };
   }
 
   /**
@@ -185,11 +350,12 @@ export class LazyLayers {
     return access(join(this.opts.dir, digest.algorithm, `${digest.hex}.ranges`)).then(() => true, () => false);
   }
 
-  private async persist(digest: Digest, info: LayerInfo): Promise<void> {
+  private async persist(digest: Digest, entry: OpenLayer): Promise<void> {
+    const record: LayerRecord = { ...entry.claim, claimants: [...entry.claimants].slice(-MAX_CLAIMANTS) };
     const path = recordPath(this.opts.dir, digest);
     await mkdir(join(this.opts.dir, digest.algorithm), { recursive: true });
     const tmp = `${path}.${randomUUID()}.tmp`;
-    await writeFile(tmp, JSON.stringify(info));
+    await writeFile(tmp, JSON.stringify(record));
     await rename(tmp, path);
   }
 }

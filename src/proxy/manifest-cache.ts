@@ -34,8 +34,8 @@ export interface ManifestCacheOptions {
   /** deadline for revalidating a tag we hold; past it the cached manifest is served */
   revalidateTimeoutMs: number;
   log: Logger;
-  /** sees every manifest served (e.g. to learn which layers are eStargz) */
-  onManifest?: ((body: Buffer) => void) | undefined;
+  /** sees every manifest served, with the upstream and repository it was served for (e.g. to learn which layers are eStargz) */
+  onManifest?: ((body: Buffer, up: Upstream, repo: string) => void) | undefined;
   now?: () => number;
 }
 
@@ -58,7 +58,7 @@ export class ManifestCache {
   /** GET or HEAD of a manifest by tag or digest, honouring the client's Accept list. */
   async get(up: Upstream, repo: string, ref: Reference, accept: readonly string[], signal?: AbortSignal): Promise<ServedManifest> {
     const served = await this.lookup(up, repo, ref, accept, signal);
-    this.opts.onManifest?.(served.body);
+    this.opts.onManifest?.(served.body, up, repo);
     return served;
   }
 

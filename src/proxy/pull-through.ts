@@ -28,7 +28,7 @@ export interface PullThroughOptions {
   /** answer GETs of cached blobs with a 307 to a pre-signed URL valid this long, when the store can make one */
   redirectTtlSeconds?: number | undefined;
   /** lazy serving of eStargz layers: where their sparse copies live; absent to turn it off */
-  estargz?: { sparseDir: string; prefetch: boolean; fillAfterRange?: boolean; maxSparseBytes?: number } | undefined;
+  estargz?: { sparseDir: string; prefetch: boolean; fillAfterRange?: boolean; maxSparseBytes?: number; maxIndexBytes?: number; maxTocBytes?: number } | undefined;
   log: Logger;
   now?: () => number;
 }
@@ -41,9 +41,9 @@ export class PullThrough {
 
   constructor(opts: PullThroughOptions) {
     const e = opts.estargz;
-    const lazy = e && new LazyLayers({ dir: e.sparseDir, prefetch: e.prefetch, fillAfterRange: e.fillAfterRange ?? false, maxBytes: e.maxSparseBytes, log: opts.log });
+    const lazy = e && new LazyLayers({ dir: e.sparseDir, prefetch: e.prefetch, fillAfterRange: e.fillAfterRange ?? false, maxBytes: e.maxSparseBytes, maxIndexBytes: e.maxIndexBytes, maxTocBytes: e.maxTocBytes, log: opts.log });
     this.lazy = lazy;
-    this.manifests = new ManifestCache({ ...opts, onManifest: lazy && ((body) => lazy.learn(body)) });
+    this.manifests = new ManifestCache({ ...opts, onManifest: lazy && ((body, up, repo) => lazy.learn(body, up, repo)) });
     this.blobs = new BlobCache({ ...opts, lazy });
     this.files = new LayerFiles({ store: opts.store, blobs: this.blobs, manifests: this.manifests });
   }
