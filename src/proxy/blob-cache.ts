@@ -8,7 +8,7 @@ import type { BlobStore } from '../cache/blob-store.js';
 import { Fill } from '../cache/fill.js';
 import { VerificationError, type Digest } from '../oci/digest.js';
 import { coalesce, rangeInvalid, satisfy, type ByteRange, type RangeRequest } from '../oci/range.js';
-import type { Upstream } from '../upstreams/upstream.js';
+import { discard, type Upstream } from '../upstreams/upstream.js';
 import { RegistryError } from '../oci/errors.js';
 import { diskError } from './errors.js';
 import { ensureAll, lazyRange, wholeFromSparse, type LazyLayer } from './lazy-layer.js';
@@ -169,7 +169,7 @@ export class BlobCache {
     }
     const part = await up.getBlob(repo, digest, { range });
     if (!part.range) {
-      part.body.destroy(); // the upstream ignored the Range: the fill will serve it
+      discard(part.body); // the upstream ignored the Range: the fill will serve it
       return undefined;
     }
     if (!running && this.opts.fillOnRange) {
@@ -216,7 +216,7 @@ export class BlobCache {
       this.opts.log.warn({ upstream: up.name, repo, digest: digest.value, offset }, 'upstream stream broke; resuming with a ranged request');
       const part = await up.getBlob(repo, digest, { range: { start: offset, end: undefined } });
       if (part.range?.start !== offset) {
-        part.body.destroy();
+        discard(part.body);
         throw new Error('upstream ignored the resume range');
       }
       return part.body;
@@ -235,7 +235,7 @@ export class BlobCache {
     const openGap = async (gap: { start: number; end: number }) => {
       const part = await up.getBlob(repo, digest, { range: { start: gap.start, end: gap.end - 1 } });
       if (part.range?.start !== gap.start || part.range.end !== gap.end - 1) {
-        part.body.destroy();
+        discard(part.body);
         throw new Error(`upstream did not answer the range ${gap.start}-${gap.end - 1}`);
       }
       return part.body;

@@ -11,7 +11,7 @@ import { openEstargz, alignRange, prefetchRange, segments, segmentsFor, verifyRa
 import type { Digest } from '../oci/digest.js';
 import { RegistryError } from '../oci/errors.js';
 import type { ByteRange } from '../oci/range.js';
-import type { Upstream } from '../upstreams/upstream.js';
+import { discard, type Upstream } from '../upstreams/upstream.js';
 import type { Logger } from './pull-through.js';
 
 /** Upstream ranges are fetched (and held in memory for verification) in pieces up to this size, one at a time per request. */
@@ -59,11 +59,11 @@ export function upstreamSpans(up: Upstream, repo: string, digest: Digest, size: 
   return async (span, signal) => {
     const res = await up.getBlob(repo, digest, { range: { start: span.start, end: span.end - 1 }, signal });
     if (res.size !== undefined && res.size !== size) {
-      res.body.destroy();
+      discard(res.body);
       throw new ClaimRefuted(`the upstream has ${res.size} bytes of ${digest.value}, the manifest said ${size}`);
     }
     if (res.range?.start !== span.start || res.range.end !== span.end - 1) {
-      res.body.destroy();
+      discard(res.body);
       throw new RangeIgnored(`upstream did not answer the range ${span.start}-${span.end - 1} of ${digest.value}`);
     }
     const bytes = Buffer.concat(await res.body.toArray());

@@ -13,7 +13,7 @@ import type { Authenticator } from './auth/authenticator.js';
 import { errorFromResponse, errorFromTransport, header, isRetryable, verificationError, type ErrorContext, type ResourceKind } from './errors.js';
 import { answeredRange, exactly, wholeLength } from './framing.js';
 import { rangeHeader, type RangeRequest } from '../oci/range.js';
-import type { BlobResponse, CallOptions, Manifest, ManifestHead, RateLimit, TagPage, Upstream } from './upstream.js';
+import { discard, type BlobResponse, type CallOptions, type Manifest, type ManifestHead, type RateLimit, type TagPage, type Upstream } from './upstream.js';
 
 const MAX_REDIRECTS = 5;
 /** After this many consecutive failed requests the upstream counts as down... */
@@ -292,12 +292,6 @@ export function upstreamAgent(timeouts: { connectMs: number; headersMs: number; 
   });
 }
 
-/** Drops a response body we do not need, keeping the connection when the rest is small. */
-export function discard(body: Readable): void {
-  body.on('error', () => undefined);
-  if ('dump' in body && typeof body.dump === 'function') (body.dump as () => Promise<void>)().catch(() => undefined);
-  else body.destroy();
-}
 
 /** Reads `ratelimit-limit: 100;w=21600` and `ratelimit-remaining: 76;w=21600`. */
 export function parseRateLimit(headers: Headers, now = Date.now()): RateLimit | undefined {

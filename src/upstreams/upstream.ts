@@ -70,3 +70,13 @@ export interface Upstream {
   rateLimit(): RateLimit | undefined;
   close(): Promise<void>;
 }
+
+/**
+ * Drops a response body we do not need, keeping the connection when the rest is small. Its error,
+ * if any, is nobody's: without a listener a destroyed body's error would crash the process.
+ */
+export function discard(body: Readable): void {
+  body.on('error', () => undefined);
+  if ('dump' in body && typeof body.dump === 'function') (body.dump as () => Promise<void>)().catch(() => undefined);
+  else body.destroy();
+}

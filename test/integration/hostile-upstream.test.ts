@@ -72,8 +72,8 @@ async function twoUpstreams(t: Test) {
   t.teardown(() => a.close());
   const b = await startHostileRegistry();
   t.teardown(() => b.close());
-  // cache.fillOnRange: false sends a Range on an uncached blob to the upstream, as it comes
-  const proxy = await startProxy({ upstream: [`a=${a.url}`, `b=${b.url}`], configDoc: { retries: 0, cache: { fillOnRange: false } } });
+  // cache.unverifiedRanges (with fillOnRange off) sends a Range on an uncached blob to the upstream, as it comes
+  const proxy = await startProxy({ upstream: [`a=${a.url}`, `b=${b.url}`], configDoc: { retries: 0, cache: { fillOnRange: false, unverifiedRanges: true } } });
   t.teardown(() => proxy.stop());
   const blobA = Buffer.from(Array.from({ length: 4000 }, (_, i) => i % 253));
   const blobB = Buffer.from('the true blob of upstream b, the same length');
