@@ -5,7 +5,7 @@
 // a body that is not what its media type says is never cached, and one an older version cached
 // is dropped and fetched again.
 import { randomUUID } from 'node:crypto';
-import { writeFile } from 'node:fs/promises';
+import { rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { BlobStore, MetadataStore, TagRecord } from '../cache/blob-store.js';
 import { SingleFlight } from '../cache/single-flight.js';
@@ -199,8 +199,12 @@ export class ManifestCache {
     await this.opts.meta.putManifest(m.digest, { mediaType: m.mediaType, size: m.body.length });
     if (await this.opts.store.stat(m.digest)) return manifest;
     const file = join(this.opts.store.spoolDir, `manifest-${randomUUID()}`);
-    await writeFile(file, m.body);
-    await this.opts.store.ingest(m.digest, file, m.body.length);
+    try {
+      await writeFile(file, m.body);
+      await this.opts.store.ingest(m.digest, file, m.body.length);
+    } finally {
+      await rm(file, { force: true }); // gone already unless the write or the ingest failed (a full disk)
+    }
     return manifest;
   }
 }
