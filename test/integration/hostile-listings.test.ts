@@ -59,3 +59,13 @@ t.test('a referrers index is passed on, filtered by artifactType', async (t) => 
   t.equal(some.headers.get('oci-filters-applied'), 'artifactType');
   t.same(((await some.json()) as { manifests: unknown[] }).manifests, [d('application/b')]);
 });
+
+t.test('a referrers-tag fallback that is not an index: 502 with an OCI body', async (t) => {
+  const { reg, proxy } = await hostileSetup(t);
+  reg.misbehave({ kind: 'custom', answer: () => ({ status: 404, headers: { 'Content-Type': 'application/json' }, body: '{"errors":[{"code":"NAME_UNKNOWN","message":"no"}]}' }) }, { only: { pathIncludes: '/referrers/' } });
+  reg.misbehave({ kind: 'custom', answer: () => ({ status: 200, headers: { 'Content-Type': OCI_INDEX }, body: 'not json at all' }) }, { only: { pathIncludes: `/manifests/sha256-` } });
+  const res = await fetch(`${proxy.url}/v2/hostile/lib/x/referrers/${DIGEST}`);
+  const text = await res.text();
+  t.equal(res.status, 502, 'a 502');
+  t.ok((JSON.parse(text) as { errors: { code: string }[] }).errors[0]?.code, 'an OCI body');
+});
