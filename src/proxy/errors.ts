@@ -31,6 +31,16 @@ export function toRegistryError(err: unknown): RegistryError {
   return new RegistryError('UNKNOWN', { cause: err });
 }
 
+/**
+ * An error answered outside Fastify (to a request Node's HTTP layer keeps from it: malformed,
+ * CONNECT, an unmet Expect): status, headers and the OCI envelope, closing the connection.
+ */
+export function bareErrorResponse(e: RegistryError, apiVersion: string): { status: number; headers: Record<string, string>; body: string } {
+  const body = JSON.stringify(e.toBody());
+  const headers = { ...e.headers, 'content-type': 'application/json; charset=utf-8', 'content-length': String(Buffer.byteLength(body)), 'docker-distribution-api-version': apiVersion, connection: 'close' };
+  return { status: e.status, headers, body };
+}
+
 export function errorHandler(err: unknown, req: FastifyRequest, reply: FastifyReply): void {
   const e = toRegistryError(err);
   const fields = { code: e.code, status: e.status, detail: e.detail };

@@ -4,6 +4,7 @@ import type { Writable } from 'node:stream';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { parseDigest } from '../oci/digest.js';
 import { RegistryError } from '../oci/errors.js';
+import { parseManifest, type Descriptor, type ParsedManifest } from '../oci/manifest.js';
 import { OCI_INDEX, parseAccept } from '../oci/media-types.js';
 import { parseReference } from '../oci/reference.js';
 import type { PullThrough } from './pull-through.js';
@@ -98,19 +99,29 @@ async function tags(cache: PullThrough, route: Route, clientName: string, query:
   const n = query.get('n');
   const last = query.get('last');
   const page: { n?: number; last?: string } = {};
-  if (n !== null && /^[0-9]{1,6}$/.test(n)) page.n = Number(n);
+  const size = pageSize(n);
+  if (size !== undefined) page.n = size;
   if (last !== null) page.last = last;
   const result = await cache.tags(route.upstream.client, route.repo, page, signal);
   const { tags, next } = result.next ? result : pageLocally(result.tags, page);
   if (next) {
     const q = new URLSearchParams();
-    if (next.n !== undefined) q.set('n', String(next.n));
+    // the upstream's own `n` only when it is a page size (a lying upstream may send n=NaN), else
+    // the client's; never 0, which would page nowhere
+    const nextSize = [pageSize(next.n), page.n].find((size) => size !== undefined && size > 0);
+    if (nextSize !== undefined) q.set('n', String(nextSize));
     q.set('last', next.last);
     const ns = query.get('ns');
     if (ns !== null) q.set('ns', ns); // the next page must reach the same upstream
     reply.header('link', `</v2/${clientName}/tags/list?${q}>; rel="next"`);
   }
   return reply.type('application/json').send({ name: clientName, tags: [...tags].sort() });
+}
+
+/** A page size as `n` carries it: a whole number of up to six digits; anything else is no `n`. */
+function pageSize(n: string | number | null | undefined): number | undefined {
+  const text = typeof n === 'number' ? String(n) : n;
+  return typeof text === 'string' && /^[0-9]{1,6}$/.test(text) ? Number(text) : undefined;
 }
 
 /**
@@ -130,33 +141,38 @@ function pageLocally(tags: string[], page: { n?: number; last?: string }): Pick<
 async function referrers(cache: PullThrough, route: Route, refText: string, query: URLSearchParams, reply: FastifyReply, signal: AbortSignal) {
   const digest = parseDigest(refText);
   const artifactType = query.get('artifactType') ?? undefined;
-  const index = await cache.referrers(route.upstream.client, route.repo, digest, artifactType, signal);
-  let body = index?.body ?? EMPTY_INDEX;
-  if (artifactType !== undefined) {
-    const filtered = onlyArtifactType(body, artifactType);
-    if (filtered) {
-      body = filtered;
-      reply.header('oci-filters-applied', 'artifactType');
-    }
-  }
-  return reply.type(OCI_INDEX).send(body);
+  const up = route.upstream.client;
+  const index = await cache.referrers(up, route.repo, digest, artifactType, signal);
+  const body = index?.body ?? EMPTY_INDEX;
+  const doc = referrersIndex(up.name, body);
+  reply.type(OCI_INDEX);
+  if (artifactType === undefined) return reply.send(body);
+  // the upstream may not have filtered, and filtering again is harmless
+  reply.header('oci-filters-applied', 'artifactType');
+  const kept = doc.manifests.filter((m) => m.artifactType === artifactType);
+  return reply.send(kept.length === doc.manifests.length ? body : Buffer.from(JSON.stringify({ ...doc, manifests: kept })));
 }
 
-/**
- * The referrers index with only the manifests of `artifactType`: the upstream may not have
- * filtered, and filtering again is harmless. Undefined when `body` is no index to filter.
- */
-function onlyArtifactType(body: Buffer, artifactType: string): Buffer | undefined {
-  let index: unknown;
+/** The upstream's referrers answer as an index, or a 502: anything else is not passed on as one. */
+function referrersIndex(upstream: string, body: Buffer): ParsedManifest & { manifests: Descriptor[] } {
+  let doc: ParsedManifest;
   try {
-    index = JSON.parse(body.toString('utf8'));
-  } catch {
-    return undefined;
+    // held to an index's structure (manifests, each a descriptor), which is all a client reads of it
+    doc = parseManifest(body, 'application/json');
+  } catch (e) {
+    if (!(e instanceof RegistryError)) throw e;
+    throw notAnIndex(upstream, (e.detail as { reason: string }).reason);
   }
-  const manifests = (index as { manifests?: unknown } | null)?.manifests;
-  if (!Array.isArray(manifests)) return undefined;
-  const kept = manifests.filter((m) => (m as { artifactType?: unknown } | null)?.artifactType === artifactType);
-  return kept.length === manifests.length ? body : Buffer.from(JSON.stringify({ ...(index as object), manifests: kept }));
+  if (!doc.manifests) throw notAnIndex(upstream, 'manifests is missing');
+  return doc as ParsedManifest & { manifests: Descriptor[] };
+}
+
+function notAnIndex(upstream: string, reason: string): RegistryError {
+  return new RegistryError('MANIFEST_INVALID', {
+    status: 502,
+    message: `upstream "${upstream}" sent a referrers answer that is not an image index: ${reason}`,
+    detail: { upstream, reason },
+  });
 }
 
 /**

@@ -1,9 +1,9 @@
 // buildServer(deps): the Fastify instance, without listen(), so tests can inject() or listen on 0.
-import { STATUS_CODES } from 'node:http';
+import { STATUS_CODES, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest, type FastifyServerOptions } from 'fastify';
 import { RegistryError } from '../oci/errors.js';
-import { errorHandler } from './errors.js';
+import { bareErrorResponse, errorHandler } from './errors.js';
 import type { PullThrough } from './pull-through.js';
 import { registerRoutes } from './routes.js';
 import type { Router } from './routing.js';
@@ -44,14 +44,29 @@ function clientError(err: NodeJS.ErrnoException, socket: Duplex): void {
     err.code === 'HPE_HEADER_OVERFLOW' ? [431, 'request URL or headers too large']
     : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? [408, 'request not received in time']
     : [400, 'malformed HTTP request'];
-  const body = JSON.stringify(new RegistryError('UNSUPPORTED', { status, message }).toBody());
-  if (socket.writable) {
-    socket.write(
-      `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nContent-Type: application/json; charset=utf-8\r\n` +
-        `Content-Length: ${Buffer.byteLength(body)}\r\nDocker-Distribution-API-Version: ${API_VERSION}\r\nConnection: close\r\n\r\n${body}`,
-    );
-  }
+  if (socket.writable) socket.write(rawResponse(new RegistryError('UNSUPPORTED', { status, message })));
   socket.destroy(err);
+}
+
+/** CONNECT never reaches Fastify (Node hands over the socket, and closes it unanswered unless told otherwise). */
+function connectRequest(req: IncomingMessage, socket: Duplex): void {
+  socket.on('error', () => undefined);
+  const e = new RegistryError('UNSUPPORTED', { message: 'CONNECT is not supported: this is a registry, not a forward proxy', detail: { method: req.method } });
+  socket.end(rawResponse(e));
+}
+
+/** An Expect other than 100-continue: 417, as Node would answer it, but with the envelope. */
+function unmetExpectation(req: IncomingMessage, res: ServerResponse): void {
+  const expect = String(req.headers.expect ?? '').slice(0, 100);
+  const e = new RegistryError('UNSUPPORTED', { status: 417, message: 'the Expect header asks for what this server does not do', detail: { expect } });
+  const { status, headers, body } = bareErrorResponse(e, API_VERSION);
+  res.writeHead(status, headers).end(req.method === 'HEAD' ? undefined : body);
+}
+
+function rawResponse(e: RegistryError): string {
+  const { status, headers, body } = bareErrorResponse(e, API_VERSION);
+  const lines = Object.entries(headers).map(([k, v]) => `${k}: ${v}\r\n`);
+  return `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\n${lines.join('')}\r\n${body}`;
 }
 
 export function buildServer(deps: ServerDeps): FastifyInstance {
@@ -88,5 +103,7 @@ export function buildServer(deps: ServerDeps): FastifyInstance {
     errorHandler(new RegistryError('NAME_UNKNOWN', { message: 'unknown API path', detail: pathDetail(req) }), req, reply);
   });
   registerRoutes(app, deps);
+  app.server.on('connect', connectRequest);
+  app.server.on('checkExpectation', unmetExpectation);
   return app;
 }
