@@ -218,7 +218,8 @@ t.test('a stale tag is revalidated with one upstream HEAD; a manifest removed fr
   hop.reset();
   const again = await pull(proxy);
   t.same(again.allDigests, image.allDigests, 'the pull works');
-  t.equal(hop.count({ method: 'GET', pathIncludes: `/manifests/${manifest}` }), 1, 'the removed manifest came from the upstream');
+  // by its tag (the tag's lookup finds the manifest gone and asks again) or by its digest: one GET
+  t.equal(hop.count({ method: 'GET', pathIncludes: new RegExp(`/manifests/(v1|${manifest})$`) }), 1, 'the removed manifest came from the upstream');
   t.equal(hop.count({ method: 'GET', pathIncludes: '/manifests/' }), 1, 'and only that one');
   t.equal(hop.count(UPSTREAM_BLOB_GET), 0);
   t.ok(await inBucket(prefix, manifest), 'the manifest is back in the bucket');
