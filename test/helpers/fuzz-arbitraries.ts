@@ -106,6 +106,13 @@ export const rangeHeader: fc.Arbitrary<string> = fc.oneof(
   { weight: 1, arbitrary: anyString },
 );
 
+/** A Range header whose numbers fall around a blob of `size` bytes (so most are satisfiable). */
+export const rangeAround = (size: number): fc.Arbitrary<string> => {
+  const at = fc.oneof(fc.nat({ max: Math.max(0, size + 1) }), fc.constantFrom(0, 1, Math.max(0, size - 1), size, size + 1)).map(String);
+  const spec = fc.oneof(fc.tuple(at, at).map(([a, b]) => (Number(a) <= Number(b) ? `${a}-${b}` : `${b}-${a}`)), at.map((a) => `${a}-`), at.map((b) => `-${b}`));
+  return fc.oneof({ weight: 3, arbitrary: spec.map((x) => `bytes=${x}`) }, { weight: 1, arbitrary: fc.array(spec, { minLength: 2, maxLength: 5 }).map((xs) => `bytes=${xs.join(', ')}`) });
+};
+
 // --- Accept headers
 export const MANIFEST_MEDIA_TYPES = [
   'application/vnd.oci.image.index.v1+json',
