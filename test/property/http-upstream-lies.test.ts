@@ -202,7 +202,7 @@ t.test('blob lies', async (t) => {
     if (c.after) await truthServed(path.replace('/lib/x/', '/lib/y/'), body, tally, c.after);
     await verifyFsStore(proxy.cacheDir);
     tally.held('cache-verifies');
-  }), { numRuns: 150, timeLimitMs: 45_000, caseTimeoutMs: 30_000 }, tally);
+  }), { numRuns: 150, timeLimitMs: 25_000, caseTimeoutMs: 20_000 }, tally);
   t.comment(`peak RSS growth: ${(rss.peakGrowth() / 2 ** 20).toFixed(0)} MiB`);
   t.ok(rss.peakGrowth() < 512 * 2 ** 20, 'memory stays bounded (RSS growth under 512 MiB)');
 });
@@ -285,7 +285,7 @@ t.test('manifest lies', async (t) => {
     await truthServed(`/v2/hostile/lib/elsewhere/blobs/${sharedLayer}`, layerBody, tally, 'bytes=1-20');
     await verifyFsStore(proxy.cacheDir);
     tally.held('cache-verifies');
-  }), { numRuns: 120, timeLimitMs: 40_000, caseTimeoutMs: 30_000 }, tally);
+  }), { numRuns: 120, timeLimitMs: 20_000, caseTimeoutMs: 20_000 }, tally);
   t.comment(`peak RSS growth: ${(rss.peakGrowth() / 2 ** 20).toFixed(0)} MiB`);
   t.ok(rss.peakGrowth() < 512 * 2 ** 20, 'memory stays bounded (RSS growth under 512 MiB)');
 });
