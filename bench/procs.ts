@@ -1,11 +1,14 @@
 // Processes the benchmark drives: pullthrough from a built CLI, curl clients, skopeo pulls, and
 // /proc readers for memory (VmHWM, VmRSS) of any of them.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, openSync, closeSync, readFileSync } from 'node:fs';
+import { existsSync, openSync, closeSync } from 'node:fs';
 import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { freePort, sleep, waitFor } from '../test/helpers/util.js';
 import { skopeo } from '../test/helpers/skopeo.js';
+import { nodeFlagsOf } from '../test/helpers/child-proxy.js';
+
+export { nodeFlagsOf }; // the Node flags of the CLI's first line, as `pullthrough` runs with
 
 const SETPRIV = ['/usr/bin/setpriv', '/bin/setpriv'].find((p) => existsSync(p));
 
@@ -81,16 +84,6 @@ export interface Pullthrough {
   cacheDir: string;
   logPath: string;
   stop(): Promise<void>;
-}
-
-/**
- * The Node flags a built CLI asks for on its `#!/usr/bin/env -S node …` line, so the benchmark runs
- * it as `pullthrough` and `npm start` do, with this process's own Node binary.
- */
-export function nodeFlagsOf(cli: string): string[] {
-  const first = readFileSync(cli, 'utf8').split('\n', 1)[0] ?? '';
-  const m = /^#!\S*env\s+-S\s+node\s+(.*)$/.exec(first);
-  return m ? m[1]!.trim().split(/\s+/) : [];
 }
 
 /** Starts `<cli> serve [extraArgs]` as its own process and waits for GET /v2/ = 200. */

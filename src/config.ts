@@ -46,8 +46,10 @@ export interface Config {
     readonly tagTtlMs: number;
     /** deadline for revalidating a cached tag; past it the cached manifest is served */
     readonly revalidateTimeoutMs: number;
-    /** fill an uncached blob in the background when it is first asked for by Range */
+    /** fill an uncached blob in the background when it is first asked for by Range (with unverifiedRanges) */
     readonly fillOnRange: boolean;
+    /** answer a Range with bytes not yet verified against the blob's digest, for speed */
+    readonly unverifiedRanges: boolean;
     /** blobs, tags and manifests in an S3 bucket shared by replicas; undefined: the filesystem cache */
     readonly s3: S3CacheConfig | undefined;
   };
@@ -110,7 +112,7 @@ export function loadConfig(flags: Flags, env: NodeJS.ProcessEnv = process.env): 
   const doc = expandEnv(raw, env, '') as Record<string, unknown>;
   onlyKeys(doc, '', ['listen', 'cache', 'upstreams', 'defaultUpstream', 'timeouts', 'retries', 'estargz', 'logLevel']);
   const cache = objectAt(doc, 'cache');
-  onlyKeys(cache, 'cache.', ['dir', 'maxSize', 'tagTtl', 'revalidateTimeout', 'fillOnRange', 's3']);
+  onlyKeys(cache, 'cache.', ['dir', 'maxSize', 'tagTtl', 'revalidateTimeout', 'fillOnRange', 'unverifiedRanges', 's3']);
   const timeouts = objectAt(doc, 'timeouts');
   onlyKeys(timeouts, 'timeouts.', ['connect', 'headers', 'body']);
   const estargz = objectAt(doc, 'estargz');
@@ -144,6 +146,7 @@ export function loadConfig(flags: Flags, env: NodeJS.ProcessEnv = process.env): 
       tagTtlMs: parseDuration(cache.tagTtl ?? '5m', 'cache.tagTtl'),
       revalidateTimeoutMs: parseDuration(cache.revalidateTimeout ?? '3s', 'cache.revalidateTimeout'),
       fillOnRange: parseBoolean(cache.fillOnRange ?? true, 'cache.fillOnRange'),
+      unverifiedRanges: parseBoolean(cache.unverifiedRanges ?? false, 'cache.unverifiedRanges'),
       s3: s3FromDoc(cache.s3, env),
     },
     upstreams: upstreams.map((u) => withDockerHubEnvCredentials(u, env)),

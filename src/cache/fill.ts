@@ -3,6 +3,8 @@
 // gets what is already there and then the live tail, and a slow or departed reader never holds
 // up the download. The last byte is released to readers only after the whole blob verified, so
 // wrong content can never look complete to a client: a failed fill aborts its readers instead.
+// A reader of a range holds back the range's own last byte the same way, unless it asked for
+// unverified bytes (cache.unverifiedRanges).
 // A store with a streaming writer (S3) gets the bytes the same way, from one more reader of the
 // spool file that ends only once the blob verified; its upload then runs at its own pace.
 import { EventEmitter } from 'node:events';
@@ -11,6 +13,7 @@ import { join } from 'node:path';
 import { createHash, randomUUID } from 'node:crypto';
 import { PassThrough, Readable, type Writable } from 'node:stream';
 import { pumpFile } from './file-pump.js';
+import { writeAll } from './disk-writes.js';
 import { pipeline } from 'node:stream/promises';
 import { VerificationError, type Digest } from '../oci/digest.js';
 import type { ByteRange } from '../oci/range.js';
@@ -71,7 +74,13 @@ export class Fill {
   /** Starts writing `source` into the store; resolves once the spool file exists. */
   static async start(store: BlobStore, digest: Digest, source: FillSource, maxResumes = DEFAULT_RESUMES): Promise<Fill> {
     const spoolPath = join(store.spoolDir, `${digest.hex.slice(0, 16)}-${randomUUID()}`);
-    const file = await open(spoolPath, 'wx+');
+    let file: FileHandle;
+    try {
+      file = await open(spoolPath, 'wx+');
+    } catch (e) {
+      discardBody(source.body); // a full or read-only disk: the download must not linger unread
+      throw e;
+    }
     const fill = new Fill(digest, source.size, spoolPath, file, store, maxResumes);
     fill.startWriter();
     void fill.run(source);
@@ -88,7 +97,7 @@ export class Fill {
     }
     if (!writer) return;
     this.writer = writer;
-    const feed = this.reader(undefined, true);
+    const feed = this.reader(); // ends only once the blob verified
     // a failing writer destroys its sink, which only ends this feed; the fill and its readers go on
     pipeline(feed, writer.sink).catch(() => undefined);
   }
@@ -112,13 +121,14 @@ export class Fill {
   }
 
   /**
-   * A stream of [start, end] of the blob, following the fill as it progresses. With `untilVerified`
-   * the stream ends only once the blob verified, even when its last byte was read before.
+   * A stream of [start, end] of the blob, following the fill as it progresses. Its last byte comes
+   * only once the blob verified, so the stream never ends before that; with `unverified`, a range
+   * ends as soon as its bytes are there (only the blob's own last byte waits).
    */
-  reader(range?: ByteRange, untilVerified = false): Readable {
+  reader(range?: ByteRange, unverified = false): Readable {
     if (this.fileClosed) return this.settledReader(range);
     this.readers++;
-    const r = new FillReader(this, this.file, range?.start ?? 0, range?.end, untilVerified);
+    const r = new FillReader(this, this.file, range?.start ?? 0, range?.end, unverified);
     r.once('close', () => {
       this.readers--;
       this.closeIfIdle();
@@ -127,18 +137,20 @@ export class Fill {
   }
 
   /**
-   * Sends [range] of the blob to `sink` as it arrives, through reused buffers (see pumpFile).
+   * Sends [range] of the blob to `sink` as it arrives, through reused buffers (see pumpFile), its
+   * last byte once the blob verified (or with `unverified`, as for readers).
    * Needs the blob's size; the fill's own descriptor serves it, as for readers.
    */
-  async pipeTo(range: ByteRange | undefined, sink: Writable): Promise<void> {
+  async pipeTo(range: ByteRange | undefined, sink: Writable, unverified = false): Promise<void> {
     if (this.size === undefined) throw new Error('a fill of unknown size can only be streamed');
     if (this.fileClosed) {
       await pipeline(this.settledReader(range), sink, { end: false });
       return;
     }
     this.readers++;
+    const last = range?.end ?? this.size - 1;
     try {
-      await pumpFile(this.file, range?.start ?? 0, (range?.end ?? this.size - 1) + 1, sink, (pos, want) => this.waitReadable(pos, want));
+      await pumpFile(this.file, range?.start ?? 0, last + 1, sink, (pos, want) => this.waitReadable(pos, want, unverified ? Infinity : last));
     } finally {
       this.readers--;
       this.closeIfIdle();
@@ -151,12 +163,12 @@ export class Fill {
    * there: woken by every small write, 32 readers would each make a read and a socket write per
    * upstream chunk, several times the system calls of serving the same bytes from the cache.
    */
-  private async waitReadable(pos: number, want = 1): Promise<number> {
+  private async waitReadable(pos: number, want: number, last: number): Promise<number> {
     const deadline = performance.now() + TAIL_WAIT_MS;
     for (;;) {
       // what was written stays readable (all but the held-back last byte) even after a failure,
       // as for stream readers; the failure surfaces once the reader has caught up
-      const available = this.readable();
+      const available = this.readable(last);
       if (available >= pos + want) return available;
       const some = available > pos;
       if (some && (this.settled || this.isVerified || performance.now() >= deadline)) return available;
@@ -177,9 +189,29 @@ export class Fill {
     }
   }
 
-  /** Bytes readers may take: all once verified, else all but the last one. */
-  readable(): number {
-    return this.isVerified ? this.written : Math.max(0, this.written - 1);
+  /**
+   * Bytes readers may take: all once verified, else all but the last one, and of a range ending
+   * at byte `last`, not that one either.
+   */
+  readable(last = Infinity): number {
+    return this.isVerified ? this.written : Math.max(0, Math.min(this.written - 1, last));
+  }
+
+  /**
+   * Resolves once the byte at `pos` can be read, or the blob verified (it may end before `pos`);
+   * rejects with the fill's failure. For answering with a status only once a first byte is sure.
+   */
+  async firstByte(pos: number): Promise<void> {
+    while (this.readable() <= pos && !this.isVerified) {
+      const error = this.error;
+      if (error) throw error;
+      await new Promise<void>((resolve) => {
+        const off = this.onProgress(() => {
+          off();
+          resolve();
+        });
+      });
+    }
   }
 
   /** Why the fill failed, for readers; once the bytes verified, a failure to store them is none of theirs. */
@@ -309,7 +341,7 @@ class FillReader extends Readable {
     private readonly handle: FileHandle,
     start: number,
     private readonly end: number | undefined,
-    private readonly untilVerified: boolean,
+    private readonly unverified: boolean,
   ) {
     super({ highWaterMark: CHUNK });
     this.pos = start;
@@ -328,11 +360,11 @@ class FillReader extends Readable {
     const handle = this.handle;
     while (!this.destroyed) {
       const last = this.end ?? (this.fill.size !== undefined ? this.fill.size - 1 : Infinity);
-      if (this.pos > last && (!this.untilVerified || this.fill.verified)) {
+      if (this.pos > last) {
         this.push(null);
         return;
       }
-      const available = this.fill.readable();
+      const available = this.fill.readable(this.unverified ? Infinity : last);
       if (available > this.pos) {
         const length = Math.min(CHUNK, available - this.pos, last - this.pos + 1);
         const buf = Buffer.allocUnsafe(length);
@@ -400,7 +432,7 @@ class BatchedWrites {
         const bytes = this.queued;
         this.queue = [];
         this.queued = 0;
-        await this.file.writev(batch, this.position);
+        await writeAll(this.file, batch, bytes, this.position);
         this.position += bytes;
         this.onWritten(bytes);
       }

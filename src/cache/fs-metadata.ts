@@ -1,11 +1,12 @@
 // Tag and manifest records as small JSON files. Tag files are named by a hash of
 // (upstream, repository, tag), so no client-supplied string ever becomes part of a path.
 import { createHash } from 'node:crypto';
-import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
+import { mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { randomUUID } from 'node:crypto';
 import type { Digest } from '../oci/digest.js';
 import type { ManifestRecord, MetadataStore, TagRecord } from './blob-store.js';
+import { replaceFile } from './disk-writes.js';
 import { isNotFound } from './fs-store.js';
 
 export class FsMetadataStore implements MetadataStore {
@@ -59,9 +60,7 @@ export class FsMetadataStore implements MetadataStore {
   private async write(path: string, value: unknown): Promise<void> {
     await mkdir(join(path, '..'), { recursive: true });
     await mkdir(this.tmpDir, { recursive: true });
-    const tmp = join(this.tmpDir, `meta-${randomUUID()}`);
-    await writeFile(tmp, JSON.stringify(value));
-    await rename(tmp, path);
+    await replaceFile(join(this.tmpDir, `meta-${randomUUID()}`), path, JSON.stringify(value));
   }
 }
 

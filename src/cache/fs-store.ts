@@ -108,10 +108,18 @@ export class FsBlobStore implements BlobStore {
     };
   }
 
+  /** The file becomes visible only at its full size: a short write on a full disk must not pass as a blob. */
   async ingest(digest: Digest, file: string, size: number): Promise<void> {
     const path = this.pathOf(digest);
-    await mkdir(join(path, '..'), { recursive: true });
-    await rename(file, path);
+    try {
+      const onDisk = (await stat(file)).size;
+      if (onDisk !== size) throw new Error(`${digest.value}: the file to cache holds ${onDisk} of its ${size} bytes`);
+      await mkdir(join(path, '..'), { recursive: true });
+      await rename(file, path);
+    } catch (e) {
+      await rm(file, { force: true });
+      throw e;
+    }
     this.index.add(digest.value, size);
   }
 

@@ -6,6 +6,7 @@ import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import type { Digest } from '../oci/digest.js';
+import { replaceFile, writeAll } from './disk-writes.js';
 import { isNotFound } from './fs-store.js';
 
 /** A half-open span [start, end). */
@@ -104,11 +105,9 @@ export class SparseBlob {
 
   /** Writes verified bytes at `start`; they count as present once the range list is saved. */
   async write(start: number, bytes: Buffer): Promise<void> {
-    await this.handle.write(bytes, 0, bytes.length, start);
+    await writeAll(this.handle, [bytes], bytes.length, start); // a short write would leave a hole that reads as zeros
     this.present.add({ start, end: start + bytes.length });
-    const tmp = `${this.rangesPath}.${randomUUID()}.tmp`;
-    await writeJson(tmp, this.present.list);
-    await rename(tmp, this.rangesPath);
+    await replaceFile(`${this.rangesPath}.${randomUUID()}.tmp`, this.rangesPath, JSON.stringify(this.present.list));
   }
 
   async read(start: number, end: number): Promise<Buffer> {
@@ -181,13 +180,4 @@ function isSpan(v: unknown): v is Span {
   if (typeof v !== 'object' || v === null) return false;
   const s = v as Record<string, unknown>;
   return Number.isSafeInteger(s.start) && Number.isSafeInteger(s.end) && (s.start as number) >= 0 && (s.end as number) > (s.start as number);
-}
-
-async function writeJson(path: string, value: unknown): Promise<void> {
-  const h = await open(path, 'w');
-  try {
-    await h.writeFile(JSON.stringify(value));
-  } finally {
-    await h.close();
-  }
 }

@@ -1,58 +1,73 @@
-// Bounded decompression of gzip members (node:zlib, off the main thread) and zstd frames.
+// Decompression of gzip members (node:zlib, off the main thread) and zstd frames, streamed.
 //
-// decompress(c, input, { stopAfter }) returns the first `stopAfter` bytes and stops inflating as
-// soon as it has them (a member holds a payload followed by unrelated tar bytes; ESTARGZ.md §4.1).
-// decompress(c, input, { limit }) returns everything, or throws 'too-large' past `limit`.
-// Invalid data is 'corrupt'; data that ends before `stopAfter` bytes is 'corrupt' too.
+// inflate(c, input) yields the output as it is produced, in slices of at most OUT_SLICE bytes
+// (gzip) or a few zstd blocks, and inflates no further than the consumer reads: stop iterating
+// and the inflater stops. Nothing here ever holds a whole chunk or file, so a member that inflates
+// far beyond what the TOC says (a gzip bomb) costs only the bytes the caller takes.
+// decompress(c, input, { limit }) collects everything (for TOCs), or throws 'too-large' past `limit`.
+// Invalid data is 'corrupt'; errors of the input itself pass through.
+import { Readable } from 'node:stream';
 import { createGunzip } from 'node:zlib';
 import { EstargzError, corrupt } from './errors.js';
 import type { Compression } from './types.js';
-import { zstdDecompress } from './zstd.js';
+import { zstdStream } from './zstd.js';
 
-export interface DecompressOptions {
-  /** Maximum output when reading everything (no stopAfter). */
-  readonly limit: number;
-  /** Return exactly this many bytes (or fail as corrupt if the data holds fewer). */
-  readonly stopAfter?: number;
-  /** zstd: largest window a frame may declare (default `limit`). */
-  readonly maxWindow?: number;
+/** Output slice of the gzip inflater. */
+export const OUT_SLICE = 64 * 1024;
+
+export interface InflateOptions {
+  /** zstd: largest window a frame may declare. */
+  readonly maxWindow: number;
+  /** zstd: the compressed input is collected before decoding (its frames are walked first); beyond this → 'too-large'. */
+  readonly maxInput: number;
 }
 
-function gunzip(input: Buffer, opts: DecompressOptions): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    const want = opts.stopAfter ?? Infinity;
-    const parts: Buffer[] = [];
-    let total = 0;
-    let done = false;
-    const z = createGunzip();
-    const finish = (err?: EstargzError): void => {
-      if (done) return;
-      done = true;
-      z.removeAllListeners('data');
-      z.destroy();
-      if (err) reject(err);
-      else resolve(Buffer.concat(parts, total));
-    };
-    z.on('data', (chunk: Buffer) => {
-      if (done) return;
-      parts.push(chunk);
-      total += chunk.length;
-      if (total >= want) finish();
-      else if (opts.stopAfter === undefined && total > opts.limit) {
-        finish(new EstargzError('too-large', 'gzip: decompressed data larger than allowed', { limit: opts.limit }));
-      }
-    });
-    z.on('error', (e: Error) => finish(corrupt('gzip: invalid compressed data', { message: e.message }, e)));
-    z.on('end', () => finish());
-    z.end(input);
+async function* gunzipStream(input: AsyncIterable<Buffer> | Iterable<Buffer>): AsyncGenerator<Buffer> {
+  const z = createGunzip({ chunkSize: OUT_SLICE });
+  const feed = Readable.from(input, { objectMode: false });
+  let inputError: unknown;
+  feed.once('error', (e) => {
+    inputError = e;
+    z.destroy();
   });
+  feed.pipe(z);
+  try {
+    for await (const out of z) yield out as Buffer;
+  } catch (e) {
+    if (inputError !== undefined) throw inputError;
+    throw corrupt('gzip: invalid compressed data', { message: e instanceof Error ? e.message : String(e) }, e);
+  } finally {
+    feed.destroy();
+    z.destroy();
+  }
+  if (inputError !== undefined) throw inputError;
 }
 
-export async function decompress(compression: Compression, input: Buffer, opts: DecompressOptions): Promise<Buffer> {
-  const out = compression === 'gzip' ? await gunzip(input, opts) : await zstdDecompress(input, opts);
-  if (opts.stopAfter === undefined) return out;
-  if (out.length < opts.stopAfter) {
-    throw corrupt(`${compression}: compressed range holds less data than the TOC says`, { want: opts.stopAfter, got: out.length });
+async function collect(input: AsyncIterable<Buffer> | Iterable<Buffer>, max: number): Promise<Buffer> {
+  const parts: Buffer[] = [];
+  let total = 0;
+  for await (const b of input) {
+    total += b.length;
+    if (total > max) throw new EstargzError('too-large', 'zstd: compressed range larger than allowed', { max });
+    parts.push(b);
   }
-  return out.subarray(0, opts.stopAfter);
+  return Buffer.concat(parts, total);
+}
+
+/** Streams the decompressed bytes of `input` (see the top of this file). */
+export async function* inflate(compression: Compression, input: AsyncIterable<Buffer> | Iterable<Buffer>, opts: InflateOptions): AsyncGenerator<Buffer> {
+  if (compression === 'gzip') yield* gunzipStream(input);
+  else yield* zstdStream(await collect(input, opts.maxInput), opts.maxWindow);
+}
+
+/** All decompressed bytes of `input`, at most `limit` of them ('too-large' beyond). */
+export async function decompress(compression: Compression, input: Buffer, opts: { limit: number; maxWindow?: number }): Promise<Buffer> {
+  const parts: Buffer[] = [];
+  let total = 0;
+  for await (const b of inflate(compression, [input], { maxWindow: Math.max(opts.maxWindow ?? opts.limit, 8 << 20), maxInput: input.length })) {
+    total += b.length;
+    if (total > opts.limit) throw new EstargzError('too-large', `${compression}: decompressed data larger than allowed`, { limit: opts.limit });
+    parts.push(b);
+  }
+  return Buffer.concat(parts, total);
 }

@@ -132,6 +132,20 @@ function toEntry(d: Draft, endOf: (offset: number) => number, names: { user: Map
   });
 }
 
+/**
+ * Pieces that share a member must not overlap: a writer never emits that, and a hostile TOC
+ * could otherwise point many files at one large piece, each read inflating it again.
+ */
+function noOverlaps(sorted: readonly Chunk[]): void {
+  for (let i = 1; i < sorted.length; i++) {
+    const a = sorted[i - 1] as Chunk;
+    const b = sorted[i] as Chunk;
+    if (a.offset === b.offset && b.innerOffset < a.innerOffset + a.size) {
+      throw corrupt('TOC: pieces overlap', { offset: b.offset, innerOffset: b.innerOffset, names: [a.path.slice(0, 200), b.path.slice(0, 200)] });
+    }
+  }
+}
+
 /** Builds the index; throws 'corrupt' or 'unsafe-path' on inconsistent TOCs. */
 export function buildIndex(toc: TocJson, layout: Layout): EstargzIndex {
   const drafts = collectDrafts(toc, layout.dataEnd);
@@ -141,10 +155,11 @@ export function buildIndex(toc: TocJson, layout: Layout): EstargzIndex {
   const byPath = new Map<string, Entry>();
   for (const e of entries) byPath.set(e.path, e);
   const chunks = Object.freeze(entries.flatMap((e) => e.chunks).sort((a, b) => a.offset - b.offset || a.innerOffset - b.innerOffset));
+  noOverlaps(chunks);
   const landmark = byPath.get(NO_PREFETCH_LANDMARK)?.type === 'reg' ? 'no-prefetch' : byPath.get(PREFETCH_LANDMARK)?.type === 'reg' ? 'prefetch' : undefined;
   const lookup = (path: string): Entry | undefined => {
     try {
-      return byPath.get(cleanPath(path.replace(/^\/+/, ''), 'path'));
+      return byPath.get(cleanPath(path, 'path'));
     } catch {
       return undefined;
     }

@@ -8,7 +8,7 @@
 //                    zstd data, bad tar header, TOC that is not valid JSON or breaks the schema
 //   digest-mismatch  TOC digest differs from the expected one, or a chunk/file from its TOC digest
 //   too-large        a size limit (maxTocBytes, maxChunkBytes, …) would be exceeded
-//   unsafe-path      an entry name (or hardlink target) is absolute or contains a `..` segment
+//   unsafe-path      an entry name (or hardlink target) contains a `..` segment or a NUL byte
 //   unverifiable     content has no digest to check against (legacy stargz), and the caller did not
 //                    allow unverified reads
 //   not-found        readFile on a path that is not in the TOC, or not a regular file

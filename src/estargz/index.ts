@@ -10,8 +10,9 @@
 //     // index.entries / index.lookup(path) / index.resolve(path) (follows hardlinks)
 //     // entry.chunks[i] = { chunkOffset, size, offset, innerOffset, end, digest }
 //     //   fetch [offset, end) compressed, then decodeChunk() → verified bytes
-//   const bytes = await readFile(index, src, 'etc/hello.txt');   // merged reads, verified
-//   for await (const { chunk, data } of fileChunks(index, src, path)) …   // streaming variant
+//   const bytes = await readFile(index, src, 'etc/hello.txt');   // whole file in memory, verified
+//   for await (const { chunk, data, last } of fileChunks(index, src, path)) …   // streamed in ≤ 64 KiB
+//     // slices; a piece's last slice only after its digest matched (memory: a few slices)
 //   chunksForFileRange(entry, from, to)                          // file bytes → pieces
 //   prefetchRange(index)                                         // [0, .prefetch.landmark offset) or undefined
 //
@@ -38,7 +39,7 @@ export { parseFooter, estargzFooter, legacyStargzFooter, externalTocFooter } fro
 export { parseTocJson, cleanPath } from './toc.js';
 export { whiteoutOf } from './entries.js';
 export { openEstargz, type OpenOptions } from './reader.js';
-export { decodeChunk, readFile, fileChunks, chunksForFileRange, mergeChunkRanges, type ReadOptions } from './chunks.js';
+export { checkPieces, decodeChunk, readFile, fileChunks, streamPieces, chunksForFileRange, mergeChunkRanges, type PieceSlice, type ReadOptions } from './chunks.js';
 export {
   segments,
   segmentsFor,

@@ -1,6 +1,6 @@
 // The TOC document: unwrapping it from its tar entry, JSON decoding, and schema validation
 // (ESTARGZ.md §3). Numbers must be non-negative safe integers, strings must be strings, digests
-// must look like digests, names and hardlink targets must be relative paths without `..`.
+// must look like digests, names and hardlink targets must not contain `..`.
 import { EstargzError, corrupt } from './errors.js';
 import { BLOCK, applyPax, isZeroBlock, parseHeaderBlock, parsePax } from './tar.js';
 import { TOC_ENTRY_TYPES, TOC_TAR_NAME, type TocEntryJson, type TocEntryType, type TocJson } from './types.js';
@@ -36,17 +36,17 @@ const STRING_FIELDS = ['modtime', 'linkName', 'userName', 'groupName'] as const;
 const TYPES = new Set<string>(TOC_ENTRY_TYPES);
 
 /**
- * Validates a tar path and returns its clean form ("./a//b/" → "a/b", "." → "").
- * Absolute paths, `..` segments and NUL bytes are 'unsafe-path'.
+ * Validates a tar path and returns its clean form ("./a//b/" → "a/b", "." , "./" and "/" → "").
+ * Leading slashes are dropped, as readers do (path.Clean("/" + name)): a layer's "/etc" is its
+ * "etc", and umoci and the reference converter start every layer with a "/" or "./" entry.
+ * A `..` segment anywhere, or a NUL byte, is 'unsafe-path'.
  */
 export function cleanPath(name: string, what = 'entry name'): string {
-  if (name.startsWith('/') || name.includes('\0') || name.split('/').includes('..')) {
+  const parts = name.split('/');
+  if (name.includes('\0') || parts.includes('..')) {
     throw new EstargzError('unsafe-path', `unsafe ${what} in TOC`, { name: name.slice(0, 500) });
   }
-  return name
-    .split('/')
-    .filter((s) => s !== '' && s !== '.')
-    .join('/');
+  return parts.filter((s) => s !== '' && s !== '.').join('/');
 }
 
 function checkEntry(raw: unknown, i: number): TocEntryJson {

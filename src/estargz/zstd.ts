@@ -1,26 +1,31 @@
 // zstd decompression on Node 20 (whose zlib has no zstd) through fzstd, a pure-JS decoder.
 //
 // Before anything is handed to fzstd, the input is walked frame by frame (headers and block
-// headers only) so that a hostile frame cannot make the decoder allocate a huge window, and the
-// output is bounded while it is produced. Skippable frames are stepped over.
+// headers only) so that a hostile frame cannot make the decoder allocate a huge window, and it is
+// pushed a few blocks at a time: a zstd block never decodes to more than 128 KiB, so the output
+// held between two yields is bounded however well the frame compresses. Skippable frames are
+// stepped over.
 import { Decompress } from 'fzstd';
 import { EstargzError, corrupt } from './errors.js';
 
 const ZSTD_MAGIC = 0xfd2fb528;
-const PUSH_SLICE = 256 * 1024;
+/** Blocks pushed to the decoder at once (at most 8 × 128 KiB of output per push). */
+const BLOCKS_PER_PUSH = 8;
 
 interface FrameInfo {
   readonly start: number;
   readonly end: number;
   readonly skippable: boolean;
   readonly windowSize: number;
+  /** Where every BLOCKS_PER_PUSH-th block ends (the decoder is fed up to these). */
+  readonly cuts: readonly number[];
 }
 
 function frameAt(b: Buffer, pos: number): FrameInfo {
   if (pos + 8 <= b.length && (b.readUInt32LE(pos) & 0xfffffff0) === 0x184d2a50) {
     const end = pos + 8 + b.readUInt32LE(pos + 4);
     if (end > b.length) throw corrupt('zstd: truncated skippable frame', { at: pos });
-    return { start: pos, end, skippable: true, windowSize: 0 };
+    return { start: pos, end, skippable: true, windowSize: 0, cuts: [] };
   }
   if (pos + 6 > b.length || b.readUInt32LE(pos) !== ZSTD_MAGIC) throw corrupt('zstd: bad frame magic', { at: pos });
   const fhd = b[pos + 4] ?? 0;
@@ -46,7 +51,8 @@ function frameAt(b: Buffer, pos: number): FrameInfo {
     windowSize = fcsBytes === 2 ? fcs + 256 : fcs;
   }
   p += fcsBytes;
-  for (;;) {
+  const cuts: number[] = [];
+  for (let blocks = 1; ; blocks++) {
     if (p + 3 > b.length) throw corrupt('zstd: truncated block header', { at: p });
     const bh = (b[p] ?? 0) | ((b[p + 1] ?? 0) << 8) | ((b[p + 2] ?? 0) << 16);
     const last = bh & 1;
@@ -56,55 +62,42 @@ function frameAt(b: Buffer, pos: number): FrameInfo {
     p += 3 + (type === 1 ? 1 : size);
     if (p > b.length) throw corrupt('zstd: truncated block', { at: p });
     if (last) break;
+    if (blocks % BLOCKS_PER_PUSH === 0) cuts.push(p);
   }
   p += checksum ? 4 : 0;
   if (p > b.length) throw corrupt('zstd: truncated frame checksum', { at: p });
-  return { start: pos, end: p, skippable: false, windowSize };
+  return { start: pos, end: p, skippable: false, windowSize, cuts };
 }
 
 /**
- * Decompresses the zstd frames in `input`. With `stopAfter`, returns at most that many bytes and
- * stops decoding once it has them; without it, throws 'too-large' once the output exceeds `limit`.
- * A frame may ask for a window of at most `maxWindow` (default `limit`, never below 8 MiB).
+ * Yields the decompressed bytes of the zstd frames in `input`, a few blocks at a time; stop
+ * iterating to stop decoding. A frame may ask for a window of at most `maxWindow` (never below 8 MiB).
  */
-export async function zstdDecompress(input: Buffer, opts: { limit: number; stopAfter?: number; maxWindow?: number }): Promise<Buffer> {
-  const maxWindow = Math.max(opts.maxWindow ?? opts.limit, 8 * 1024 * 1024);
+export async function* zstdStream(input: Buffer, maxWindow: number): AsyncGenerator<Buffer> {
+  const window = Math.max(maxWindow, 8 * 1024 * 1024);
   const frames: FrameInfo[] = [];
   for (let pos = 0; pos < input.length; ) {
     const f = frameAt(input, pos);
-    if (f.windowSize > maxWindow) {
-      throw new EstargzError('too-large', 'zstd: frame window larger than allowed', { windowSize: f.windowSize, maxWindow });
-    }
+    if (f.windowSize > window) throw new EstargzError('too-large', 'zstd: frame window larger than allowed', { windowSize: f.windowSize, maxWindow: window });
     frames.push(f);
     pos = f.end;
   }
-  const parts: Buffer[] = [];
-  let total = 0;
-  const want = opts.stopAfter ?? Infinity;
-  const stop = new Error('enough output');
   for (const f of frames) {
     if (f.skippable) continue;
-    const d = new Decompress((data) => {
-      if (total >= want) throw stop; // one block past the goal is enough; end this frame now
-      total += data.length;
-      if (opts.stopAfter === undefined && total > opts.limit) {
-        throw new EstargzError('too-large', 'zstd: decompressed data larger than allowed', { limit: opts.limit });
+    let out: Buffer[] = [];
+    const d = new Decompress((data) => out.push(Buffer.from(data)));
+    let pos = f.start;
+    for (const cut of [...f.cuts, f.end]) {
+      try {
+        d.push(input.subarray(pos, cut), cut === f.end);
+      } catch (e) {
+        throw corrupt('zstd: invalid compressed data', { message: e instanceof Error ? e.message : String(e) }, e);
       }
-      parts.push(Buffer.from(data));
-    });
-    try {
-      for (let pos = f.start; pos < f.end && total < want; pos += PUSH_SLICE) {
-        const end = Math.min(f.end, pos + PUSH_SLICE);
-        d.push(input.subarray(pos, end), end === f.end);
-        if (end < f.end) await new Promise<void>((resolve) => setImmediate(resolve));
-      }
-    } catch (e) {
-      if (e === stop) break;
-      if (e instanceof EstargzError) throw e;
-      throw corrupt('zstd: invalid compressed data', { message: e instanceof Error ? e.message : String(e) }, e);
+      pos = cut;
+      const ready = out;
+      out = [];
+      for (const b of ready) yield b;
+      await new Promise<void>((resolve) => setImmediate(resolve)); // a long frame does not hold the event loop
     }
-    if (total >= want) break;
   }
-  const out = Buffer.concat(parts, total);
-  return opts.stopAfter === undefined ? out : out.subarray(0, Math.min(out.length, opts.stopAfter));
 }

@@ -1,15 +1,11 @@
-// Manifest media types and Accept negotiation.
+// Accept negotiation for manifests.
+import { DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST } from './manifest.js';
 
-export const OCI_INDEX = 'application/vnd.oci.image.index.v1+json';
-export const OCI_MANIFEST = 'application/vnd.oci.image.manifest.v1+json';
-export const DOCKER_LIST = 'application/vnd.docker.distribution.manifest.list.v2+json';
-export const DOCKER_MANIFEST = 'application/vnd.docker.distribution.manifest.v2+json';
+// the manifest types and the bound live with the manifest parser; re-exported for existing importers
+export { declaredMediaType, DOCKER_LIST, DOCKER_MANIFEST, MAX_MANIFEST_BYTES, OCI_INDEX, OCI_MANIFEST } from './manifest.js';
 
 /** What we ask upstreams for: every modern type, most capable first. */
 export const MANIFEST_TYPES: readonly string[] = [OCI_INDEX, DOCKER_LIST, OCI_MANIFEST, DOCKER_MANIFEST];
-
-/** Manifests above this size are refused (containerd refuses ~4 MiB; we allow some headroom). */
-export const MAX_MANIFEST_BYTES = 8 << 20;
 
 /** Parses an Accept header (possibly several, comma-joined) into bare media types. */
 export function parseAccept(header: string | string[] | undefined): string[] {
@@ -25,17 +21,4 @@ export function accepts(accept: readonly string[], mediaType: string): boolean {
   if (accept.length === 0) return true;
   const [type] = mediaType.split('/');
   return accept.some((a) => a === mediaType || a === '*/*' || a === `${type}/*`);
-}
-
-/** Reads the media type a manifest declares in its own body, if any. */
-export function declaredMediaType(body: Buffer): string | undefined {
-  try {
-    const parsed: unknown = JSON.parse(body.toString('utf8'));
-    if (parsed && typeof parsed === 'object' && 'mediaType' in parsed && typeof parsed.mediaType === 'string') {
-      return parsed.mediaType;
-    }
-  } catch {
-    return undefined;
-  }
-  return undefined;
 }

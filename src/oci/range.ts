@@ -20,6 +20,20 @@ export function satisfy(range: RangeRequest, size: number): ByteRange {
   return { start: range.start, end: Math.min(range.end ?? size - 1, size - 1) };
 }
 
+/**
+ * Satisfied ranges in ascending order, overlapping and adjacent ones merged (RFC 9110 §15.3.7
+ * allows it whatever order they were asked in), so an answer never holds a byte twice.
+ */
+export function coalesce(ranges: readonly ByteRange[]): ByteRange[] {
+  const out: ByteRange[] = [];
+  for (const r of [...ranges].sort((a, b) => a.start - b.start)) {
+    const last = out[out.length - 1];
+    if (last && r.start <= last.end + 1) last.end = Math.max(last.end, r.end);
+    else out.push({ start: r.start, end: r.end });
+  }
+  return out;
+}
+
 /** The `Range` header value for a request. */
 export function rangeHeader(range: RangeRequest): string {
   if ('suffix' in range) return `bytes=-${range.suffix}`;
@@ -32,7 +46,11 @@ export function parseRange(header: string | undefined): RangeRequest | undefined
   return ranges?.length === 1 ? ranges[0] : undefined;
 }
 
-/** Parses `Range: bytes=a-b, c-, -n` (at most 64 ranges); undefined when any part is malformed. */
+/**
+ * Parses `Range: bytes=a-b, c-, -n`; undefined when any part is malformed, or for more than 64
+ * parts: such a Range is ignored and the whole blob sent (200), as RFC 9110 §14.2 allows for
+ * signs of a broken or hostile client, rather than a 416 that would call the ranges unsatisfiable.
+ */
 export function parseRanges(header: string | undefined): RangeRequest[] | undefined {
   const m = header ? /^bytes=(.+)$/.exec(header.trim()) : null;
   if (!m) return undefined;

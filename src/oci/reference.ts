@@ -1,6 +1,6 @@
 // Repository names and manifest references, validated by the distribution spec's grammar.
 import { RegistryError } from './errors.js';
-import { looksLikeDigest, parseDigest, type Digest } from './digest.js';
+import { looksLikeDigest, tryParseDigest, type Digest } from './digest.js';
 
 const COMPONENT = /^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*$/;
 const TAG = /^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$/;
@@ -26,9 +26,19 @@ export function isHostComponent(part: string): boolean {
   return HOST.test(part) && (part.includes('.') || part.includes(':') || part === 'localhost');
 }
 
+/**
+ * A manifest reference: a digest when it has the digest grammar ("alg:encoded"), a tag otherwise.
+ * One outside both grammars names no manifest that can exist, so it is MANIFEST_UNKNOWN (404), as
+ * distribution-spec "Pulling manifests" and its conformance suite require, not a 400.
+ */
 export function parseReference(ref: string): Reference {
-  if (looksLikeDigest(ref)) return { kind: 'digest', digest: parseDigest(ref) };
-  if (!TAG.test(ref)) throw new RegistryError('TAG_INVALID', { message: 'invalid tag', detail: { tag: ref.slice(0, 200) } });
+  const unknown = (reason: string) => new RegistryError('MANIFEST_UNKNOWN', { detail: { reference: ref.slice(0, 200), reason } });
+  if (looksLikeDigest(ref)) {
+    const digest = tryParseDigest(ref);
+    if (!digest) throw unknown('not a sha256 or sha512 digest');
+    return { kind: 'digest', digest };
+  }
+  if (!TAG.test(ref)) throw unknown('not a tag ([A-Za-z0-9_][A-Za-z0-9._-]{0,127})');
   return { kind: 'tag', tag: ref };
 }
 

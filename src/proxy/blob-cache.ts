@@ -1,13 +1,16 @@
 // Blobs through the cache: served from the store when present, else from the one fill of the
-// blob in progress, which outlives the requests that started it. A Range far ahead of what a
-// fill has written is answered by a ranged upstream request instead of waiting for the fill.
+// blob in progress, which outlives the requests that started it. A Range is answered from the
+// fill too, its last byte once the whole blob verified (a plain blob can only be verified whole).
+// With unverifiedRanges, a Range far ahead of what a fill has written is answered by a ranged
+// upstream request instead of waiting for the fill, and its bytes pass unverified.
 import type { Readable, Writable } from 'node:stream';
 import type { BlobStore } from '../cache/blob-store.js';
 import { Fill } from '../cache/fill.js';
 import { VerificationError, type Digest } from '../oci/digest.js';
-import { rangeInvalid, satisfy, type ByteRange, type RangeRequest } from '../oci/range.js';
+import { coalesce, rangeInvalid, satisfy, type ByteRange, type RangeRequest } from '../oci/range.js';
 import type { Upstream } from '../upstreams/upstream.js';
 import { RegistryError } from '../oci/errors.js';
+import { diskError } from './errors.js';
 import { ensureAll, lazyRange, wholeFromSparse, type LazyLayer } from './lazy-layer.js';
 import type { LazyLayers } from './lazy-layers.js';
 import type { Logger } from './pull-through.js';
@@ -34,8 +37,10 @@ export interface RangedParts {
 export interface BlobCacheOptions {
   store: BlobStore;
   log: Logger;
-  /** start a background fill when an uncached blob is first asked for by Range */
+  /** start a background fill when an uncached blob is first asked for by Range (with unverifiedRanges only) */
   fillOnRange: boolean;
+  /** answer Ranges with bytes not yet verified: ranged upstream requests, a fill's bytes as they come */
+  unverifiedRanges?: boolean | undefined;
   /** redirect GETs of cached blobs to pre-signed URLs valid this long (stores with presign only) */
   redirectTtlSeconds?: number | undefined;
   /** eStargz layers served lazily; absent when lazy serving is off */
@@ -77,13 +82,13 @@ export class BlobCache {
     const lazy = cached ? undefined : await this.lazyLayer(up, repo, digest);
     const size = cached?.size ?? lazy?.index.blobSize;
     if (size === undefined) return undefined;
-    const satisfiable = ranges.flatMap((r) => {
+    const satisfiable = coalesce(ranges.flatMap((r) => {
       try {
         return [satisfy(r, size)];
       } catch {
         return [];
       }
-    });
+    }));
     if (satisfiable.length === 0) throw rangeInvalid(size);
     const release = lazy?.hold(); // the sparse copy stays readable until the answer ends
     try {
@@ -120,17 +125,33 @@ export class BlobCache {
         this.fillAfterLazyRead(up, repo, digest);
         return { size: lazy.index.blobSize, range: r, body };
       }
-      const ranged = await this.rangeOnMiss(up, repo, digest, range);
+      const ranged = this.opts.unverifiedRanges ? await this.rangeOnMiss(up, repo, digest, range) : undefined;
       if (ranged) return ranged;
     }
     const fill = await this.fill(up, repo, digest);
     const r = range && fill.size !== undefined ? satisfy(range, fill.size) : undefined;
-    const pipeTo = fill.size === undefined ? undefined : (sink: Writable) => fill.pipeTo(r, sink);
-    return { size: fill.size, range: r, get body() { return fill.reader(r); }, pipeTo };
+    await this.firstByte(up, fill, r?.start ?? 0);
+    const unverified = this.opts.unverifiedRanges === true;
+    const pipeTo = fill.size === undefined ? undefined : (sink: Writable) => fill.pipeTo(r, sink, unverified);
+    return { size: fill.size, range: r, get body() { return fill.reader(r, unverified); }, pipeTo };
   }
 
   /**
-   * A Range on an uncached blob: from a fill when the fill is (nearly) there, else by a ranged
+   * Waits until the fill has the byte at `pos` (or verified), so that a status goes out only once
+   * there is a body to follow it: a fill that fails first is an error answer, not an empty reply.
+   */
+  private async firstByte(up: Upstream, fill: Fill, pos: number): Promise<void> {
+    try {
+      await fill.firstByte(pos);
+    } catch (e) {
+      if (e instanceof RegistryError || diskError(e)) throw e;
+      const reason = (e as Error).message;
+      throw new RegistryError('UNKNOWN', { status: 502, message: `the download of this blob from upstream "${up.name}" failed`, detail: { upstream: up.name, reason }, cause: e });
+    }
+  }
+
+  /**
+   * With unverifiedRanges, a Range on an uncached blob: from a fill when the fill is (nearly) there, else by a ranged
    * upstream request, starting a background fill when configured (fillOnRange). Without
    * fillOnRange a Range never starts a fill. Undefined: use the fill.
    */
@@ -139,7 +160,10 @@ export class BlobCache {
     const fill = running && (await running.catch(() => undefined));
     if (fill && !fill.settled && fill.size !== undefined) {
       const r = satisfy(range, fill.size);
-      if (r.start <= fill.bytesWritten + NEAR_FILL_BYTES) return { size: fill.size, range: r, body: fill.reader(r) };
+      if (r.start <= fill.bytesWritten + NEAR_FILL_BYTES) {
+        await this.firstByte(up, fill, r.start);
+        return { size: fill.size, range: r, body: fill.reader(r, true) };
+      }
     } else if (!fill && this.opts.fillOnRange && 'start' in range && range.start < NEAR_FILL_BYTES) {
       return undefined; // the head of the blob: the fill we start now gets there first
     }

@@ -2,9 +2,27 @@
 // the error carries (Retry-After, Content-Range), no body for HEAD, logged once.
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
 import { RegistryError } from '../oci/errors.js';
+import { EstargzError } from '../estargz/index.js';
+import { estargzToRegistryError } from './estargz-errors.js';
+
+const DISK_FAILURES = new Map([
+  ['ENOSPC', 'the cache disk is full'],
+  ['EDQUOT', 'the cache disk quota is used up'],
+  ['EROFS', 'the cache filesystem is read-only'],
+]);
+
+/** A full or read-only cache disk: 503, naming the cause (never a path). Undefined for other errors. */
+export function diskError(err: unknown): RegistryError | undefined {
+  const code = typeof err === 'object' && err !== null ? (err as { code?: unknown }).code : undefined;
+  const message = typeof code === 'string' ? DISK_FAILURES.get(code) : undefined;
+  return message ? new RegistryError('UNAVAILABLE', { message, detail: { reason: code }, cause: err }) : undefined;
+}
 
 export function toRegistryError(err: unknown): RegistryError {
   if (err instanceof RegistryError) return err;
+  const disk = diskError(err);
+  if (disk) return disk;
+  if (err instanceof EstargzError) return estargzToRegistryError(err);
   const status = (err as FastifyError | undefined)?.statusCode;
   if (status === 413) return new RegistryError('UNSUPPORTED', { message: 'request body too large' });
   if (status !== undefined && status >= 400 && status < 500) {
@@ -17,6 +35,7 @@ export function errorHandler(err: unknown, req: FastifyRequest, reply: FastifyRe
   const e = toRegistryError(err);
   const fields = { code: e.code, status: e.status, detail: e.detail };
   if (e.status >= 500 && e.code === 'UNKNOWN') req.log.error({ ...fields, err }, e.message);
+  else if (diskError(err)) req.log.warn(fields, e.message);
   else req.log.info(fields, e.message);
   if (reply.sent || reply.raw.headersSent) {
     reply.raw.destroy();

@@ -6,14 +6,15 @@ import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { LRUCache } from 'lru-cache';
 import type { BlobStore } from '../cache/blob-store.js';
-import { cleanPath, EstargzError, fileChunks, mergeChunkRanges, openEstargz, whiteoutOf, type EstargzIndex, type RangeSource } from '../estargz/index.js';
-import { ByteReader, maybeGunzip, tarEntries } from '../estargz/tar-stream.js';
-import { parseDigest, type Digest } from '../oci/digest.js';
+import { checkPieces, cleanPath, EstargzError, fileChunks, mergeChunkRanges, openEstargz, whiteoutOf, type EstargzIndex, type RangeSource, type Whiteout } from '../estargz/index.js';
+import { ByteReader, maybeGunzip, tarEntries, type RawTarEntry } from '../estargz/tar-stream.js';
+import { parseDigest, tryParseDigest, type Digest } from '../oci/digest.js';
 import { RegistryError } from '../oci/errors.js';
 import { MANIFEST_TYPES } from '../oci/media-types.js';
 import type { Reference } from '../oci/reference.js';
 import type { Upstream } from '../upstreams/upstream.js';
 import type { BlobCache } from './blob-cache.js';
+import { TarPathsBuilder, type TarPathInfo } from './tar-paths.js';
 import type { ManifestCache } from './manifest-cache.js';
 
 export interface LayerFile {
@@ -25,16 +26,34 @@ export interface LayerFile {
   body: Readable;
 }
 
-/** What a layer holds at the paths that matter for lookups: entries and whiteouts. */
+/** What a layer says about one path: it has it, or a whiteout in it hides the path from lower layers. */
+interface Probe {
+  has: boolean;
+  hides: boolean;
+}
+
+/** What a layer holds, for lookups; `bytes` estimates the memory it holds while cached. */
 interface Listing {
-  kind: 'estargz' | 'tar';
-  has(path: string): boolean;
-  whiteouts: { files: Set<string>; opaqueDirs: Set<string> };
+  bytes: number;
+  probe(path: string): Promise<Probe>;
   open(path: string): Promise<Omit<LayerFile, 'layer'>>;
 }
 
+/**
+ * Listings are cached up to this many bytes in total (estimated: see tar-paths.ts,
+ * WHITEOUT_BYTES and TOC_INDEX_FACTOR), least recently used out first.
+ */
+export const LISTINGS_MAX_BYTES = 128 << 20;
+/** A listing beyond this is never cached: a plain layer is then scanned again for every lookup. */
+export const LISTING_MAX_BYTES = 32 << 20;
+/** Heap per whiteout beyond its characters (a Set entry and its string, measured ~160 bytes on Node 20). */
+const WHITEOUT_BYTES = 160;
+/** An eStargz index holds about 1.2 times its TOC JSON on the heap, plus the JSON itself (measured). */
+const TOC_INDEX_FACTOR = 2.5;
+
 export class LayerFiles {
-  private readonly listings = new LRUCache<string, Promise<Listing>>({ max: 256 });
+  private readonly listings = new LRUCache<string, Listing>({ maxSize: LISTINGS_MAX_BYTES, sizeCalculation: (l) => Math.max(1, Math.ceil(l.bytes)) });
+  private readonly building = new Map<string, Promise<Listing>>();
 
   constructor(
     private readonly deps: { store: BlobStore; blobs: BlobCache; manifests: ManifestCache },
@@ -42,15 +61,13 @@ export class LayerFiles {
 
   /** The TOC of an eStargz layer, as JSON bytes (verified). */
   async toc(up: Upstream, repo: string, digest: Digest): Promise<Buffer> {
-    const index = await this.estargzIndex(up, repo, digest);
-    if (!index) throw new RegistryError('BLOB_UNKNOWN', { message: 'layer is not eStargz', detail: { digest: digest.value } });
-    return index.tocJson;
+    return (await this.estargzIndex(up, repo, digest)).tocJson;
   }
 
   async layerFile(up: Upstream, repo: string, digest: Digest, rawPath: string): Promise<LayerFile> {
     const path = safePath(rawPath);
     const listing = await this.listing(up, repo, digest);
-    if (!listing.has(path)) throw noSuchFile(path, digest.value);
+    if (!(await listing.probe(path)).has) throw noSuchFile(path, digest.value);
     return { layer: digest.value, ...(await listing.open(path)) };
   }
 
@@ -58,53 +75,62 @@ export class LayerFiles {
   async imageFile(up: Upstream, repo: string, ref: Reference, rawPath: string, platform: string): Promise<LayerFile> {
     const path = safePath(rawPath);
     const layers = await this.layersOf(up, repo, ref, platform);
-    const ancestors = ancestorsOf(path);
     for (const layer of [...layers].reverse()) {
       const listing = await this.listing(up, repo, layer);
-      if (listing.has(path)) return { layer: layer.value, ...(await listing.open(path)) };
-      const { files, opaqueDirs } = listing.whiteouts;
-      if (files.has(path) || ancestors.some((a) => files.has(a))) break;
-      if ([...ancestors, ''].some((a) => opaqueDirs.has(a))) break;
+      const { has, hides } = await listing.probe(path);
+      if (has) return { layer: layer.value, ...(await listing.open(path)) };
+      if (hides) break;
     }
     throw noSuchFile(path, referenceText(ref));
   }
 
   private async layersOf(up: Upstream, repo: string, ref: Reference, platform: string): Promise<Digest[]> {
     let m = await this.deps.manifests.get(up, repo, ref, MANIFEST_TYPES);
-    let doc = JSON.parse(m.body.toString('utf8')) as ManifestJson;
-    if (Array.isArray(doc.manifests)) {
+    let doc = manifestJson(m.body);
+    if (doc.manifests) {
       const [os, arch, variant] = platform.split('/');
       const pick = doc.manifests.find((d) => d.platform?.os === os && d.platform?.architecture === arch && (!variant || d.platform?.variant === variant));
       if (!pick) throw new RegistryError('MANIFEST_UNKNOWN', { message: `no ${platform} image in the index`, detail: { platform } });
       m = await this.deps.manifests.get(up, repo, { kind: 'digest', digest: parseDigest(pick.digest) }, MANIFEST_TYPES);
-      doc = JSON.parse(m.body.toString('utf8')) as ManifestJson;
+      doc = manifestJson(m.body);
     }
     return (doc.layers ?? []).map((l) => parseDigest(l.digest));
   }
 
-  private listing(up: Upstream, repo: string, digest: Digest): Promise<Listing> {
-    let l = this.listings.get(digest.value);
-    if (!l) {
-      l = this.buildListing(up, repo, digest);
-      this.listings.set(digest.value, l);
-      l.catch(() => this.listings.delete(digest.value));
+  /** The listing of a layer as seen through one upstream and repository (what one learned never answers for another). */
+  private async listing(up: Upstream, repo: string, digest: Digest): Promise<Listing> {
+    const key = `${up.name}\n${repo}\n${digest.value}`;
+    const hit = this.listings.get(key);
+    if (hit) return hit;
+    let building = this.building.get(key);
+    if (!building) {
+      building = this.buildListing(up, repo, digest);
+      this.building.set(key, building);
+      building.then(
+        (l) => {
+          if (l.bytes <= LISTING_MAX_BYTES) this.listings.set(key, l);
+        },
+        () => undefined,
+      ).finally(() => this.building.delete(key));
     }
-    return l;
+    return building;
   }
 
+  /** eStargz layers are listed from their TOC; plain layers, and eStargz layers whose TOC cannot be used, from their tar. */
   private async buildListing(up: Upstream, repo: string, digest: Digest): Promise<Listing> {
-    const index = await this.estargzIndex(up, repo, digest, ['not-estargz', 'external-toc', 'unverifiable']);
+    // a TOC too large to list in memory is listed from the tar, which can be scanned instead
+    const index = await this.estargzIndex(up, repo, digest, LISTING_MAX_BYTES / TOC_INDEX_FACTOR).catch((e: unknown) => {
+      if (e instanceof EstargzError) return undefined; // the blob itself is verified: its tar is the truth
+      throw e;
+    });
     return index ? estargzListing(index, () => this.currentSource(up, repo, digest)) : tarListing(this.deps.store, digest);
   }
 
-  /** The verified index of an eStargz layer; undefined when opening it failed with one of `plainKinds` (all, by default). */
-  private async estargzIndex(up: Upstream, repo: string, digest: Digest, plainKinds?: readonly string[]): Promise<EstargzIndex | undefined> {
+  /** The verified index of an eStargz layer; EstargzError ('not-estargz' for a plain layer) when there is none. */
+  private async estargzIndex(up: Upstream, repo: string, digest: Digest, maxTocBytes?: number): Promise<EstargzIndex> {
     const lazy = await this.deps.blobs.lazyLayer(up, repo, digest);
     if (lazy) return lazy.index;
-    return openEstargz(await this.cachedSource(up, repo, digest)).catch((e: unknown) => {
-      if (e instanceof EstargzError && (!plainKinds || plainKinds.includes(e.kind))) return undefined;
-      throw e;
-    });
+    return openEstargz(await this.cachedSource(up, repo, digest), { maxTocBytes });
   }
 
   /**
@@ -154,24 +180,48 @@ interface LayerSource extends RangeSource {
   release?(): void;
 }
 
-function estargzListing(index: EstargzIndex, current: () => Promise<LayerSource>): Listing {
-  const files = new Set<string>();
-  const opaqueDirs = new Set<string>();
-  for (const e of index.entries) {
-    if (e.whiteout?.kind === 'file') files.add(e.whiteout.target);
-    else if (e.whiteout?.kind === 'opaque') opaqueDirs.add(e.whiteout.dir);
+function whiteoutHides(w: Whiteout, path: string): boolean {
+  if (w.kind === 'opaque') return w.dir === '' || path.startsWith(`${w.dir}/`);
+  return path === w.target || path.startsWith(`${w.target}/`);
+}
+
+/** Whiteouts of one layer, and whether they hide a path. */
+class Whiteouts {
+  readonly files = new Set<string>();
+  readonly opaqueDirs = new Set<string>();
+  bytes = 0;
+
+  /** Records `path` if it is a whiteout; true when it was one. */
+  add(path: string): boolean {
+    const w = whiteoutOf(path);
+    if (w?.kind === 'file') this.files.add(w.target);
+    else if (w?.kind === 'opaque') this.opaqueDirs.add(w.dir);
+    else return false;
+    this.bytes += WHITEOUT_BYTES + 2 * path.length;
+    return true;
   }
+
+  hides(path: string): boolean {
+    const ancestors = ancestorsOf(path);
+    return this.files.has(path) || ancestors.some((a) => this.files.has(a)) || [...ancestors, ''].some((a) => this.opaqueDirs.has(a));
+  }
+}
+
+function estargzListing(index: EstargzIndex, current: () => Promise<LayerSource>): Listing {
+  const whiteouts = new Whiteouts();
+  for (const e of index.entries) whiteouts.add(e.path);
   return {
-    kind: 'estargz',
-    has: (path) => index.lookup(path) !== undefined && !whiteoutOf(path),
-    whiteouts: { files, opaqueDirs },
+    bytes: index.tocJson.length * TOC_INDEX_FACTOR + whiteouts.bytes,
+    probe: async (path) => ({ has: index.lookup(path) !== undefined && !whiteoutOf(path), hides: whiteouts.hides(path) }),
     async open(path) {
       const entry = index.resolve(path);
       if (!entry || entry.type !== 'reg') throw notRegular(path);
+      checkPieces(index, entry.chunks); // a piece too large or without a digest is an error response, not a cut-off 200
       const src = await current();
       // every chunk is fetched and verified before the headers go out, so a bad one is an error response, not a cut-off 200
       for (const g of mergeChunkRanges(entry.chunks)) await src.prepare?.(g.start, g.end);
       const chunks = fileChunks(index, src, entry.path);
+      // streamed: each slice is inflated when the client is ready for it; a piece's end only once it is verified
       const body = Readable.from((async function* () {
         for await (const { data } of chunks) yield data;
       })());
@@ -181,38 +231,73 @@ function estargzListing(index: EstargzIndex, current: () => Promise<LayerSource>
   };
 }
 
-/** One pass over a cached plain layer collects its paths and whiteouts. */
+const HARDLINK = '1'.charCodeAt(0);
+const REGULAR = new Set(['0', '\0', ''].map((t) => t.charCodeAt(0) || 0));
+
+function infoOf(e: RawTarEntry): TarPathInfo {
+  const type = e.header.typeflag.charCodeAt(0) || 0;
+  return { ordinal: e.ordinal, type, mode: e.header.mode, link: type === HARDLINK ? cleanPath(e.header.linkName, 'hardlink target') : undefined };
+}
+
+/**
+ * One pass over a cached plain layer collects its paths (compactly, see tar-paths.ts) and
+ * whiteouts. Beyond LISTING_MAX_BYTES the pass stops and the layer is listed by scanning it again
+ * for every lookup instead.
+ */
 async function tarListing(store: BlobStore, digest: Digest): Promise<Listing> {
-  const paths = new Map<string, { type: string; linkName: string; mode: number }>();
-  const files = new Set<string>();
-  const opaqueDirs = new Set<string>();
+  const paths = new TarPathsBuilder();
+  const whiteouts = new Whiteouts();
   for await (const e of scan(store, digest)) {
     const path = cleanPath(e.header.name);
-    const w = whiteoutOf(path);
-    if (w?.kind === 'file') files.add(w.target);
-    else if (w?.kind === 'opaque') opaqueDirs.add(w.dir);
-    else paths.set(path, { type: e.header.typeflag, linkName: e.header.linkName, mode: e.header.mode });
+    if (whiteouts.add(path)) continue;
+    paths.add(path, infoOf(e));
+    if (paths.bytes + whiteouts.bytes > LISTING_MAX_BYTES) return scanningTarListing(store, digest);
   }
+  const bytes = paths.bytes + whiteouts.bytes;
+  const list = paths.build();
   return {
-    kind: 'tar',
-    has: (path) => paths.has(path),
-    whiteouts: { files, opaqueDirs },
-    async open(path) {
-      let target = path;
-      const meta = paths.get(path);
-      if (meta?.type === '1') target = cleanPath(meta.linkName); // hardlink: the content is at its target
-      const found = paths.get(target);
-      if (!found || !(found.type === '0' || found.type === '\0' || found.type === '')) throw notRegular(path);
-      // first pass hashes the content (local reads), so the digest can go in the headers
-      const hash = createHash('sha256');
-      let size = 0;
-      for await (const chunk of contentOf(store, digest, target)) {
-        hash.update(chunk);
-        size += chunk.length;
-      }
-      return { path, size, mode: meta?.mode ?? found.mode, digest: `sha256:${hash.digest('hex')}`, body: Readable.from(contentOf(store, digest, target)) };
-    },
+    bytes,
+    probe: async (path) => ({ has: list.has(path), hides: whiteouts.hides(path) }),
+    open: (path) => openTarFile(store, digest, path, async (p) => list.get(p)),
   };
+}
+
+/** A plain layer too large to list in memory: every lookup is a pass over its tar. */
+function scanningTarListing(store: BlobStore, digest: Digest): Listing {
+  const find = async (path: string): Promise<TarPathInfo | undefined> => {
+    let found: TarPathInfo | undefined;
+    for await (const e of scan(store, digest)) if (cleanPath(e.header.name) === path) found = infoOf(e);
+    return found;
+  };
+  return {
+    bytes: 0,
+    async probe(path) {
+      let has = false;
+      let hides = false;
+      for await (const e of scan(store, digest)) {
+        const p = cleanPath(e.header.name);
+        const w = whiteoutOf(p);
+        if (w) hides ||= whiteoutHides(w, path);
+        else if (p === path) has = true;
+      }
+      return { has, hides };
+    },
+    open: (path) => openTarFile(store, digest, path, find),
+  };
+}
+
+async function openTarFile(store: BlobStore, digest: Digest, path: string, find: (path: string) => Promise<TarPathInfo | undefined>): Promise<Omit<LayerFile, 'layer'>> {
+  const meta = await find(path);
+  const found = meta?.link !== undefined ? await find(meta.link) : meta; // hardlink: the content is at its target
+  if (!meta || !found || !REGULAR.has(found.type)) throw notRegular(path);
+  // first pass hashes the content (local reads), so the digest can go in the headers
+  const hash = createHash('sha256');
+  let size = 0;
+  for await (const chunk of contentOf(store, digest, found.ordinal)) {
+    hash.update(chunk);
+    size += chunk.length;
+  }
+  return { path, size, mode: meta.mode, digest: `sha256:${hash.digest('hex')}`, body: Readable.from(contentOf(store, digest, found.ordinal)) };
 }
 
 async function* scan(store: BlobStore, digest: Digest) {
@@ -225,9 +310,9 @@ async function* scan(store: BlobStore, digest: Digest) {
   }
 }
 
-async function* contentOf(store: BlobStore, digest: Digest, path: string): AsyncGenerator<Buffer> {
+async function* contentOf(store: BlobStore, digest: Digest, ordinal: number): AsyncGenerator<Buffer> {
   for await (const e of scan(store, digest)) {
-    if (cleanPath(e.header.name) !== path) continue;
+    if (e.ordinal !== ordinal) continue;
     for (let b = await e.readBody(1 << 20); b; b = await e.readBody(1 << 20)) yield b;
     return;
   }
@@ -236,6 +321,30 @@ async function* contentOf(store: BlobStore, digest: Digest, path: string): Async
 interface ManifestJson {
   manifests?: { digest: string; platform?: { os?: string; architecture?: string; variant?: string } }[];
   layers?: { digest: string }[];
+}
+
+/** The parts of an upstream manifest or index this module reads, checked: anything else is the upstream's fault (502). */
+function manifestJson(body: Buffer): ManifestJson {
+  const invalid = (why: string) => new RegistryError('MANIFEST_INVALID', { status: 502, message: `upstream manifest is not usable: ${why}` });
+  let doc: unknown;
+  try {
+    doc = JSON.parse(body.toString('utf8'));
+  } catch {
+    throw invalid('not JSON');
+  }
+  if (typeof doc !== 'object' || doc === null || Array.isArray(doc)) throw invalid('not a JSON object');
+  const d = doc as { manifests?: unknown; layers?: unknown };
+  const list = (v: unknown, name: string): { digest: string }[] | undefined => {
+    if (v === undefined) return undefined;
+    if (!Array.isArray(v)) throw invalid(`${name} is not an array`);
+    for (const x of v) {
+      if (typeof x !== 'object' || x === null || typeof (x as { digest?: unknown }).digest !== 'string' || !tryParseDigest((x as { digest: string }).digest)) {
+        throw invalid(`${name} holds an entry without a valid digest`);
+      }
+    }
+    return v as { digest: string }[];
+  };
+  return { manifests: list(d.manifests, 'manifests') as ManifestJson['manifests'], layers: list(d.layers, 'layers') };
 }
 
 /** A path inside a layer: relative, no "..", no NUL; percent-escapes decoded. */

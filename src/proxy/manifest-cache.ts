@@ -1,14 +1,17 @@
 // Manifests through the cache. By digest: immutable, served from the store forever. By tag: the
 // tag's digest is revalidated with an upstream HEAD at most once per TTL, and fetched with a GET
 // only when it changed. When the upstream fails, is slow, or is about to rate-limit us, a cached
-// tag is served as it is.
+// tag is served as it is. Every manifest is parsed before it is kept, and again when read back:
+// a body that is not what its media type says is never cached, and one an older version cached
+// is dropped and fetched again.
 import { randomUUID } from 'node:crypto';
-import { writeFile } from 'node:fs/promises';
+import { rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { BlobStore, MetadataStore, TagRecord } from '../cache/blob-store.js';
 import { SingleFlight } from '../cache/single-flight.js';
 import { parseDigest, type Digest } from '../oci/digest.js';
 import { RegistryError } from '../oci/errors.js';
+import { MAX_MANIFEST_BYTES, parseManifest, type ParsedManifest } from '../oci/manifest.js';
 import { accepts, MANIFEST_TYPES } from '../oci/media-types.js';
 import type { Reference } from '../oci/reference.js';
 import type { Manifest, Upstream } from '../upstreams/upstream.js';
@@ -18,6 +21,8 @@ export interface ServedManifest {
   digest: string;
   mediaType: string;
   body: Buffer;
+  /** the body, parsed and checked */
+  manifest: ParsedManifest;
   /** served from cache because the upstream could not be asked */
   stale: boolean;
 }
@@ -34,6 +39,8 @@ export interface ManifestCacheOptions {
   now?: () => number;
 }
 
+type Held = Omit<ServedManifest, 'stale'>;
+
 interface Resolved {
   record: TagRecord;
   stale: boolean;
@@ -41,7 +48,7 @@ interface Resolved {
 
 export class ManifestCache {
   private readonly tagLookups = new SingleFlight<Resolved>();
-  private readonly digestFetches = new SingleFlight<Manifest>();
+  private readonly digestFetches = new SingleFlight<Held>();
   private readonly now: () => number;
 
   constructor(private readonly opts: ManifestCacheOptions) {
@@ -57,13 +64,21 @@ export class ManifestCache {
 
   private async lookup(up: Upstream, repo: string, ref: Reference, accept: readonly string[], signal?: AbortSignal): Promise<ServedManifest> {
     if (ref.kind === 'digest') return { ...(await this.byDigest(up, repo, ref.digest, signal)), stale: false };
-    let resolved = await this.resolveTag(up, repo, ref.tag, MANIFEST_TYPES);
-    // A client whose Accept excludes the tag's usual type (say, only schema 2 for a manifest list)
-    // gets what the upstream picks for that Accept: a tag record of its own, under the same rules.
-    if (!accepts(accept, resolved.record.mediaType)) resolved = await this.resolveTag(up, repo, ref.tag, accept);
-    const { record, stale } = resolved;
+    const first = await this.tagRecord(up, repo, ref.tag, accept);
+    const held = await this.held(parseDigest(first.record.digest));
+    if (held) return { ...held, stale: first.stale };
+    // not held after all (evicted meanwhile, or an invalid copy `held` just dropped): resolved afresh
+    const { record, stale } = await this.tagRecord(up, repo, ref.tag, accept);
     return { ...(await this.byDigest(up, repo, parseDigest(record.digest), signal)), stale };
   }
+
+  private async tagRecord(up: Upstream, repo: string, tag: string, accept: readonly string[]): Promise<Resolved> {
+    const resolved = await this.resolveTag(up, repo, tag, MANIFEST_TYPES);
+    // A client whose Accept excludes the tag's usual type (say, only schema 2 for a manifest list)
+    // gets what the upstream picks for that Accept: a tag record of its own, under the same rules.
+    return accepts(accept, resolved.record.mediaType) ? resolved : this.resolveTag(up, repo, tag, accept);
+  }
+
 
   /**
    * The tag's record as the upstream answers it for `accept`, revalidated at most once per TTL,
@@ -102,7 +117,7 @@ export class ManifestCache {
       if (!accepts(accept, m.mediaType)) {
         throw new RegistryError('MANIFEST_UNKNOWN', { message: 'no manifest of an accepted media type', detail: { accept, available: m.mediaType } });
       }
-      await this.keep(m);
+      await this.keep(up, m);
       const record: TagRecord = { digest: m.digest.value, mediaType: m.mediaType, size: m.body.length, checkedAt: this.now() };
       await this.opts.meta.putTag(up.name, repo, variant, record);
       return { record, stale: false };
@@ -120,36 +135,77 @@ export class ManifestCache {
     return rl.remaining <= Math.max(1, Math.floor(rl.limit / 10)) && this.now() < rl.seenAt + rl.windowSeconds * 1000;
   }
 
-  private async byDigest(up: Upstream, repo: string, digest: Digest, signal?: AbortSignal): Promise<Omit<ServedManifest, 'stale'>> {
-    const record = await this.opts.meta.getManifest(digest);
-    const reader = record && (await this.opts.store.open(digest));
-    if (record && reader) {
-      return { digest: digest.value, mediaType: record.mediaType, body: Buffer.concat(await reader.stream.toArray()) };
-    }
+  private async byDigest(up: Upstream, repo: string, digest: Digest, signal?: AbortSignal): Promise<Held> {
+    const held = await this.held(digest);
+    if (held) return held;
     // the fetch is shared, so it runs on no client's signal: one client leaving must not fail the rest
-    const m = await this.digestFetches.run(
+    return this.digestFetches.run(
       digest.value,
       async () => {
-        const fetched = await up.getManifest(repo, { kind: 'digest', digest }, MANIFEST_TYPES);
-        await this.keep(fetched);
-        return fetched;
+        const m = await up.getManifest(repo, { kind: 'digest', digest }, MANIFEST_TYPES);
+        return { digest: m.digest.value, mediaType: m.mediaType, body: m.body, manifest: await this.keep(up, m) };
       },
       signal,
     );
-    return { digest: m.digest.value, mediaType: m.mediaType, body: m.body };
+  }
+
+  /**
+   * The cached manifest, parsed; undefined when it is not cached. A copy that does not parse
+   * (kept by a version that did not check) is deleted and counts as not cached.
+   */
+  private async held(digest: Digest): Promise<Held | undefined> {
+    const record = await this.opts.meta.getManifest(digest);
+    const reader = record && (await this.opts.store.open(digest));
+    if (!record || !reader) return undefined;
+    if (reader.size > MAX_MANIFEST_BYTES) {
+      reader.stream.destroy();
+      return this.drop(digest, `larger than ${MAX_MANIFEST_BYTES} bytes`);
+    }
+    const body = Buffer.concat(await reader.stream.toArray());
+    try {
+      return { digest: digest.value, mediaType: record.mediaType, body, manifest: parseManifest(body, record.mediaType) };
+    } catch (e) {
+      if (!(e instanceof RegistryError)) throw e;
+      return this.drop(digest, e.message);
+    }
   }
 
   private async have(digest: Digest): Promise<boolean> {
     return (await this.opts.meta.getManifest(digest)) !== undefined && (await this.opts.store.stat(digest)) !== undefined;
   }
 
-  /** Manifests are verified by the upstream client; they are kept as blobs plus a type record. */
-  private async keep(m: Manifest): Promise<void> {
+  private async drop(digest: Digest, why: string): Promise<undefined> {
+    this.opts.log.warn({ digest: digest.value, err: why }, 'dropping a cached manifest that is not valid; it will be fetched again');
+    await this.opts.store.delete(digest).catch((e: Error) => this.opts.log.warn({ digest: digest.value, err: e.message }, 'could not delete an invalid cached manifest'));
+    return undefined;
+  }
+
+  /**
+   * Manifests are verified against their digest by the upstream client and parsed here; they are
+   * kept as blobs plus a type record. One that does not parse is refused (502), and not kept.
+   */
+  private async keep(up: Upstream, m: Manifest): Promise<ParsedManifest> {
+    let manifest: ParsedManifest;
+    try {
+      manifest = parseManifest(m.body, m.mediaType);
+    } catch (e) {
+      if (!(e instanceof RegistryError)) throw e;
+      throw new RegistryError('MANIFEST_INVALID', {
+        status: 502,
+        message: `upstream "${up.name}" sent an ${e.message}`,
+        detail: { upstream: up.name, digest: m.digest.value, mediaType: m.mediaType, ...(e.detail as object) },
+      });
+    }
     await this.opts.meta.putManifest(m.digest, { mediaType: m.mediaType, size: m.body.length });
-    if (await this.opts.store.stat(m.digest)) return;
+    if (await this.opts.store.stat(m.digest)) return manifest;
     const file = join(this.opts.store.spoolDir, `manifest-${randomUUID()}`);
-    await writeFile(file, m.body);
-    await this.opts.store.ingest(m.digest, file, m.body.length);
+    try {
+      await writeFile(file, m.body);
+      await this.opts.store.ingest(m.digest, file, m.body.length);
+    } finally {
+      await rm(file, { force: true }); // gone already unless the write or the ingest failed (a full disk)
+    }
+    return manifest;
   }
 }
 

@@ -1,27 +1,37 @@
-// A `multipart/byteranges` body (RFC 9110 §14.6) for a request with several ranges, as
-// stargz-snapshotter sends. Parts are opened one after another, so memory stays bounded.
+// The 206 answer to a request with several ranges, as stargz-snapshotter sends: a
+// `multipart/byteranges` body (RFC 9110 §14.6), or a plain ranged body when the ranges were
+// coalesced into one (the RFC allows either; one part needs no multipart for the client to parse).
+// Parts are opened one after another, so memory stays bounded.
 import { randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
 import type { RangedParts } from './blob-cache.js';
 
-export function multipartRanges(ranged: RangedParts): { contentType: string; length: number; stream: Readable } {
+export function rangesBody(ranged: RangedParts): { headers: Record<string, string>; stream: Readable } {
+  const { parts, size } = ranged;
+  if (parts.length === 1) {
+    const { range, open } = parts[0]!;
+    const headers = { 'content-range': `bytes ${range.start}-${range.end}/${size}`, 'content-length': String(range.end - range.start + 1) };
+    return { headers, stream: released(ranged, (async function* () { yield* await open(); })()) };
+  }
   const boundary = `pullthrough-${randomBytes(12).toString('hex')}`;
-  const heads = ranged.parts.map(
+  const heads = parts.map(
     (p, i) =>
-      Buffer.from(`${i === 0 ? '' : '\r\n'}--${boundary}\r\nContent-Type: application/octet-stream\r\nContent-Range: bytes ${p.range.start}-${p.range.end}/${ranged.size}\r\n\r\n`),
+      Buffer.from(`${i === 0 ? '' : '\r\n'}--${boundary}\r\nContent-Type: application/octet-stream\r\nContent-Range: bytes ${p.range.start}-${p.range.end}/${size}\r\n\r\n`),
   );
   const tail = Buffer.from(`\r\n--${boundary}--\r\n`);
-  const length = heads.reduce((n, h, i) => n + h.length + ranged.parts[i]!.range.end - ranged.parts[i]!.range.start + 1, tail.length);
-  const stream = Readable.from(
-    (async function* () {
-      for (const [i, part] of ranged.parts.entries()) {
-        yield heads[i]!;
-        yield* await part.open();
-      }
-      yield tail;
-    })(),
-    { objectMode: false },
-  );
+  const length = heads.reduce((n, h, i) => n + h.length + parts[i]!.range.end - parts[i]!.range.start + 1, tail.length);
+  const body = (async function* () {
+    for (const [i, part] of parts.entries()) {
+      yield heads[i]!;
+      yield* await part.open();
+    }
+    yield tail;
+  })();
+  return { headers: { 'content-type': `multipart/byteranges; boundary=${boundary}`, 'content-length': String(length) }, stream: released(ranged, body) };
+}
+
+function released(ranged: RangedParts, chunks: AsyncIterable<Buffer>): Readable {
+  const stream = Readable.from(chunks, { objectMode: false });
   if (ranged.release) stream.once('close', ranged.release);
-  return { contentType: `multipart/byteranges; boundary=${boundary}`, length, stream };
+  return stream;
 }

@@ -2,6 +2,8 @@
 // when we can, fetch once when we cannot, and keep what we fetched only once it is verified.
 import type { BlobStore, MetadataStore } from '../cache/blob-store.js';
 import type { Digest } from '../oci/digest.js';
+import { isRegistryError } from '../oci/errors.js';
+import { OCI_INDEX } from '../oci/media-types.js';
 import type { RangeRequest } from '../oci/range.js';
 import type { Reference } from '../oci/reference.js';
 import type { Manifest, TagPage, Upstream } from '../upstreams/upstream.js';
@@ -21,6 +23,8 @@ export interface PullThroughOptions {
   tagTtlMs: number;
   revalidateTimeoutMs: number;
   fillOnRange: boolean;
+  /** answer Ranges with bytes not yet verified (cache.unverifiedRanges) */
+  unverifiedRanges?: boolean | undefined;
   /** answer GETs of cached blobs with a 307 to a pre-signed URL valid this long, when the store can make one */
   redirectTtlSeconds?: number | undefined;
   /** lazy serving of eStargz layers: where their sparse copies live; absent to turn it off */
@@ -89,7 +93,29 @@ export class PullThrough {
     return up.tags(repo, page, { signal });
   }
 
-  referrers(up: Upstream, repo: string, digest: Digest, artifactType: string | undefined, signal?: AbortSignal): Promise<Manifest | undefined> {
-    return up.referrers(repo, digest, artifactType, { signal });
+  /**
+   * The upstream's referrers index; when it has no referrers API, the index that pushing clients
+   * keep under the referrers tag schema instead (distribution-spec 1.1 "Unavailable Referrers
+   * API": a client whose referrers request gets a 404 MUST fall back to that tag). Undefined when
+   * neither exists.
+   */
+  async referrers(up: Upstream, repo: string, digest: Digest, artifactType: string | undefined, signal?: AbortSignal): Promise<Manifest | undefined> {
+    return (await up.referrers(repo, digest, artifactType, { signal })) ?? referrersTag(up, repo, digest, signal);
+  }
+}
+
+/**
+ * The image index at the referrers tag schema's tag, `<alg>-<ref>` with `<ref>` cut to 64
+ * characters. Anything there but an image index means no referrers, as the spec says; failures
+ * other than a 404 are the upstream's and go to the client.
+ */
+async function referrersTag(up: Upstream, repo: string, digest: Digest, signal?: AbortSignal): Promise<Manifest | undefined> {
+  const tag = `${digest.algorithm}-${digest.hex.slice(0, 64)}`;
+  try {
+    const index = await up.getManifest(repo, { kind: 'tag', tag }, [OCI_INDEX], { signal });
+    return index.mediaType === OCI_INDEX ? index : undefined;
+  } catch (e) {
+    if (isRegistryError(e) && e.status === 404) return undefined;
+    throw e;
   }
 }

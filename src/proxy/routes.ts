@@ -9,7 +9,7 @@ import { parseReference } from '../oci/reference.js';
 import type { PullThrough } from './pull-through.js';
 import { parseRange, parseRanges } from '../oci/range.js';
 import { parseFileEndpoint, serveFileEndpoint } from './file-routes.js';
-import { multipartRanges } from './multipart.js';
+import { rangesBody } from './multipart.js';
 import type { Route, Router } from './routing.js';
 import type { TagPage } from '../upstreams/upstream.js';
 
@@ -79,9 +79,8 @@ async function blob(cache: PullThrough, route: Route, refText: string, req: Fast
   if (ranges && ranges.length > 1) {
     const multi = await cache.blobRanges(route.upstream.client, route.repo, digest, ranges);
     if (multi) {
-      const body = multipartRanges(multi);
-      reply.code(206).header('content-type', body.contentType).header('content-length', String(body.length));
-      return reply.send(body.stream);
+      const body = rangesBody(multi);
+      return reply.code(206).headers(body.headers).send(body.stream);
     }
   }
   const b = await cache.blob(route.upstream.client, route.repo, digest, parseRange(req.headers.range));

@@ -44,7 +44,7 @@ export async function errorFromResponse(
     });
   }
   if (status === 429) {
-    const retryAfter = header(headers, 'retry-after');
+    const retryAfter = saneRetryAfter(header(headers, 'retry-after'));
     return new RegistryError('TOOMANYREQUESTS', {
       message: `upstream "${ctx.upstream}" is rate-limiting us`,
       detail,
@@ -83,6 +83,32 @@ export function verificationError(ctx: ErrorContext, expected: string, got: stri
     message: `upstream "${ctx.upstream}" sent content that does not match its digest`,
     detail: { upstream: ctx.upstream, expected, got },
   });
+}
+
+/**
+ * An answer that contradicts itself or the request (a Content-Range not the range asked for, a
+ * Content-Length that disagrees with it, a body longer or shorter than announced): nothing of it is
+ * passed on, reported as 502.
+ */
+export function framingError(ctx: ErrorContext, problem: string, detail: Record<string, unknown> = {}): RegistryError {
+  return new RegistryError('UNKNOWN', {
+    status: 502,
+    message: `upstream "${ctx.upstream}" ${problem}`,
+    detail: { upstream: ctx.upstream, repository: ctx.repo, reference: ctx.ref, ...detail },
+  });
+}
+
+/**
+ * An upstream Retry-After worth passing on to clients: delay-seconds up to a day, or an HTTP date
+ * in the IMF-fixdate form senders must use (RFC 9110 section 5.6.7); anything else is dropped.
+ */
+export function saneRetryAfter(value: string | undefined): string | undefined {
+  const v = value?.trim();
+  if (!v) return undefined;
+  if (/^\d{1,5}$/.test(v)) return Number(v) <= 86_400 ? v : undefined;
+  // a valid date is one that prints back as itself (this also rejects Feb 30 and wrong weekdays)
+  const t = Date.parse(v);
+  return /^[A-Z][a-z]{2}, \d{2} [A-Z][a-z]{2} \d{4} \d{2}:\d{2}:\d{2} GMT$/.test(v) && Number.isFinite(t) && new Date(t).toUTCString() === v ? v : undefined;
 }
 
 /** Failures worth retrying before any byte reached the client. */

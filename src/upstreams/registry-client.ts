@@ -11,6 +11,7 @@ import { RegistryError } from '../oci/errors.js';
 import { referenceString, type Reference } from '../oci/reference.js';
 import type { Authenticator } from './auth/authenticator.js';
 import { errorFromResponse, errorFromTransport, header, isRetryable, verificationError, type ErrorContext, type ResourceKind } from './errors.js';
+import { answeredRange, exactly, wholeLength } from './framing.js';
 import { rangeHeader, type RangeRequest } from '../oci/range.js';
 import type { BlobResponse, CallOptions, Manifest, ManifestHead, RateLimit, TagPage, Upstream } from './upstream.js';
 
@@ -112,27 +113,27 @@ export class RegistryClient implements Upstream {
     const res = await this.send(ctx, 'HEAD', `/v2/${repo}/blobs/${digest.value}`, {}, o.signal);
     discard(res.body);
     if (res.status !== 200) throw await errorFromResponse(ctx, res.status, res.headers, Readable.from([]));
-    const length = Number(header(res.headers, 'content-length'));
-    return Number.isFinite(length) ? length : undefined;
+    return wholeLength(ctx, res.headers, digest, undefined);
   }
 
-  async getBlob(repo: string, digest: Digest, o: CallOptions & { range?: RangeRequest } = {}): Promise<BlobResponse> {
+  async getBlob(repo: string, digest: Digest, o: CallOptions & { range?: RangeRequest; size?: number | undefined } = {}): Promise<BlobResponse> {
     const ctx = this.ctx('blob', repo, digest.value);
     const headers: Record<string, string> = o.range ? { range: rangeHeader(o.range) } : {};
     const res = await this.send(ctx, 'GET', `/v2/${repo}/blobs/${digest.value}`, headers, o.signal);
-    if (res.status === 200) {
-      // also when the upstream ignored a Range: `range` stays undefined and the body is whole
-      const length = Number(header(res.headers, 'content-length'));
-      return { size: Number.isFinite(length) ? length : undefined, range: undefined, body: res.body };
-    }
-    if (res.status === 206 && o.range) {
-      const m = /^bytes (\d+)-(\d+)\/(\d+|\*)$/.exec(header(res.headers, 'content-range') ?? '');
-      if (m) {
-        const total = m[3] === '*' ? undefined : Number(m[3]);
-        return { size: total, range: { start: Number(m[1]), end: Number(m[2]) }, body: res.body };
+    if (res.status !== 200 && !(res.status === 206 && o.range)) throw await errorFromResponse(ctx, res.status, res.headers, res.body);
+    try {
+      if (res.status === 200) {
+        // also when the upstream ignored a Range: `range` stays undefined and the body is whole
+        const length = wholeLength(ctx, res.headers, digest, o.size) ?? o.size;
+        return { size: length, range: undefined, body: length === undefined ? res.body : exactly(ctx, res.body, length) };
       }
+      const { range, total } = answeredRange(ctx, res.headers, o.range!, o.size);
+      return { size: total ?? o.size, range, body: exactly(ctx, res.body, range.end - range.start + 1) };
+    } catch (e) {
+      res.body.on('error', () => undefined);
+      res.body.destroy(); // never reuse a connection that lied about a length
+      throw e;
     }
-    throw await errorFromResponse(ctx, res.status, res.headers, res.body);
   }
 
   async tags(repo: string, page: { n?: number; last?: string }, o: CallOptions = {}): Promise<TagPage> {

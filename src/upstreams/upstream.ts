@@ -52,10 +52,15 @@ export interface Upstream {
   headManifest(repo: string, ref: Reference, accept: readonly string[], o?: CallOptions): Promise<ManifestHead>;
   /** GET a manifest, bounded in size; verified against the digest when fetched by digest. */
   getManifest(repo: string, ref: Reference, accept: readonly string[], o?: CallOptions): Promise<Manifest>;
-  /** The size of a blob, from a HEAD. */
+  /** The size of a blob, from a HEAD (never 0 for a blob that is not empty). */
   headBlob(repo: string, digest: Digest, o?: CallOptions): Promise<number | undefined>;
-  /** GET a blob (following redirects without our credentials), streamed. */
-  getBlob(repo: string, digest: Digest, o?: CallOptions & { range?: RangeRequest }): Promise<BlobResponse>;
+  /**
+   * GET a blob (following redirects without our credentials), streamed. The answer is what was
+   * asked and announced, or a 502: a 206 holds the range asked for (it may stop short at the
+   * blob's end), and the body is exactly its announced length or errors. `size`, when the caller
+   * knows the blob's, is checked against the upstream's figures too.
+   */
+  getBlob(repo: string, digest: Digest, o?: CallOptions & { range?: RangeRequest; size?: number | undefined }): Promise<BlobResponse>;
   tags(repo: string, page: { n?: number; last?: string }, o?: CallOptions): Promise<TagPage>;
   /** The referrers index, or undefined when the upstream has no referrers API. */
   referrers(repo: string, digest: Digest, artifactType: string | undefined, o?: CallOptions): Promise<Manifest | undefined>;

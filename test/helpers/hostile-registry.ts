@@ -39,6 +39,13 @@ export type Misbehaviour =
   | { kind: 'resetAfter'; bytes: number }
   /** the registry goes silent after this many body bytes */
   | { kind: 'stallAfter'; bytes: number }
+  /**
+   * a ranged GET is answered with the honest 206 and these bytes after its body, inside the
+   * response: counted in its Content-Length, or (chunked) sent as one more chunk without one
+   */
+  | { kind: 'rangeOverrun'; bytes: Buffer | string; chunked?: boolean }
+  /** every matching request is answered 429 TOOMANYREQUESTS with this Retry-After */
+  | { kind: 'rateLimited'; retryAfter: string }
   /** any answer, built by the test */
   | { kind: 'custom'; answer: (req: HostileRequest, honest: () => HostileAnswer) => HostileAnswer | Promise<HostileAnswer> };
 
@@ -87,6 +94,12 @@ function serialize(a: { status: number; headers?: Record<string, string>; body?:
   const headers = { ...a.headers };
   if (!Object.keys(headers).some((k) => k.toLowerCase() === 'content-length')) headers['Content-Length'] = String(body.length);
   return Buffer.concat([head(a.status, headers), method === 'HEAD' ? Buffer.alloc(0) : body]);
+}
+
+/** The whole head of an answer (its Content-Length the full body's) and the first `bytes` of its body. */
+function headersAndFirst(a: { status: number; headers?: Record<string, string> }, body: Buffer, bytes: number): Buffer {
+  const whole = serialize({ ...a, body }, 'GET');
+  return whole.subarray(0, whole.length - body.length + bytes);
 }
 
 export async function startHostileRegistry(): Promise<HostileRegistry> {
@@ -145,6 +158,19 @@ export async function startHostileRegistry(): Promise<HostileRegistry> {
       }
       case 'trailingBytes':
         return { raw: Buffer.concat([serialize(truth as { status: number }, req.method), Buffer.from(m.bytes)]) };
+      case 'rangeOverrun': {
+        if (!('status' in truth) || truth.status !== 206) return truth;
+        const extra = Buffer.from(m.bytes);
+        if (!m.chunked) return { ...truth, headers: { ...headers, 'Content-Length': String(body.length + extra.length) }, body: Buffer.concat([body, extra]) };
+        const chunk = (b: Buffer) => Buffer.concat([Buffer.from(`${b.length.toString(16)}\r\n`), b, Buffer.from('\r\n')]);
+        return { raw: Buffer.concat([head(206, { ...headers, 'Transfer-Encoding': 'chunked' }), chunk(body), chunk(extra), Buffer.from('0\r\n\r\n')]) };
+      }
+      case 'rateLimited':
+        return {
+          status: 429,
+          headers: { 'Content-Type': 'application/json', 'Retry-After': m.retryAfter },
+          body: '{"errors":[{"code":"TOOMANYREQUESTS","message":"slow down"}]}',
+        };
       case 'wrongByte': {
         if (!isBody || m.offset >= body.length) return truth;
         const bent = Buffer.from(body);
@@ -153,10 +179,10 @@ export async function startHostileRegistry(): Promise<HostileRegistry> {
       }
       case 'resetAfter':
         if (!isBody) return truth;
-        return { reset: true, after: serialize({ ...(truth as { status: number }), body }, req.method).subarray(0, serialize({ ...(truth as { status: number }), body: '' }, req.method).length + m.bytes) };
+        return { reset: true, after: headersAndFirst(truth as { status: number }, body, m.bytes) };
       case 'stallAfter':
         if (!isBody) return truth;
-        return { stall: true, after: serialize({ ...(truth as { status: number }), body }, req.method).subarray(0, serialize({ ...(truth as { status: number }), body: '' }, req.method).length + m.bytes) };
+        return { stall: true, after: headersAndFirst(truth as { status: number }, body, m.bytes) };
     }
   }
 

@@ -314,8 +314,8 @@ t.test('a corrupt byte upstream: an aborted response, nothing cached, a later cl
   t.ok(await exists(blobFile(proxy.cacheDir, layer.digest)), 'and cached');
 });
 
-t.test('Range on a miss with fillOnRange: a ranged upstream request answers first, the fill follows', async (t) => {
-  const { hop, proxy } = await setup(t, { cache: { fillOnRange: true } });
+t.test('Range on a miss with unverifiedRanges and fillOnRange: a ranged upstream request answers first, the fill follows', async (t) => {
+  const { hop, proxy } = await setup(t, { cache: { unverifiedRanges: true, fillOnRange: true } });
   const layer = layerOf(big, 0);
   const url = blobUrl(proxy, 'team/big', layer.digest);
   const whole = await layerBytes(big, layer.digest);
@@ -341,8 +341,8 @@ t.test('Range on a miss with fillOnRange: a ranged upstream request answers firs
   t.equal(hop.log.length, 0, 'then cached: zero upstream requests');
 });
 
-t.test('Range on a miss without fillOnRange: ranged upstream requests only, never a fill', async (t) => {
-  const { hop, proxy } = await setup(t, { cache: { fillOnRange: false } });
+t.test('Range on a miss with unverifiedRanges, without fillOnRange: ranged upstream requests only, never a fill', async (t) => {
+  const { hop, proxy } = await setup(t, { cache: { unverifiedRanges: true, fillOnRange: false } });
   const layer = layerOf(big, 0);
   const url = blobUrl(proxy, 'team/big', layer.digest);
   const whole = await layerBytes(big, layer.digest);
@@ -366,8 +366,8 @@ t.test('Range on a miss without fillOnRange: ranged upstream requests only, neve
   t.pass('and fills the cache');
 });
 
-t.test('Range during a running fill: near the tail from the fill, far ahead by one ranged request', async (t) => {
-  const { hop, proxy } = await setup(t, { cache: { fillOnRange: true } });
+t.test('Range during a running fill with unverifiedRanges: near the tail from the fill, far ahead by one ranged request', async (t) => {
+  const { hop, proxy } = await setup(t, { cache: { unverifiedRanges: true, fillOnRange: true } });
   const layer = layerOf(big, 0);
   const url = blobUrl(proxy, 'team/big', layer.digest);
   const whole = await layerBytes(big, layer.digest);

@@ -206,7 +206,7 @@ t.test('HTTP surface: headers, HEAD, Accept, Range, errors', async (t) => {
     ['GET', `/v2/team/multi/blobs/sha256:${'0'.repeat(64)}`, 404, 'BLOB_UNKNOWN'],
     ['GET', '/v2/Team/multi/manifests/v1', 400, 'NAME_INVALID'],
     ['GET', '/v2/team/../etc/manifests/v1', 400, 'NAME_INVALID'],
-    ['GET', '/v2/team/multi/manifests/-v1', 400, 'TAG_INVALID'],
+    ['GET', '/v2/team/multi/manifests/-v1', 404, 'MANIFEST_UNKNOWN'],
     ['GET', '/v2/team/multi/blobs/sha256:zz', 400, 'DIGEST_INVALID'],
     ['GET', '/v2/team/multi/blobs/sha256:..%2f..%2fetc%2fpasswd', 400, 'DIGEST_INVALID'],
     ['PUT', '/v2/team/multi/manifests/v1', 405, 'UNSUPPORTED', { 'content-type': 'application/vnd.oci.image.manifest.v1+json' }],

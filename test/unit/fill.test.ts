@@ -202,7 +202,7 @@ t.test('a source that errors mid-way fails its readers and caches nothing', asyn
   const digest = digestOf(content);
   const source = controlledSource();
   const fill = await Fill.start(store, digest, { size: content.length, body: source });
-  const readers = [consume(fill.reader()), consume(fill.reader({ start: 0, end: 10 }))];
+  const readers = [consume(fill.reader()), consume(fill.reader({ start: 0, end: 10 })), consume(fill.reader({ start: 0, end: 10 }, true))];
   const chunks = split(content, 4);
   source.push(chunks[0]);
   await sleep(10);
@@ -212,13 +212,14 @@ t.test('a source that errors mid-way fails its readers and caches nothing', asyn
   source.destroy(new Error('connection reset by upstream'));
   const failure = await settled(fill);
   t.ok(failure, 'fill fails');
-  const [full, small, joined] = await within(Promise.all(readers), 5000, 'readers');
+  const [full, small, unverified, joined] = await within(Promise.all(readers), 5000, 'readers');
   for (const [name, o] of [['first', full!], ['joined', joined!]] as const) {
     t.ok(o.error, `${name}: errors`);
     t.equal(o.ended, false, `${name}: no clean end`);
     t.ok(o.bytes.length < content.length, `${name}: incomplete`);
   }
-  t.ok(small!.ended && small!.bytes.equals(content.subarray(0, 11)), 'a range that had fully arrived was already served');
+  t.ok(!small!.ended && small!.error && small!.bytes.equals(content.subarray(0, 10)), 'a range that had fully arrived is aborted: its last byte waited for the whole blob');
+  t.ok(unverified!.ended && unverified!.bytes.equals(content.subarray(0, 11)), 'an unverified range that had fully arrived was already served');
   await assertNothingCached(t, store, digest);
 });
 

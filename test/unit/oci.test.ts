@@ -106,10 +106,11 @@ t.test('parseReference: tags', async (t) => {
     ['at sign', 'a@b'],
   ];
   for (const [name, value] of bad) {
+    // no manifest can have such a tag: 404 MANIFEST_UNKNOWN (distribution-spec "Pulling manifests")
     const e = registryErrorOf(() => parseReference(value));
     t.ok(e, `${name}: throws a RegistryError`);
-    t.equal(e?.code, 'TAG_INVALID', `${name}: code`);
-    t.equal(e?.status, 400, `${name}: status`);
+    t.equal(e?.code, 'MANIFEST_UNKNOWN', `${name}: code`);
+    t.equal(e?.status, 404, `${name}: status`);
   }
 });
 
@@ -122,11 +123,11 @@ t.test('parseReference: digest-shaped references', async (t) => {
   t.equal(r512.kind === 'digest' ? r512.digest.algorithm : undefined, 'sha512');
 
   // "alg:encoded" has the digest grammar, so it is judged as a digest (and rejected as one):
-  // either way the client gets a 400 and nothing reaches the upstream or the filesystem.
+  // either way the client gets a 404 and nothing reaches the upstream or the filesystem.
   for (const value of ['a:b', `sha256:${HEX256.slice(1)}`, 'sha256:../../etc', `md5:${HEX256.slice(0, 32)}`]) {
     const e = registryErrorOf(() => parseReference(value));
-    t.equal(e?.code, 'DIGEST_INVALID', `${value.slice(0, 30)}: code`);
-    t.equal(e?.status, 400, `${value.slice(0, 30)}: status`);
+    t.equal(e?.code, 'MANIFEST_UNKNOWN', `${value.slice(0, 30)}: code`);
+    t.equal(e?.status, 404, `${value.slice(0, 30)}: status`);
   }
 });
 

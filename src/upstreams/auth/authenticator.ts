@@ -1,14 +1,25 @@
 // Per-upstream authorization: remembers the last WWW-Authenticate challenge, answers with Basic
 // credentials or a cached Bearer token, and fetches tokens (GET <realm>?service=&scope=) with a
 // single flight per cache key. Secrets never reach error messages; this module does not log.
+// A realm that fails (no answer, a redirect, a huge or malformed body, an unexpected status) is
+// not trusted further: its challenge is forgotten, so the next request learns a fresh one from
+// the upstream's next 401 (or needs none), and failed token fetches are bounded per upstream.
 import { LRUCache } from 'lru-cache';
 import { type Dispatcher, request } from 'undici';
 import { RegistryError } from '../../oci/errors.js';
 import { type Challenge, challengeScopes, parseChallenges, pickChallenge } from './challenge.js';
 import { type CredentialProvider, basicAuthorization } from './credentials.js';
 import { mayReceiveCredentials } from './realm-policy.js';
+import { header, saneRetryAfter } from '../errors.js';
 
 const MAX_BODY = 1024 * 1024;
+/**
+ * At most this many failed token fetches per upstream in any window of FAILURE_WINDOW_MS; beyond
+ * them a challenge is answered 503 (with Retry-After) without asking the realm, so a broken realm
+ * is not hammered however many requests come. A successful fetch clears the count.
+ */
+const MAX_FAILED_FETCHES = 5;
+const FAILURE_WINDOW_MS = 10_000;
 
 export interface AuthenticatorOptions {
   /** registry base URL */
@@ -47,6 +58,10 @@ export class Authenticator {
   readonly #inflight = new Map<string, Promise<Entry>>();
   /** token-endpoint refusals of credentials we sent (a minting provider may get a second try) */
   readonly #refused = new WeakSet<RegistryError>();
+  /** failures of the realm itself (or our refusal to ask it again): they forget the challenge */
+  readonly #realmFailures = new WeakSet<RegistryError>();
+  /** when recent token fetches failed (ms, oldest first) */
+  #failedAt: number[] = [];
   #challenge: Recorded | undefined;
 
   constructor(o: AuthenticatorOptions) {
@@ -60,7 +75,12 @@ export class Authenticator {
     const ch = this.#challenge;
     if (ch === undefined) return undefined;
     if (ch.scheme === 'basic') return this.#basic(undefined);
-    return this.#bearer(ch.realm, ch.service, normaliseScopes([scope]), undefined);
+    try {
+      return await this.#bearer(ch.realm, ch.service, normaliseScopes([scope]), undefined);
+    } catch (e) {
+      this.#forgetOn(e, ch);
+      throw e;
+    }
   }
 
   /**
@@ -77,8 +97,22 @@ export class Authenticator {
     const ch = this.#record(picked);
     if (ch.scheme === 'basic') return this.#basic(failed);
     const scopes = normaliseScopes([scope, ...challengeScopes(picked)]);
-    const value = await this.#bearer(ch.realm, ch.service, scopes, failed);
+    let value: string;
+    try {
+      value = await this.#bearer(ch.realm, ch.service, scopes, failed);
+    } catch (e) {
+      this.#forgetOn(e, ch);
+      throw e;
+    }
     return value === failed ? undefined : value;
+  }
+
+  /**
+   * After a failure of the realm itself, forgets `ch` (unless a newer challenge replaced it): the
+   * next request goes without, and learns the realm to use from the upstream's next 401.
+   */
+  #forgetOn(e: unknown, ch: Recorded): void {
+    if (e instanceof RegistryError && this.#realmFailures.has(e) && this.#challenge === ch) this.#challenge = undefined;
   }
 
   #record(c: Challenge): Recorded {
@@ -134,16 +168,37 @@ export class Authenticator {
   #fetchShared(key: string, realm: URL, service: string | undefined, scopes: string[]): Promise<Entry> {
     const existing = this.#inflight.get(key);
     if (existing !== undefined) return existing;
+    this.#checkFailureBudget(realm);
     const p = this.#fetch(realm, service, scopes)
       .then((entry) => {
         this.#tokens.set(key, entry);
+        this.#failedAt = [];
         return entry;
+      }, (e: unknown) => {
+        if (e instanceof RegistryError && this.#realmFailures.has(e)) this.#failedAt.push(this.#now());
+        throw e;
       })
       .finally(() => {
         if (this.#inflight.get(key) === p) this.#inflight.delete(key);
       });
     this.#inflight.set(key, p);
     return p;
+  }
+
+  /** Throws, without asking the realm, while too many token fetches failed recently. */
+  #checkFailureBudget(realm: URL): void {
+    const now = this.#now();
+    this.#failedAt = this.#failedAt.filter((at) => at <= now && now - at < FAILURE_WINDOW_MS);
+    if (this.#failedAt.length < MAX_FAILED_FETCHES) return;
+    const waitS = Math.max(1, Math.ceil((this.#failedAt[0]! + FAILURE_WINDOW_MS - now) / 1000));
+    const name = this.#o.upstreamName;
+    const e = new RegistryError('UNAVAILABLE', {
+      message: `upstream "${name}" token endpoint failed ${this.#failedAt.length} times in the last ${FAILURE_WINDOW_MS / 1000} s; not asking it again for ${waitS} s`,
+      detail: { upstream: name, realm: realm.origin + realm.pathname },
+      headers: { 'Retry-After': String(waitS) },
+    });
+    this.#realmFailures.add(e);
+    throw e;
   }
 
   async #fetch(realm: URL, service: string | undefined, scopes: string[]): Promise<Entry> {
@@ -176,6 +231,12 @@ export class Authenticator {
     const { upstream, upstreamName: name, credentials } = this.#o;
     const fail = (code: 'DENIED' | 'TOOMANYREQUESTS' | 'UNAVAILABLE', message: string, extra: object = {}) =>
       new RegistryError(code, { message, detail: { upstream: name, realm: realm.origin + realm.pathname }, ...extra });
+    /** the realm itself is broken: no answer, a redirect, an unexpected status, a bad body */
+    const broken = (message: string, extra: object = {}): RegistryError => {
+      const e = fail('UNAVAILABLE', message, extra);
+      this.#realmFailures.add(e);
+      return e;
+    };
     const url = new URL(realm.href);
     if (service !== undefined) url.searchParams.append('service', service);
     for (const s of scopes) url.searchParams.append('scope', s);
@@ -211,12 +272,19 @@ export class Authenticator {
           throw refused;
         }
         if (st === 429) {
-          const ra = res.headers['retry-after'];
-          const retryAfter = Array.isArray(ra) ? ra[0] : ra;
+          const retryAfter = saneRetryAfter(header(res.headers, 'retry-after'));
           throw fail('TOOMANYREQUESTS', `upstream "${name}" token endpoint is rate limiting us`,
             retryAfter === undefined ? {} : { headers: { 'Retry-After': retryAfter } });
         }
-        throw fail('UNAVAILABLE', `upstream "${name}" token endpoint answered ${st}`);
+        // Redirects are not followed: a realm is where the upstream says, and nowhere else.
+        throw broken(st >= 300 && st < 400
+          ? `upstream "${name}" token endpoint answered ${st} (a redirect, not followed)`
+          : `upstream "${name}" token endpoint answered ${st}`);
+      }
+      const tooBig = () => broken(`upstream "${name}" token response exceeds ${MAX_BODY} bytes`);
+      if (Number(res.headers['content-length']) > MAX_BODY) {
+        res.body.destroy();
+        throw tooBig();
       }
       const chunks: Buffer[] = [];
       let size = 0;
@@ -224,7 +292,7 @@ export class Authenticator {
         size += (chunk as Buffer).length;
         if (size > MAX_BODY) {
           res.body.destroy();
-          throw fail('UNAVAILABLE', `upstream "${name}" token response exceeds ${MAX_BODY} bytes`);
+          throw tooBig();
         }
         chunks.push(chunk as Buffer);
       }
@@ -232,11 +300,11 @@ export class Authenticator {
     } catch (e) {
       if (e instanceof RegistryError) throw e;
       const timedOut = signal.aborted;
-      throw fail('UNAVAILABLE', timedOut
+      throw broken(timedOut
         ? `upstream "${name}" token endpoint timed out`
         : `upstream "${name}" token endpoint unreachable`, { cause: e });
     }
-    return parseTokenResponse(text, () => fail('UNAVAILABLE', `upstream "${name}" sent a malformed token response`));
+    return parseTokenResponse(text, () => broken(`upstream "${name}" sent a malformed token response`));
   }
 }
 

@@ -1,35 +1,17 @@
 // Which token realms may receive our upstream credentials. The realm is chosen by the upstream, so
 // without a check a hostile or compromised registry could have our secret sent anywhere. Like
 // distribution's proxy: the upstream's own host (any port), or a host on the same registrable
-// domain (eTLD+1). No public-suffix list is available, so eTLD+1 is approximated.
+// domain (eTLD+1) by the Public Suffix List (tldts), private section included, so that tenants of
+// shared hosting (run.app, gitlab.io, onrender.com, me.uk, ...) are told apart.
 import { isIP } from 'node:net';
-
-/** Second-level labels that act as public suffixes under a ccTLD (co.uk, com.au, ac.jp, ...). */
-const SECOND_LEVEL = new Set(['co', 'com', 'net', 'org', 'gov', 'edu', 'ac', 'mil', 'or', 'ne', 'go']);
+import { getDomain } from 'tldts';
 
 /**
- * Domains where different subdomains belong to different tenants (the public-suffix list's
- * "private" section). Under these only an exact host match counts, so e.g. an ECR upstream can
- * never send its secret to someone's `*.s3.amazonaws.com` bucket.
+ * Registrable domains by the PSL whose hosts still belong to different tenants: every ECR
+ * account's registry is <account>.dkr.ecr.<region>.amazonaws.com, one PSL domain per region.
+ * Under these only an exact host match counts.
  */
-const SHARED_DOMAINS = new Set([
-  'amazonaws.com',
-  'cloudfront.net',
-  'googleapis.com',
-  'appspot.com',
-  'cloudflarestorage.com',
-  'windows.net',
-  'azurewebsites.net',
-  'github.io',
-  'githubusercontent.com',
-  'herokuapp.com',
-  'pages.dev',
-  'workers.dev',
-  'r2.dev',
-  'vercel.app',
-  'netlify.app',
-  'fly.dev',
-]);
+const TENANT_HOSTS = /(^|\.)amazonaws\.com(\.cn)?$/;
 
 function normaliseHost(hostname: string): string {
   let h = hostname.toLowerCase();
@@ -42,17 +24,13 @@ function isLocalOrIp(host: string): boolean {
   return isIP(host) !== 0 || host === 'localhost' || host.endsWith('.localhost');
 }
 
-/** Approximate eTLD+1, or undefined when the host is itself (close to) a public suffix. */
+/** eTLD+1 by the Public Suffix List, or undefined when only the exact host may count. */
 export function registrableDomain(hostname: string): string | undefined {
   const host = normaliseHost(hostname);
-  if (host === '' || isLocalOrIp(host)) return undefined;
-  const labels = host.split('.');
-  if (labels.length < 2 || labels.some((l) => l === '')) return undefined;
-  const secondLast = labels[labels.length - 2] as string;
-  const n = SECOND_LEVEL.has(secondLast) ? 3 : 2;
-  if (labels.length < n) return undefined;
-  const domain = labels.slice(-n).join('.');
-  if (SHARED_DOMAINS.has(domain)) return undefined;
+  // IPs, localhost and single-label hosts (a compose service name) match only themselves.
+  if (host === '' || isLocalOrIp(host) || !host.includes('.')) return undefined;
+  const domain = getDomain(host, { allowPrivateDomains: true, detectIp: true });
+  if (domain === null || domain === '' || TENANT_HOSTS.test(domain)) return undefined;
   return domain;
 }
 

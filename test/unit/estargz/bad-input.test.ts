@@ -94,8 +94,10 @@ t.test('footer and TOC errors', async (t) => {
     ['chunks short of the file size', editedToc((es) => (es.filter((e) => e['type'] === 'chunk').at(-1) as Record<string, unknown>)['chunkSize'] = 1), 'corrupt'],
     ['name with ..', editedToc((es) => (entryNamed(es, 'etc/a.txt')['name'] = '../../etc/passwd')), 'unsafe-path'],
     ['name with .. in the middle', editedToc((es) => (entryNamed(es, 'etc/a.txt')['name'] = 'etc/../../x')), 'unsafe-path'],
-    ['absolute name', editedToc((es) => (entryNamed(es, 'etc/a.txt')['name'] = '/etc/passwd')), 'unsafe-path'],
-    ['hardlink to an absolute path', editedToc((es) => es.push({ name: 'h', type: 'hardlink', linkName: '/etc/shadow' })), 'unsafe-path'],
+    ['name escaping through the root', editedToc((es) => (entryNamed(es, 'etc/a.txt')['name'] = '/../x')), 'unsafe-path'],
+    ['hardlink out of the layer', editedToc((es) => es.push({ name: 'h', type: 'hardlink', linkName: '/../etc/shadow' })), 'unsafe-path'],
+    ['absolute name (the layer\'s own /etc/passwd)', editedToc((es) => (entryNamed(es, 'etc/a.txt')['name'] = '/etc/passwd')), 'opened'],
+    ['root entries "/" and "./"', editedToc((es) => es.unshift({ name: '/', type: 'dir', mode: 493 }, { name: './', type: 'dir', mode: 493 })), 'opened'],
     ['name with NUL', editedToc((es) => (entryNamed(es, 'etc/a.txt')['name'] = 'a\u0000b')), 'unsafe-path'],
     ['untouched blob opens', base.blob, 'opened', { expectedTocDigest: base.tocDigest }],
   ];
@@ -244,7 +246,9 @@ t.test('converter input errors', async (t) => {
     ['bad header checksum', Buffer.concat([Buffer.from('x'), good.subarray(1)]), 'corrupt'],
     ['truncated gzip', gzipSync(good).subarray(0, 30), 'corrupt'],
     ['sparse file', sparse, 'unsupported'],
-    ['absolute name', buildTar([{ type: 'file', name: '/etc/passwd', content: 'x' }]), 'unsafe-path'],
+    ['absolute name (kept, read as relative)', buildTar([{ type: 'file', name: '/etc/passwd', content: 'x' }]), 'converted'],
+    ['root entry "./"', buildTar([{ type: 'dir', name: './' }, { type: 'file', name: './etc/passwd', content: 'x' }]), 'converted'],
+    ['name escaping through the root', buildTar([{ type: 'file', name: '/../b', content: 'x' }]), 'unsafe-path'],
     ['.. in a name', buildTar([{ type: 'file', name: 'a/../../b', content: 'x' }]), 'unsafe-path'],
     ['hardlink out of the layer', buildTar([{ type: 'hardlink', name: 'h', target: '../x' }]), 'unsafe-path'],
   ];

@@ -1,0 +1,41 @@
+// Writes that either land whole or fail, and leave nothing behind when they fail. A write to a
+// filling disk can be short (the kernel writes what fits and reports how much); taken as whole,
+// it would make a file shorter than what was hashed, and such a file must never become visible.
+import { rename, rm, writeFile, type FileHandle } from 'node:fs/promises';
+
+/** Writes `bytes` bytes of `buffers` at `position`, continuing after short writes; throws ENOSPC when the disk takes none. */
+export async function writeAll(file: FileHandle, buffers: Buffer[], bytes: number, position: number): Promise<void> {
+  let done = 0;
+  let rest = buffers;
+  while (done < bytes) {
+    const { bytesWritten } = await file.writev(rest, position + done);
+    if (bytesWritten === 0) throw diskFull('a write took no bytes');
+    done += bytesWritten;
+    if (done < bytes) rest = skip(rest, bytesWritten);
+  }
+}
+
+/** `buffers` without their first `n` bytes. */
+function skip(buffers: Buffer[], n: number): Buffer[] {
+  let i = 0;
+  while (n >= buffers[i]!.length) n -= buffers[i++]!.length;
+  return [buffers[i]!.subarray(n), ...buffers.slice(i + 1)];
+}
+
+function diskFull(why: string): NodeJS.ErrnoException {
+  return Object.assign(new Error(`no space left on device (${why})`), { code: 'ENOSPC' });
+}
+
+/**
+ * Writes `data` to `tmp` and renames it to `path`, so a crash never leaves a half-written file;
+ * on any failure `tmp` is removed. (fs.writeFile already continues after short writes.)
+ */
+export async function replaceFile(tmp: string, path: string, data: string | Buffer): Promise<void> {
+  try {
+    await writeFile(tmp, data);
+    await rename(tmp, path);
+  } catch (e) {
+    await rm(tmp, { force: true });
+    throw e;
+  }
+}
