@@ -61,15 +61,21 @@ export function parseRanges(header: string | undefined): RangeRequest[] | undefi
     const r = /^\s*(\d*)-(\d*)\s*$/.exec(part);
     if (!r || (r[1] === '' && r[2] === '')) return undefined;
     if (r[1] === '') {
-      out.push({ suffix: Number(r[2]) });
+      out.push({ suffix: position(r[2]!) });
       continue;
     }
-    const start = Number(r[1]);
-    const end = r[2] === '' ? undefined : Number(r[2]);
-    if (end !== undefined && end < start) return undefined;
-    out.push({ start, end });
+    if (r[2] !== '' && BigInt(r[2]!) < BigInt(r[1]!)) return undefined;
+    out.push({ start: position(r[1]!), end: r[2] === '' ? undefined : position(r[2]!) });
   }
   return out;
+}
+
+/**
+ * A byte position as a safe integer: longer digit strings are capped, which answers them the same
+ * against any real size and keeps `rangeHeader` printing digits (not "2e+21") upstream.
+ */
+function position(digits: string): number {
+  return Math.min(Number(digits), Number.MAX_SAFE_INTEGER);
 }
 
 export function rangeInvalid(size: number | undefined): RegistryError {
