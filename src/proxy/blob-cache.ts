@@ -214,7 +214,11 @@ export class BlobCache {
     const res = await up.getBlob(repo, digest);
     const resume = async (offset: number) => {
       this.opts.log.warn({ upstream: up.name, repo, digest: digest.value, offset }, 'upstream stream broke; resuming with a ranged request');
-      const part = await up.getBlob(repo, digest, { range: { start: offset, end: undefined } });
+      const part = await up.getBlob(repo, digest, { range: { start: offset, end: undefined } }).catch((e: unknown) => {
+        // a 416 here means the upstream announced more bytes than it has: its fault, not the client's Range
+        if (!(e instanceof RegistryError) || e.code !== 'RANGE_INVALID') throw e;
+        throw new RegistryError('UNKNOWN', { status: 502, message: `upstream "${up.name}" has fewer bytes than the ${res.size} it announced`, detail: { upstream: up.name, offset, announced: res.size }, cause: e });
+      });
       if (part.range?.start !== offset) {
         discard(part.body);
         throw new Error('upstream ignored the resume range');

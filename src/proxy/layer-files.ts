@@ -247,11 +247,17 @@ function infoOf(e: RawTarEntry): TarPathInfo {
 async function tarListing(store: BlobStore, digest: Digest): Promise<Listing> {
   const paths = new TarPathsBuilder();
   const whiteouts = new Whiteouts();
-  for await (const e of scan(store, digest)) {
-    const path = cleanPath(e.header.name);
-    if (whiteouts.add(path)) continue;
-    paths.add(path, infoOf(e));
-    if (paths.bytes + whiteouts.bytes > LISTING_MAX_BYTES) return scanningTarListing(store, digest);
+  try {
+    for await (const e of scan(store, digest)) {
+      const path = cleanPath(e.header.name);
+      if (whiteouts.add(path)) continue;
+      paths.add(path, infoOf(e));
+      if (paths.bytes + whiteouts.bytes > LISTING_MAX_BYTES) return scanningTarListing(store, digest);
+    }
+  } catch (e) {
+    // the blob hashed to its digest, so the upstream did not lie: what was asked for is no tar layer
+    if (e instanceof EstargzError && e.kind === 'corrupt') throw notALayer(digest, e.message);
+    throw e;
   }
   const bytes = paths.bytes + whiteouts.bytes;
   const list = paths.build();
@@ -376,6 +382,10 @@ function badPath(raw: string): RegistryError {
 
 function noSuchFile(path: string, where: string): RegistryError {
   return new RegistryError('BLOB_UNKNOWN', { message: 'no such file', detail: { path, in: where } });
+}
+
+function notALayer(digest: Digest, why: string): RegistryError {
+  return new RegistryError('BLOB_UNKNOWN', { message: 'this blob is not a layer (no tar archive in it)', detail: { digest: digest.value, reason: why.slice(0, 200) } });
 }
 
 function notRegular(path: string): RegistryError {

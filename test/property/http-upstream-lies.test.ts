@@ -192,7 +192,7 @@ t.test('blob lies', async (t) => {
       answers.forEach((res, i) => {
         checkStatus(reqs[i]!, res);
         tally.held('bounded-well-formed');
-        const held = checkBlob(reqs[i]!, res, body);
+        const held = checkBlob(reqs[i]!, res, body, true); // while the upstream lies, an uncached HEAD carries its word
         tally.held(held ?? 'no-complete-wrong-body');
       });
     } finally {
