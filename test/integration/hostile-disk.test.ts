@@ -3,16 +3,15 @@
 // temporary file left behind, and the next request after space is freed works.
 import { randomBytes } from 'node:crypto';
 import { readdir, stat } from 'node:fs/promises';
-import type { IncomingHttpHeaders } from 'node:http';
 import { join } from 'node:path';
 import t from 'tap';
-import { request } from 'undici';
 import { SparseBlob } from '../../src/cache/sparse-blob.js';
 import { parseDigest } from '../../src/oci/digest.js';
 import { startHostileRegistry, type HostileRegistry } from '../helpers/hostile-registry.js';
 import { startProxy, type Proxy } from '../helpers/proxy.js';
 import { mountTmpfs, PAGE, type Tmpfs } from '../helpers/tmpfs.js';
 import { waitFor } from '../helpers/util.js';
+import { get, type Got } from '../helpers/whole-get.js';
 
 type Test = Parameters<Parameters<typeof t.test>[0]>[0];
 
@@ -36,29 +35,6 @@ async function setup(t: Test, bytes = 1 << 20): Promise<Env> {
   return { fs, reg, proxy, cacheDir };
 }
 
-interface Got {
-  status: number;
-  headers: IncomingHttpHeaders;
-  body: Buffer;
-  /** how the body broke off, if it did */
-  error: string | undefined;
-  /** the body arrived whole, as announced: a client would take it as the answer */
-  complete: boolean;
-}
-
-async function get(url: string, headers: Record<string, string> = {}): Promise<Got> {
-  const res = await request(url, { headers });
-  const chunks: Buffer[] = [];
-  let error: string | undefined;
-  try {
-    for await (const chunk of res.body as AsyncIterable<Buffer>) chunks.push(chunk);
-  } catch (e) {
-    error = String(e);
-  }
-  const body = Buffer.concat(chunks);
-  const announced = res.headers['content-length'];
-  return { status: res.statusCode, headers: res.headers, body, error, complete: error === undefined && (announced === undefined || body.length === Number(announced)) };
-}
 
 /** Files anywhere under `dir` (none when it does not exist). */
 async function files(dir: string): Promise<string[]> {

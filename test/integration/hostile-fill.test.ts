@@ -2,35 +2,12 @@
 // wrong: a Range is never completed from unverified bytes unless cache.unverifiedRanges says so,
 // and a download that fails before its first byte is a 502 with an OCI body, not an empty reply.
 import { randomBytes } from 'node:crypto';
-import type { IncomingHttpHeaders } from 'node:http';
 import t from 'tap';
-import { request } from 'undici';
 import { hostileSetup } from '../helpers/hostile-registry.js';
+import { get, type Got } from '../helpers/whole-get.js';
 
 const MiB = 1 << 20;
 
-interface Got {
-  status: number;
-  headers: IncomingHttpHeaders;
-  body: Buffer;
-  error: string | undefined;
-  /** the body arrived whole, as announced: a client would take it as the answer */
-  complete: boolean;
-}
-
-async function get(url: string, headers: Record<string, string> = {}): Promise<Got> {
-  const res = await request(url, { headers });
-  const chunks: Buffer[] = [];
-  let error: string | undefined;
-  try {
-    for await (const chunk of res.body as AsyncIterable<Buffer>) chunks.push(chunk);
-  } catch (e) {
-    error = String(e);
-  }
-  const body = Buffer.concat(chunks);
-  const announced = res.headers['content-length'];
-  return { status: res.statusCode, headers: res.headers, body, error, complete: error === undefined && (announced === undefined || body.length === Number(announced)) };
-}
 
 const ociError = (g: Got) => (JSON.parse(g.body.toString('utf8')) as { errors: { code: string; message: string; detail: unknown }[] }).errors[0];
 const describe = (g: Got) => `${g.status}, ${g.body.length} of ${g.headers['content-length']} bytes, ${g.error ?? 'no error'}`;
