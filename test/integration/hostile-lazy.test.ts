@@ -63,7 +63,8 @@ async function registries(t: Test): Promise<{ a: HostileRegistry; b: HostileRegi
 }
 
 async function proxyOver(t: Test, a: HostileRegistry, b: HostileRegistry, cacheDir: string): Promise<Proxy> {
-  const proxy = await startProxy({ upstream: [`a=${a.url}`, `b=${b.url}`], cacheDir, configDoc: { retries: 0, estargz: { prefetch: false }, cache: { fillOnRange: false } } });
+  // unverifiedRanges: the Ranges of plain blobs go to the upstream as asked, so a test can see which layers were opened lazily
+  const proxy = await startProxy({ upstream: [`a=${a.url}`, `b=${b.url}`], cacheDir, configDoc: { retries: 0, estargz: { prefetch: false }, cache: { fillOnRange: false, unverifiedRanges: true } } });
   t.teardown(() => proxy.stop());
   return proxy;
 }
