@@ -4,27 +4,21 @@
 // estargz.maxIndexMemory, and a TOC beyond estargz.maxTocSize is never parsed (served plainly).
 // The proxy runs as a child process with the Node flags of the CLI, and its resident set is read
 // from /proc: VmHWM (the peak, after resetting it through clear_refs) and VmRSS.
-import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { readFile, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
 import { Readable, Writable } from 'node:stream';
-import { fileURLToPath } from 'node:url';
 import t from 'tap';
 import { request } from 'undici';
 import { convertToEstargz, TOC_DIGEST_ANNOTATION } from '../../src/estargz/index.js';
 import { tocOf, withToc } from '../helpers/estargz-build.js';
 import { buildTar } from '../helpers/estargz-tar.js';
+import { memoryOf, resetPeak, startChildProxy, type ChildProxy } from '../helpers/child-proxy.js';
 import { startHostileRegistry } from '../helpers/hostile-registry.js';
-import { atExit, freePort, makeTempDir, removeDir, waitFor } from '../helpers/util.js';
 
 if (!existsSync('/proc/self/status')) throw new Error('this test reads the resident set size from /proc');
 
 type Test = Parameters<Parameters<typeof t.test>[0]>[0];
 const MiB = 1 << 20;
-const ROOT = fileURLToPath(new URL('../..', import.meta.url));
-const SETPRIV = ['/usr/bin/setpriv', '/bin/setpriv'].find((p) => existsSync(p));
 const MANIFEST = 'application/vnd.oci.image.manifest.v1+json';
 const LAYERS = 24;
 const TOC_BYTES = 4 * MiB;
@@ -60,46 +54,9 @@ const descs = [...layers, warm].map((l) => ({ mediaType: 'application/vnd.oci.im
 const config = Buffer.from('{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}');
 reg.addManifest('big/toc', JSON.stringify({ schemaVersion: 2, mediaType: MANIFEST, config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: reg.addBlob(config), size: config.length }, layers: descs }), MANIFEST, 'v1');
 
-const live = new Set<ChildProcess>();
-atExit(() => {
-  for (const child of live) child.kill('SIGKILL');
-});
-
-/** `pullthrough serve` as a child process, with the CLI's own Node flags, once /v2/ answers. */
-async function serve(t: { teardown(fn: () => unknown): void }, estargz: Record<string, unknown>): Promise<{ url: string; pid: number }> {
-  const work = await makeTempDir('pullthrough-lazy-memory-');
-  t.teardown(() => removeDir(work));
-  await writeFile(join(work, 'config.json'), JSON.stringify({ retries: 0, cache: { fillOnRange: false }, estargz: { prefetch: false, ...estargz } }));
-  const port = await freePort();
-  const argv = ['--max-semi-space-size=2', '--liftoff-only', '--import', 'tsx', 'src/cli.ts', 'serve', '--listen', `127.0.0.1:${port}`, '--cache-dir', join(work, 'cache'), '--upstream', `h=${reg.url}`, '--config', join(work, 'config.json'), '--log-level', 'warn'];
-  const [cmd, args] = SETPRIV ? [SETPRIV, ['--pdeathsig', 'SIGKILL', '--', process.execPath, ...argv]] : [process.execPath, argv];
-  const child = spawn(cmd, args, { cwd: ROOT, stdio: ['ignore', 'ignore', 'pipe'] });
-  live.add(child);
-  let stderr = '';
-  child.stderr!.on('data', (d: Buffer) => (stderr = (stderr + d.toString()).slice(-4000)));
-  t.teardown(async () => {
-    child.kill('SIGKILL');
-    if (child.exitCode === null && child.signalCode === null) await new Promise((r) => child.once('exit', r));
-    live.delete(child);
-  });
-  const url = `http://127.0.0.1:${port}`;
-  const died = new AbortController();
-  child.once('exit', (code) => died.abort(new Error(`pullthrough exited (${code}): ${stderr}`)));
-  await waitFor(
-    async () => {
-      const res = await request(`${url}/v2/`, { signal: AbortSignal.timeout(1000) }).catch(() => undefined);
-      await res?.body.dump();
-      return res?.statusCode === 200;
-    },
-    { timeoutMs: 30_000, intervalMs: 100, what: `pullthrough on ${url}`, signal: died.signal },
-  );
-  return { url, pid: child.pid! };
-}
-
-async function status(pid: number): Promise<{ rss: number; peak: number }> {
-  const text = await readFile(`/proc/${pid}/status`, 'utf8');
-  const kib = (key: string): number => Number(new RegExp(`^${key}:\\s+(\\d+) kB`, 'm').exec(text)?.[1] ?? NaN) * 1024;
-  return { rss: kib('VmRSS'), peak: kib('VmHWM') };
+/** `pullthrough serve` as a child process over the hostile registry, with these estargz settings. */
+function serve(t: Test, estargz: Record<string, unknown>): Promise<ChildProxy> {
+  return startChildProxy(t, { upstreams: { h: reg.url }, config: { retries: 0, cache: { fillOnRange: false }, estargz: { prefetch: false, ...estargz } } });
 }
 
 /** Two rounds of one Range per layer, all layers at once; every answer must be the truth. */
@@ -125,10 +82,10 @@ async function growth(t: Test, estargz: Record<string, unknown>): Promise<{ peak
   const { url, pid } = await serve(t, estargz);
   const w = await request(`${url}/v2/h/big/toc/blobs/${descs[LAYERS]!.digest}`, { headers: { range: `bytes=${warm.offset}-${warm.offset + 99}` } });
   await w.body.dump();
-  const idle = await status(pid);
-  await writeFile(`/proc/${pid}/clear_refs`, '5'); // resets VmHWM to the current resident set
+  const idle = await memoryOf(pid);
+  await resetPeak(pid);
   await readAll(t, url);
-  const end = await status(pid);
+  const end = await memoryOf(pid);
   return { peak: end.peak - idle.rss, after: end.rss - idle.rss };
 }
 
