@@ -2,13 +2,14 @@
 // the whole proxy in-process and pick their own port.
 import { join } from 'node:path';
 import type { FastifyInstance, FastifyServerOptions } from 'fastify';
-import type { BlobStore, MetadataStore, StoreLogger } from './cache/blob-store.js';
+import type { BlobStore, MetadataStore } from './cache/blob-store.js';
+import type { Logger } from './lib/log.js';
 import { FsMetadataStore } from './cache/fs-metadata.js';
 import { FsBlobStore } from './cache/fs-store.js';
 import type { S3Health } from './cache/s3-client.js';
 import type { Config } from './config.js';
-import { PullThrough } from './proxy/pull-through.js';
-import { Router, type RoutedUpstream } from './proxy/routing.js';
+import { PullThrough } from './core/pull-through.js';
+import { Router, type RoutedUpstream } from './core/routing.js';
 import { registerMetrics } from './proxy/metrics.js';
 import { buildServer } from './proxy/server.js';
 import { createUpstream } from './upstreams/index.js';
@@ -29,7 +30,7 @@ interface Stores {
 }
 
 /** The filesystem cache, or the S3 bucket (with the filesystem cache in front when localTier is set). */
-export async function createStores(cache: Config['cache'], log: StoreLogger): Promise<Stores> {
+export async function createStores(cache: Config['cache'], log: Logger): Promise<Stores> {
   const s3 = cache.s3;
   if (!s3) {
     return { store: await FsBlobStore.open({ dir: cache.dir, maxBytes: cache.maxSize }), meta: new FsMetadataStore(cache.dir), close() {} };
@@ -51,7 +52,7 @@ export async function createStores(cache: Config['cache'], log: StoreLogger): Pr
  * S3BlobStore.open). The AWS SDK is loaded only here: it costs memory a filesystem-only proxy
  * need not pay.
  */
-export async function openBucket(s3: NonNullable<Config['cache']['s3']>, spoolDir: string, log: StoreLogger) {
+export async function openBucket(s3: NonNullable<Config['cache']['s3']>, spoolDir: string, log: Logger) {
   const { createS3Client, S3Health } = await import('./cache/s3-client.js');
   const { S3BlobStore } = await import('./cache/s3-store.js');
   const client = createS3Client(s3);

@@ -6,12 +6,6 @@ import type { Readable, Writable } from 'node:stream';
 import type { Digest } from '../oci/digest.js';
 import type { ByteRange } from '../oci/range.js';
 
-/** What stores that talk to a remote service log through (the server's pino logger fits). */
-export interface StoreLogger {
-  info(obj: object, msg?: string): void;
-  warn(obj: object, msg?: string): void;
-}
-
 export interface BlobInfo {
   digest: string;
   size: number;

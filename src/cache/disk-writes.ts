@@ -2,6 +2,7 @@
 // filling disk can be short (the kernel writes what fits and reports how much); taken as whole,
 // it would make a file shorter than what was hashed, and such a file must never become visible.
 import { rename, rm, writeFile, type FileHandle } from 'node:fs/promises';
+import { RegistryError } from '../oci/errors.js';
 
 /** Writes `bytes` bytes of `buffers` at `position`, continuing after short writes; throws ENOSPC when the disk takes none. */
 export async function writeAll(file: FileHandle, buffers: Buffer[], bytes: number, position: number): Promise<void> {
@@ -38,4 +39,17 @@ export async function replaceFile(tmp: string, path: string, data: string | Buff
     await rm(tmp, { force: true });
     throw e;
   }
+}
+
+const DISK_FAILURES = new Map([
+  ['ENOSPC', 'the cache disk is full'],
+  ['EDQUOT', 'the cache disk quota is used up'],
+  ['EROFS', 'the cache filesystem is read-only'],
+]);
+
+/** A full or read-only cache disk: 503, naming the cause (never a path). Undefined for other errors. */
+export function diskError(err: unknown): RegistryError | undefined {
+  const code = typeof err === 'object' && err !== null ? (err as { code?: unknown }).code : undefined;
+  const message = typeof code === 'string' ? DISK_FAILURES.get(code) : undefined;
+  return message ? new RegistryError('UNAVAILABLE', { message, detail: { reason: code }, cause: err }) : undefined;
 }

@@ -8,7 +8,7 @@
 import { createHash } from 'node:crypto';
 import { S3Client } from '@aws-sdk/client-s3';
 import { tryParseDigest, type Digest } from '../oci/digest.js';
-import type { StoreLogger } from './blob-store.js';
+import type { Logger } from '../lib/log.js';
 
 export interface S3ClientSettings {
   region: string;
@@ -102,7 +102,7 @@ export function describe(e: unknown): { err: string; code: string | undefined; s
 }
 
 export interface S3HealthOptions {
-  log?: StoreLogger | undefined;
+  log?: Logger | undefined;
   /** failures in a row that make the bucket be left alone for a cooldown (default 3) */
   failuresToPause?: number;
   /** default 5 s */

@@ -9,7 +9,8 @@ import { join } from 'node:path';
 import { Transform } from 'node:stream';
 import type { Digest } from '../oci/digest.js';
 import type { ByteRange } from '../oci/range.js';
-import type { BlobInfo, BlobReader, BlobStore, BlobWriter, StoreLogger } from './blob-store.js';
+import type { BlobInfo, BlobReader, BlobStore, BlobWriter } from './blob-store.js';
+import type { Logger } from '../lib/log.js';
 
 export class TieredBlobStore implements BlobStore {
   /** digests being copied from the remote to local disk right now */
@@ -18,7 +19,7 @@ export class TieredBlobStore implements BlobStore {
   constructor(
     readonly local: BlobStore,
     readonly remote: BlobStore,
-    private readonly log?: StoreLogger,
+    private readonly log?: Logger,
   ) {}
 
   get spoolDir(): string {

@@ -2,7 +2,7 @@
 // (ESTARGZ.md §3). Numbers must be non-negative safe integers, strings must be strings, digests
 // must look like digests, names and hardlink targets must not contain `..`.
 import { EstargzError, corrupt } from './errors.js';
-import { BLOCK, applyPax, isZeroBlock, parseHeaderBlock, parsePax } from './tar.js';
+import { BLOCK, applyPax, isZeroBlock, parseHeaderBlock, parsePax } from '../tar/header.js';
 import { TOC_ENTRY_TYPES, TOC_TAR_NAME, type TocEntryJson, type TocEntryType, type TocJson } from './types.js';
 
 /** Returns the payload of the `stargz.index.json` entry at the start of a tar stream. */

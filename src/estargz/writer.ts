@@ -16,8 +16,8 @@ import { constants } from 'node:zlib';
 import { EstargzError } from './errors.js';
 import { estargzFooter } from './footer.js';
 import { MemberStream, SinkWriter } from './members.js';
-import { BLOCK, padTo512, ustarHeader } from './tar.js';
-import { ByteReader, maybeGunzip, tarEntries, type RawTarEntry } from './tar-stream.js';
+import { BLOCK, padTo512, ustarHeader } from '../tar/header.js';
+import { ByteReader, maybeGunzip, tarEntries, type RawTarEntry } from '../tar/stream.js';
 import { cleanPath } from './toc.js';
 import { OwnerNames, draftFromHeader, serializeToc, type DraftEntry } from './toc-writer.js';
 import {

@@ -4,19 +4,7 @@ import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
 import { RegistryError } from '../oci/errors.js';
 import { EstargzError } from '../estargz/index.js';
 import { estargzToRegistryError } from './estargz-errors.js';
-
-const DISK_FAILURES = new Map([
-  ['ENOSPC', 'the cache disk is full'],
-  ['EDQUOT', 'the cache disk quota is used up'],
-  ['EROFS', 'the cache filesystem is read-only'],
-]);
-
-/** A full or read-only cache disk: 503, naming the cause (never a path). Undefined for other errors. */
-export function diskError(err: unknown): RegistryError | undefined {
-  const code = typeof err === 'object' && err !== null ? (err as { code?: unknown }).code : undefined;
-  const message = typeof code === 'string' ? DISK_FAILURES.get(code) : undefined;
-  return message ? new RegistryError('UNAVAILABLE', { message, detail: { reason: code }, cause: err }) : undefined;
-}
+import { diskError } from '../cache/disk-writes.js';
 
 export function toRegistryError(err: unknown): RegistryError {
   if (err instanceof RegistryError) return err;

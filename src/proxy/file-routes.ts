@@ -6,9 +6,9 @@
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { parseDigest } from '../oci/digest.js';
 import { parseReference } from '../oci/reference.js';
-import type { LayerFile } from './layer-files.js';
-import type { PullThrough } from './pull-through.js';
-import type { Route } from './routing.js';
+import type { LayerFile } from '../core/layer-files.js';
+import type { PullThrough } from '../core/pull-through.js';
+import type { Route } from '../core/routing.js';
 
 export type FileEndpoint =
   | { kind: 'toc'; name: string; digest: string }

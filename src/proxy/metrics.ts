@@ -1,7 +1,7 @@
 // GET /metrics: a few gauges and counters in the Prometheus text format, for the figures
 // operators watch: each upstream's announced rate limit and health, and the S3 bucket's failures.
 import type { FastifyInstance } from 'fastify';
-import type { RoutedUpstream } from './routing.js';
+import type { RoutedUpstream } from '../core/routing.js';
 
 export interface MetricsSources {
   upstreams: readonly RoutedUpstream[];

@@ -4,7 +4,7 @@
 // Parts are opened one after another, so memory stays bounded.
 import { randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
-import type { RangedParts } from './blob-cache.js';
+import type { RangedParts } from '../core/blob-cache.js';
 
 export function rangesBody(ranged: RangedParts): { headers: Record<string, string>; stream: Readable } {
   const { parts, size } = ranged;

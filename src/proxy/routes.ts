@@ -7,11 +7,11 @@ import { RegistryError } from '../oci/errors.js';
 import { parseManifest, type Descriptor, type ParsedManifest } from '../oci/manifest.js';
 import { OCI_INDEX, parseAccept } from '../oci/media-types.js';
 import { parseReference } from '../oci/reference.js';
-import type { PullThrough } from './pull-through.js';
+import type { PullThrough } from '../core/pull-through.js';
 import { parseRange, parseRanges } from '../oci/range.js';
 import { parseFileEndpoint, serveFileEndpoint } from './file-routes.js';
 import { rangesBody } from './multipart.js';
-import type { Route, Router } from './routing.js';
+import type { Route, Router } from '../core/routing.js';
 import type { TagPage } from '../upstreams/upstream.js';
 
 const READ_METHODS = new Set(['GET', 'HEAD']);

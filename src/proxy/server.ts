@@ -4,9 +4,9 @@ import type { Duplex } from 'node:stream';
 import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest, type FastifyServerOptions } from 'fastify';
 import { RegistryError } from '../oci/errors.js';
 import { bareErrorResponse, errorHandler } from './errors.js';
-import type { PullThrough } from './pull-through.js';
+import type { PullThrough } from '../core/pull-through.js';
 import { registerRoutes } from './routes.js';
-import type { Router } from './routing.js';
+import type { Router } from '../core/routing.js';
 
 export interface ServerDeps {
   router: Router;

@@ -19,8 +19,8 @@ import {
   type EstargzIndex,
 } from '../../src/estargz/index.js';
 import { decompress } from '../../src/estargz/decompress.js';
-import { applyPax, parseHeaderBlock, parsePax, ustarHeader } from '../../src/estargz/tar.js';
-import { ByteReader, maybeGunzip, tarEntries } from '../../src/estargz/tar-stream.js';
+import { applyPax, parseHeaderBlock, parsePax, ustarHeader } from '../../src/tar/header.js';
+import { ByteReader, maybeGunzip, tarEntries } from '../../src/tar/stream.js';
 import { unwrapTocTar } from '../../src/estargz/toc.js';
 import { bufferSource } from '../helpers/estargz-fixtures.js';
 import { tocMember, tocOf, withToc } from '../helpers/estargz-build.js';

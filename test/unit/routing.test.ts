@@ -3,7 +3,7 @@ import type { UpstreamConfig, UpstreamType } from '../../src/config.js';
 import { RegistryError } from '../../src/oci/errors.js';
 import { parseRange, satisfy, type RangeRequest } from '../../src/oci/range.js';
 import { parseEndpoint } from '../../src/proxy/routes.js';
-import { Router, type RoutedUpstream } from '../../src/proxy/routing.js';
+import { Router, type RoutedUpstream } from '../../src/core/routing.js';
 import type { Upstream } from '../../src/upstreams/upstream.js';
 
 function upstream(name: string, url: string, type: UpstreamType, aliases: string[] = []): RoutedUpstream {

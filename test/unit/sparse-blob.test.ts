@@ -5,8 +5,8 @@ import { join } from 'node:path';
 import t from 'tap';
 import { SparseBlob } from '../../src/cache/sparse-blob.js';
 import { parseDigest } from '../../src/oci/digest.js';
-import { LazyLayers } from '../../src/proxy/lazy-layers.js';
-import type { Logger } from '../../src/proxy/pull-through.js';
+import { LazyLayers } from '../../src/lazy/layers.js';
+import type { Logger } from '../../src/lib/log.js';
 import { tempDir } from '../helpers/estargz-fixtures.js';
 import { waitFor } from '../helpers/util.js';
 

@@ -1,6 +1,6 @@
 // SparseBudget: which sparse eStargz copies to give up when they hold more than the budget.
 import t from 'tap';
-import { SparseBudget } from '../../src/proxy/sparse-budget.js';
+import { SparseBudget } from '../../src/lazy/sparse-budget.js';
 
 t.test('past the budget, the least recently used copies other than the one just used are given up', async (t) => {
   const budget = new SparseBudget(100);

@@ -12,7 +12,7 @@ import type { Digest } from '../oci/digest.js';
 import { RegistryError } from '../oci/errors.js';
 import type { ByteRange } from '../oci/range.js';
 import { discard, type Upstream } from '../upstreams/upstream.js';
-import type { Logger } from './pull-through.js';
+import type { Logger } from '../lib/log.js';
 
 /** Upstream ranges are fetched (and held in memory for verification) in pieces up to this size, one at a time per request. */
 const MAX_FETCH_BYTES = 16 << 20;

@@ -10,10 +10,10 @@ import { VerificationError, type Digest } from '../oci/digest.js';
 import { coalesce, rangeInvalid, satisfy, type ByteRange, type RangeRequest } from '../oci/range.js';
 import { discard, type Upstream } from '../upstreams/upstream.js';
 import { RegistryError } from '../oci/errors.js';
-import { diskError } from './errors.js';
-import { ensureAll, lazyRange, wholeFromSparse, type LazyLayer } from './lazy-layer.js';
-import type { LazyLayers } from './lazy-layers.js';
-import type { Logger } from './pull-through.js';
+import { diskError } from '../cache/disk-writes.js';
+import { ensureAll, lazyRange, wholeFromSparse, type LazyLayer } from '../lazy/layer.js';
+import type { LazyLayers } from '../lazy/layers.js';
+import type { Logger } from '../lib/log.js';
 
 /** A range starting within this distance of a fill's progress waits for the fill. */
 const NEAR_FILL_BYTES = 8 << 20;

@@ -8,14 +8,14 @@ import { randomUUID } from 'node:crypto';
 import { rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { BlobStore, MetadataStore, TagRecord } from '../cache/blob-store.js';
-import { SingleFlight } from '../cache/single-flight.js';
+import { SingleFlight } from '../lib/single-flight.js';
 import { parseDigest, type Digest } from '../oci/digest.js';
 import { RegistryError } from '../oci/errors.js';
 import { MAX_MANIFEST_BYTES, parseManifest, type ParsedManifest } from '../oci/manifest.js';
 import { accepts, MANIFEST_TYPES } from '../oci/media-types.js';
 import type { Reference } from '../oci/reference.js';
 import type { Manifest, Upstream } from '../upstreams/upstream.js';
-import type { Logger } from './pull-through.js';
+import type { Logger } from '../lib/log.js';
 
 export interface ServedManifest {
   digest: string;

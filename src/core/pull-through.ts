@@ -6,16 +6,12 @@ import { isRegistryError } from '../oci/errors.js';
 import { OCI_INDEX } from '../oci/media-types.js';
 import type { RangeRequest } from '../oci/range.js';
 import type { Reference } from '../oci/reference.js';
+import type { Logger } from '../lib/log.js';
 import type { Manifest, TagPage, Upstream } from '../upstreams/upstream.js';
 import { BlobCache, type RangedParts, type ServedBlob } from './blob-cache.js';
 import { LayerFiles, type LayerFile } from './layer-files.js';
-import { LazyLayers } from './lazy-layers.js';
+import { LazyLayers } from '../lazy/layers.js';
 import { ManifestCache, type ServedManifest } from './manifest-cache.js';
-
-export interface Logger {
-  info(obj: object, msg?: string): void;
-  warn(obj: object, msg?: string): void;
-}
 
 export interface PullThroughOptions {
   store: BlobStore;

@@ -3,8 +3,8 @@
 // PAX / GNU long-name extension blocks) so the converter can pass them through byte for byte.
 import { Readable, pipeline } from 'node:stream';
 import { createGunzip } from 'node:zlib';
-import { EstargzError, corrupt } from './errors.js';
-import { BLOCK, applyPax, isZeroBlock, padTo512, parseHeaderBlock, parsePax, type TarHeader } from './tar.js';
+import { EstargzError, corrupt } from '../estargz/errors.js';
+import { BLOCK, applyPax, isZeroBlock, padTo512, parseHeaderBlock, parsePax, type TarHeader } from './header.js';
 
 const EMPTY = Buffer.alloc(0);
 const MAX_EXTENSION_BYTES = 1024 * 1024;

@@ -1,7 +1,7 @@
 // Tar header blocks: parsing (ustar, GNU, PAX records, base-256 numbers) and a minimal ustar
 // encoder. Used to unwrap the TOC (`stargz.index.json`) and by the converter, which passes input
 // headers through byte for byte and only encodes the landmark and TOC headers itself.
-import { corrupt } from './errors.js';
+import { corrupt } from '../estargz/errors.js';
 
 export const BLOCK = 512;
 

@@ -18,8 +18,8 @@ import { removeSparse, sparseBytes } from '../cache/sparse-blob.js';
 import { TOC_DIGEST_ANNOTATION, type EstargzIndex } from '../estargz/index.js';
 import { tryParseDigest, type Digest } from '../oci/digest.js';
 import type { Upstream } from '../upstreams/upstream.js';
-import { ClaimRefuted, Layer, refutesClaim, upstreamSpans, type LayerInfo, type LazyLayer } from './lazy-layer.js';
-import type { Logger } from './pull-through.js';
+import { ClaimRefuted, Layer, refutesClaim, upstreamSpans, type LayerInfo, type LazyLayer } from './layer.js';
+import type { Logger } from '../lib/log.js';
 import { SparseBudget } from './sparse-budget.js';
 
 /** An open index costs about this many bytes of memory per byte of TOC JSON (parsed entries, lookups, the raw JSON; measured on large TOCs: 4-6). */
