@@ -11,7 +11,8 @@ import { openEstargz, alignRange, prefetchRange, segments, segmentsFor, verifyRa
 import type { Digest } from '../oci/digest.js';
 import { RegistryError } from '../oci/errors.js';
 import type { ByteRange } from '../oci/range.js';
-import { discard, type Upstream } from '../upstreams/upstream.js';
+import { discard } from '../upstreams/upstream.js';
+import type { Repository } from '../upstreams/repository.js';
 import type { Logger } from '../lib/log.js';
 
 /** Upstream ranges are fetched (and held in memory for verification) in pieces up to this size, one at a time per request. */
@@ -55,9 +56,9 @@ export function refutesClaim(e: unknown): boolean {
 }
 
 /** Ranged reads of `digest` through one upstream and repository; the answer must be exactly the span, of a blob of `size` bytes. */
-export function upstreamSpans(up: Upstream, repo: string, digest: Digest, size: number): FetchSpan {
+export function upstreamSpans(repo: Repository, digest: Digest, size: number): FetchSpan {
   return async (span, signal) => {
-    const res = await up.getBlob(repo, digest, { range: { start: span.start, end: span.end - 1 }, signal });
+    const res = await repo.getBlob(digest, { range: { start: span.start, end: span.end - 1 }, signal });
     if (res.size !== undefined && res.size !== size) {
       discard(res.body);
       throw new ClaimRefuted(`the upstream has ${res.size} bytes of ${digest.value}, the manifest said ${size}`);

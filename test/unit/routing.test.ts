@@ -49,8 +49,8 @@ t.test('routes names to upstreams and repositories', async (t) => {
   ];
   for (const [name, path, ns, want, repo] of cases) {
     const r = router.route(path, ns);
-    t.equal(r.upstream, want, `${name}: upstream ${want.config.name}`);
-    t.equal(r.repo, repo, `${name}: repo`);
+    t.equal(r.upstream, want.client, `${name}: upstream ${want.config.name}`);
+    t.equal(r.name, repo, `${name}: repo`);
   }
 });
 
@@ -71,9 +71,9 @@ t.test('unknown upstreams are NAME_UNKNOWN (404)', async (t) => {
 
 t.test('with a plain registry as default, a host-like first component is part of the repository', async (t) => {
   const r = new Router([local, ghcr], local).route('quay.io/x/y', undefined);
-  t.equal(r.upstream, local);
-  t.equal(r.repo, 'quay.io/x/y');
-  t.equal(new Router([local, ghcr], local).route('alpine', undefined).repo, 'alpine', 'no library/ off Docker Hub');
+  t.equal(r.upstream, local.client);
+  t.equal(r.name, 'quay.io/x/y');
+  t.equal(new Router([local, ghcr], local).route('alpine', undefined).name, 'alpine', 'no library/ off Docker Hub');
 });
 
 t.test('invalid names are NAME_INVALID (400), wherever they route', async (t) => {
