@@ -15,6 +15,8 @@ import type { Router } from '../core/routing.js';
 import type { Repository } from '../upstreams/repository.js';
 import type { TagPage } from '../upstreams/upstream.js';
 
+/** The Docker-Distribution-API-Version every answer carries. */
+export const API_VERSION = 'registry/2.0';
 const READ_METHODS = new Set(['GET', 'HEAD']);
 const EMPTY_INDEX = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: OCI_INDEX, manifests: [] }));
 
@@ -181,7 +183,7 @@ function notAnIndex(upstream: string, reason: string): RegistryError {
  */
 async function pipeToClient(reply: FastifyReply, pipeTo: (sink: Writable) => Promise<void>): Promise<void> {
   const res = reply.raw;
-  const headers = { ...reply.getHeaders(), 'docker-distribution-api-version': 'registry/2.0' };
+  const headers = { ...reply.getHeaders(), 'docker-distribution-api-version': API_VERSION };
   reply.hijack();
   res.writeHead(reply.statusCode, headers as Record<string, string>);
   try {
