@@ -5,7 +5,7 @@
 // cooldown one quick request at a time probes it while the others still go without; a probe's
 // success is the recovery. Requests a pull waits on are quick: a bucket that takes them and never
 // answers fails them within seconds (QUICK).
-import { createHash } from 'node:crypto';
+import { tagRecordKey } from './blob-store.js';
 import { S3Client } from '@aws-sdk/client-s3';
 import { tryParseDigest, type Digest } from '../oci/digest.js';
 import type { Logger } from '../lib/log.js';
@@ -65,7 +65,7 @@ export class S3Keys {
   }
 
   tag(upstream: string, repo: string, tag: string): string {
-    const h = createHash('sha256').update(`${upstream}\0${repo}\0${tag}`).digest('hex');
+    const h = tagRecordKey(upstream, repo, tag);
     return `${this.prefix}meta/tags/${h}.json`;
   }
 
