@@ -7,7 +7,7 @@ import type { Readable, Writable } from 'node:stream';
 import type { BlobStore } from '../cache/blob-store.js';
 import { Fill } from '../cache/fill.js';
 import { VerificationError, type Digest } from '../oci/digest.js';
-import { coalesce, rangeInvalid, satisfy, type ByteRange, type RangeRequest } from '../oci/range.js';
+import { coalesce, firstLast, rangeInvalid, satisfy, type ByteRange, type RangeRequest } from '../oci/range.js';
 import { discard } from '../upstreams/upstream.js';
 import type { Repository } from '../upstreams/repository.js';
 import { RegistryError } from '../oci/errors.js';
@@ -237,11 +237,11 @@ export class BlobCache {
 
   /** A full GET of a lazily touched layer: what the sparse copy holds plus the missing ranges, verified whole. */
   private async fillFromSparse(repo: Repository, digest: Digest, layer: LazyLayer): Promise<Fill> {
-    const openGap = async (gap: { start: number; end: number }) => {
-      const part = await repo.getBlob(digest, { range: { start: gap.start, end: gap.end - 1 } });
-      if (part.range?.start !== gap.start || part.range.end !== gap.end - 1) {
+    const openGap = async (gap: ByteRange) => {
+      const part = await repo.getBlob(digest, { range: gap });
+      if (part.range?.start !== gap.start || part.range.end !== gap.end) {
         discard(part.body);
-        throw new Error(`upstream did not answer the range ${gap.start}-${gap.end - 1}`);
+        throw new Error(`upstream did not answer the range ${firstLast(gap)}`);
       }
       return part.body;
     };

@@ -166,7 +166,7 @@ export class LayerFiles {
     return {
       size: info.size,
       async read(offset, length) {
-        const r = await store.open(digest, { start: offset, end: offset + length - 1 });
+        const r = await store.open(digest, { start: offset, end: offset + length });
         if (!r) throw new RegistryError('BLOB_UNKNOWN', { message: 'layer left the cache while being read', detail: { digest: digest.value } });
         return Buffer.concat(await r.stream.toArray());
       },

@@ -128,7 +128,7 @@ export class RegistryClient implements Upstream {
         return { size: length, range: undefined, body: length === undefined ? res.body : exactly(ctx, res.body, length) };
       }
       const { range, total } = answeredRange(ctx, res.headers, o.range!, o.size);
-      return { size: total ?? o.size, range, body: exactly(ctx, res.body, range.end - range.start + 1) };
+      return { size: total ?? o.size, range, body: exactly(ctx, res.body, range.end - range.start) };
     } catch (e) {
       res.body.on('error', () => undefined);
       res.body.destroy(); // never reuse a connection that lied about a length
