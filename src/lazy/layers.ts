@@ -17,6 +17,7 @@ import { LruIndex } from '../cache/lru-index.js';
 import { removeSparse, sparseBytes } from '../cache/sparse-blob.js';
 import { TOC_DIGEST_ANNOTATION, type EstargzIndex } from '../estargz/index.js';
 import { tryParseDigest, type Digest } from '../oci/digest.js';
+import type { ParsedManifest } from '../oci/manifest.js';
 import type { Repository } from '../upstreams/repository.js';
 import { ClaimRefuted, Layer, refutesClaim, upstreamSpans, type LayerInfo, type LazyLayer } from './layer.js';
 import type { Logger } from '../lib/log.js';
@@ -96,21 +97,13 @@ export class LazyLayers {
   }
 
   /** Notes the eStargz layers a manifest served for `repo` claims (called for every manifest served). */
-  learn(manifest: Buffer, repo: Repository): void {
-    let parsed: unknown;
-    try {
-      parsed = JSON.parse(manifest.toString('utf8'));
-    } catch {
-      return;
-    }
-    const layers = (parsed as { layers?: unknown } | null)?.layers;
-    if (!Array.isArray(layers)) return;
+  learn(manifest: ParsedManifest, repo: Repository): void {
     const who = repo.key;
-    for (const l of layers as ({ digest?: unknown; size?: unknown; annotations?: Record<string, unknown> } | null)[]) {
-      const toc = l?.annotations?.[TOC_DIGEST_ANNOTATION];
-      const digest = typeof l?.digest === 'string' ? tryParseDigest(l.digest) : undefined;
-      if (!digest || typeof toc !== 'string' || !Number.isSafeInteger(l?.size) || (l?.size as number) <= 0 || !tryParseDigest(toc)) continue;
-      const claim = { tocDigest: toc, size: l?.size as number };
+    for (const l of manifest.layers ?? []) {
+      const toc = l.annotations?.[TOC_DIGEST_ANNOTATION];
+      const digest = tryParseDigest(l.digest);
+      if (!digest || toc === undefined || !Number.isSafeInteger(l.size) || l.size <= 0 || !tryParseDigest(toc)) continue;
+      const claim = { tocDigest: toc, size: l.size };
       if (!this.refuted.has(claimId(who, digest, claim))) this.claims.set(`${who}\n${digest.value}`, claim);
     }
   }
