@@ -45,6 +45,8 @@ type Held = Omit<ServedManifest, 'stale'>;
 interface Resolved {
   record: TagRecord;
   stale: boolean;
+  /** the manifest itself, when resolving fetched it (already parsed: not read back and parsed again) */
+  fetched?: Held | undefined;
 }
 
 export class ManifestCache {
@@ -66,7 +68,7 @@ export class ManifestCache {
   private async lookup(repo: Repository, ref: Reference, accept: readonly string[], signal?: AbortSignal): Promise<ServedManifest> {
     if (ref.kind === 'digest') return { ...(await this.byDigest(repo, ref.digest, signal)), stale: false };
     const first = await this.tagRecord(repo, ref.tag, accept);
-    const held = await this.held(parseDigest(first.record.digest));
+    const held = first.fetched ?? (await this.held(parseDigest(first.record.digest)));
     if (held) return { ...held, stale: first.stale };
     // not held after all (evicted meanwhile, or an invalid copy `held` just dropped): resolved afresh
     const { record, stale } = await this.tagRecord(repo, ref.tag, accept);
@@ -118,10 +120,10 @@ export class ManifestCache {
       if (!accepts(accept, m.mediaType)) {
         throw new RegistryError('MANIFEST_UNKNOWN', { message: 'no manifest of an accepted media type', detail: { accept, available: m.mediaType } });
       }
-      await this.keep(repo, m);
+      const manifest = await this.keep(repo, m);
       const record: TagRecord = { digest: m.digest.value, mediaType: m.mediaType, size: m.body.length, checkedAt: this.now() };
       await this.opts.meta.putTag(repo.upstream.name, repo.name, variant, record);
-      return { record, stale: false };
+      return { record, stale: false, fetched: { digest: m.digest.value, mediaType: m.mediaType, body: m.body, manifest } };
     } catch (e) {
       if (!cached || !(e instanceof RegistryError) || !isUpstreamFailure(e)) throw e;
       this.opts.log.warn({ ...repo.where, tag, code: e.code, err: e.message }, 'tag revalidation failed; serving the cached manifest');
