@@ -36,12 +36,14 @@ const aliases = stringList.transform((names, ctx) => {
 /** An upstream entry's settings: those every kind takes, then each kind's own. */
 export const upstreamEntrySchema = mapping(
   {
-  name: setting(hostName).optional(),
-  url: z.unknown().optional(),
-  type: text.optional(),
-  aliases: aliases.optional(),
-  username: optionalText,
-  password: optionalText,
+    name: setting(hostName).optional(),
+    /** default: the kind's API URL (Docker Hub, ghcr) */
+    url: z.unknown().optional(),
+    /** default: inferred from the URL's host */
+    type: text.optional(),
+    aliases: aliases.optional(),
+    username: optionalText,
+    password: optionalText,
     ...(Object.assign({}, ...KINDS.map((k) => k.settings)) as z.ZodRawShape),
   },
   'must be a mapping with at least url',
