@@ -30,9 +30,7 @@ const FLAG_SETTINGS = [
   ['logLevel', '--log-level', ['logLevel']],
 ] as const;
 
-const listen = setting((value) => {
-  const v = typeof value === 'number' ? String(value) : value;
-  if (typeof v !== 'string') return new Problem('must be a string');
+const listen = andThen(text, (v) => {
   const m = /^(?:\[([0-9a-fA-F:]+)\]|([^:]*)):([0-9]{1,5})$/.exec(v) ?? /^()()([0-9]{1,5})$/.exec(v);
   const port = m ? Number(m[3]) : NaN;
   if (!m || port > 65535) return new Problem(`"${v}" is not HOST:PORT`);
@@ -41,20 +39,18 @@ const listen = setting((value) => {
 
 const retries = setting((v) => (typeof v === 'number' && Number.isInteger(v) && v >= 0 && v <= 10 ? v : new Problem(`"${String(v)}" is not a whole number from 0 to 10`)));
 
-const bucketName = setting((v) => {
-  const bucket = typeof v === 'number' ? String(v) : v;
-  if (typeof bucket !== 'string') return new Problem('must be a string');
+const bucketName = andThen(text, (bucket) => {
   if (/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/.test(bucket)) return bucket;
   return new Problem(bucket ? `"${bucket}" is not an S3 bucket name (3-63 lowercase letters, digits, dots, dashes)` : 'is required');
 });
 
 /** "" or ending in "/"; a leading "/" is dropped */
 const keyPrefix = andThen(text, (v) => {
-    const p = v.replace(/^\/+/, '');
-    if (!/^[A-Za-z0-9!_.*'()/-]*$/.test(p) || p.split('/').some((seg) => seg === '.' || seg === '..')) {
-      return new Problem(`"${p}" may hold only letters, digits, / and !_.*'()- (and no . or .. segments)`);
-    }
-    return p === '' || p.endsWith('/') ? p : `${p}/`;
+  const p = v.replace(/^\/+/, '');
+  if (!/^[A-Za-z0-9!_.*'()/-]*$/.test(p) || p.split('/').some((seg) => seg === '.' || seg === '..')) {
+    return new Problem(`"${p}" may hold only letters, digits, / and !_.*'()- (and no . or .. segments)`);
+  }
+  return p === '' || p.endsWith('/') ? p : `${p}/`;
 });
 
 /** "" (an unset ${ENV} reference) is absent */
