@@ -1,8 +1,8 @@
 // Which upstream a repository name goes to: containerd's ?ns= parameter, a path prefix naming a
 // configured upstream (or one of its aliases), or the default upstream for bare names.
-import type { UpstreamConfig } from '../config.js';
 import { RegistryError } from '../oci/errors.js';
 import { isHostComponent, validateRepository } from '../oci/reference.js';
+import { kindOf, type UpstreamConfig } from '../upstreams/kinds/index.js';
 import { Repository } from '../upstreams/repository.js';
 import type { Upstream } from '../upstreams/upstream.js';
 
@@ -38,16 +38,15 @@ export class Router {
     const first = slash > 0 ? name.slice(0, slash) : '';
     const prefixed = first ? this.byName.get(first.toLowerCase()) : undefined;
     if (prefixed) return repoFor(prefixed, name.slice(slash + 1));
-    if (first && isHostComponent(first) && this.defaultUpstream.config.type === 'dockerhub') {
+    if (first && isHostComponent(first) && kindOf(this.defaultUpstream.config.type).refusesHostPrefix) {
       throw new RegistryError('NAME_UNKNOWN', { message: `no upstream is configured for ${first.slice(0, 100)}`, detail: { name: name.slice(0, 300) } });
     }
     return repoFor(this.defaultUpstream, name);
   }
 }
 
-/** The repository handle for a validated upstream-side path, with Docker Hub's implicit library/ namespace. */
+/** The repository handle for a validated upstream-side path, named by its kind's rules (Docker Hub's implicit library/). */
 function repoFor(upstream: RoutedUpstream, path: string): Repository {
   validateRepository(path);
-  const name = upstream.config.type === 'dockerhub' && !path.includes('/') ? `library/${path}` : path;
-  return new Repository(upstream.client, name);
+  return new Repository(upstream.client, kindOf(upstream.config.type).repositoryName(path));
 }

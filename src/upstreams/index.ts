@@ -1,8 +1,7 @@
 // Builds the Upstream for a configured upstream. Every kind speaks the same distribution API
-// through RegistryClient; kinds differ in where their credentials come from (adapters.ts).
-import type { Config, UpstreamConfig } from '../config.js';
-import { adapterFor } from './adapters.js';
+// through RegistryClient; kinds differ in where their credentials come from (kinds/).
 import { Authenticator } from './auth/authenticator.js';
+import { adapterFor, type UpstreamConfig } from './kinds/index.js';
 import { RegistryClient, upstreamAgent, type UpstreamCall } from './registry-client.js';
 import type { Upstream } from './upstream.js';
 
@@ -13,7 +12,7 @@ export interface UpstreamDeps {
 
 export function createUpstream(
   u: UpstreamConfig,
-  config: Pick<Config, 'timeouts' | 'retries'>,
+  config: { timeouts: Parameters<typeof upstreamAgent>[0]; retries: number },
   onResponse?: (e: UpstreamCall) => void,
   deps: UpstreamDeps = {},
 ): Upstream {

@@ -1,5 +1,5 @@
 // What the proxy needs from an upstream registry. One implementation (RegistryClient) speaks the
-// distribution API over undici; adapters for Docker Hub, ECR, GAR and ghcr configure it.
+// distribution API over undici; the registry kinds (kinds/: Docker Hub, ECR, GAR, ghcr) configure it.
 import type { Readable } from 'node:stream';
 import type { Digest } from '../oci/digest.js';
 import type { Reference } from '../oci/reference.js';

@@ -4,7 +4,7 @@ import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import t from 'tap';
 import { ConfigError, loadConfig, type UpstreamConfig } from '../../../src/config.js';
-import { adapterFor } from '../../../src/upstreams/adapters.js';
+import { adapterFor } from '../../../src/upstreams/kinds/index.js';
 import { anonymous } from '../../../src/upstreams/auth/credentials.js';
 import { MintedCredentials } from '../../../src/upstreams/auth/minted.js';
 import { makeTempDir, removeDir } from '../../helpers/util.js';

@@ -5,7 +5,7 @@ import t from 'tap';
 import { type RegistryError } from '../../../src/oci/errors.js';
 import { rejection } from '../../helpers/rejection.js';
 import { decodeAuthorizationToken, ecrCredentials } from '../../../src/upstreams/auth/ecr-credentials.js';
-import { parseEcrHost } from '../../../src/upstreams/adapters.js';
+import { parseEcrHost } from '../../../src/upstreams/kinds/ecr.js';
 import { ECR_PUBLIC_TARGET, ECR_TARGET, startEcrStandIn } from '../../helpers/ecr-standin.js';
 
 const HOUR = 3600_000;
