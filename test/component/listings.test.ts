@@ -105,10 +105,14 @@ t.test('no referrers API: the index under the referrers tag schema (<alg>-<hex>)
   t.equal(none.statusCode, 200, 'no API and no referrers tag: 200');
   t.same(none.json(), { schemaVersion: 2, mediaType: OCI_INDEX, manifests: [] }, 'an empty index');
 
-  // something other than an index at the referrers tag means no referrers
+  // something other than an index at the referrers tag means no referrers, also from an upstream
+  // that sends it to a client asking for an index only
   upstream.putManifest(REPO, other.body, OCI_MANIFEST, `sha256-${other.digest.slice(7)}`);
-  const notIndex = await app.inject({ url: `/v2/${REPO}/referrers/${other.digest}` });
-  t.same(notIndex.json().manifests, [], 'a manifest at the tag: no referrers');
+  for (const honoursAccept of [true, false]) {
+    upstream.honoursAccept = honoursAccept;
+    const notIndex = await app.inject({ url: `/v2/${REPO}/referrers/${other.digest}` });
+    t.same(notIndex.json().manifests, [], `a manifest at the tag${honoursAccept ? '' : ', served despite the Accept list'}: no referrers`);
+  }
 
   upstream.fault({ status: 503 }, 'getManifest');
   const down = await app.inject({ url: `/v2/${REPO}/referrers/${subject.digest}` });

@@ -135,6 +135,8 @@ t.test('nothing cached and the upstream failing: its error, as an OCI body', asy
     [{ status: 429, retryAfter: '42' }, 429, 'TOOMANYREQUESTS'],
     [{ status: 401 }, 403, 'DENIED'],
     [{ status: 404, code: 'MANIFEST_UNKNOWN' }, 404, 'MANIFEST_UNKNOWN'],
+    [{ status: 418 }, 502, 'UNKNOWN'],
+    [{ status: 500 }, 503, 'UNAVAILABLE'],
   ] as const;
   for (const [fault, status, code] of cases) {
     upstream.fault(fault);

@@ -69,6 +69,8 @@ export class FakeUpstream implements Upstream {
   referrersApi = true;
   /** true: every Range is ignored and the whole blob sent (a 200), as some upstreams do */
   ignoreRanges = false;
+  /** false: a manifest is served whatever the Accept list says (docker-registry answers 404 instead) */
+  honoursAccept = true;
   /** false: `n` and `last` are ignored and every tag listed, as docker-registry 2.8 does */
   pagesTags = true;
 
@@ -265,12 +267,12 @@ export class FakeUpstream implements Upstream {
     return r;
   }
 
-  /** The manifest a tag or digest names, if the Accept list takes its type (docker-registry has no fallback). */
+  /** The manifest a tag or digest names, if the Accept list takes its type (docker-registry has no fallback) or is not honoured. */
   private manifest(repo: string, ref: Reference, accept: readonly string[]): (StoredManifest & { digest: string }) | undefined {
     const r = this.repos.get(repo);
     const digest = ref.kind === 'digest' ? ref.digest.value : r?.tags.get(ref.tag);
     const m = digest === undefined ? undefined : r?.manifests.get(digest);
-    if (!m || !digest || !accepts(accept, m.mediaType)) return undefined;
+    if (!m || !digest || (this.honoursAccept && !accepts(accept, m.mediaType))) return undefined;
     return { digest, mediaType: m.mediaType, body: this.tampered.get(digest) ?? m.body };
   }
 
