@@ -6,6 +6,7 @@
 // Retries are not modelled: it behaves like a client configured with `retries: 0`.
 import { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { CircuitBreaker } from '../../src/lib/circuit-breaker.js';
 import { digestOf, type Digest } from '../../src/oci/digest.js';
 import type { OciCode } from '../../src/oci/errors.js';
 import { OCI_INDEX, OCI_MANIFEST, type Descriptor } from '../../src/oci/manifest.js';
@@ -55,10 +56,8 @@ export interface PushedImage {
   layers: string[];
 }
 
-/** RegistryClient's health rule: down after this many failures in a row... */
-const DOWN_AFTER_FAILURES = 3;
-/** ...until this long after the last one */
-const DOWN_FOR_MS = 10_000;
+/** RegistryClient's health rule: unhealthy after this many failures in a row, until this long after the latest */
+const HEALTH = { failuresToOpen: 3, coolDownMs: 10_000 };
 const CHUNK = 64 << 10;
 
 export class FakeUpstream implements Upstream {
@@ -78,13 +77,14 @@ export class FakeUpstream implements Upstream {
   private readonly faults = new Map<Method, Fault>();
   /** bytes served under a digest instead of its content */
   private readonly tampered = new Map<string, Buffer>();
-  private failures = 0;
-  private lastFailureAt = 0;
+  private readonly circuit: CircuitBreaker;
 
   constructor(
     readonly name = 'fake.test',
-    private readonly now: () => number = Date.now,
-  ) {}
+    now: () => number = Date.now,
+  ) {
+    this.circuit = new CircuitBreaker({ ...HEALTH, now });
+  }
 
   // ---- content
 
@@ -187,7 +187,7 @@ export class FakeUpstream implements Upstream {
     } catch {
       throw await errorFromResponse(ctx, 416, { 'content-range': `bytes */${bytes.length}` }, Readable.from([]));
     }
-    return { size: bytes.length, range, body: chunked(bytes.subarray(range.start, range.end + 1)) };
+    return { size: bytes.length, range, body: chunked(bytes.subarray(range.start, range.end)) };
   }
 
   async tags(repo: string, page: { n?: number; last?: string }, o: CallOptions = {}): Promise<TagPage> {
@@ -217,7 +217,7 @@ export class FakeUpstream implements Upstream {
   }
 
   healthy(): boolean {
-    return this.failures < DOWN_AFTER_FAILURES || this.now() - this.lastFailureAt > DOWN_FOR_MS;
+    return this.circuit.state() !== 'open';
   }
 
   rateLimit(): RateLimit | undefined {
@@ -237,7 +237,7 @@ export class FakeUpstream implements Upstream {
       if (fault?.delayMs) await sleep(fault.delayMs, undefined, { signal: o.signal });
       if (fault?.unreachable) throw Object.assign(new Error('connect ECONNREFUSED'), { code: 'ECONNREFUSED' });
     } catch (e) {
-      this.outcome(false);
+      if (!o.signal?.aborted) this.outcome(false); // the caller giving up is not the upstream failing
       throw errorFromTransport(ctx, e);
     }
     if (fault?.status !== undefined) {
@@ -250,11 +250,8 @@ export class FakeUpstream implements Upstream {
   }
 
   private outcome(ok: boolean): void {
-    if (ok) this.failures = 0;
-    else {
-      this.failures++;
-      this.lastFailureAt = this.now();
-    }
+    if (ok) this.circuit.succeeded();
+    else this.circuit.failed();
   }
 
   private notFound(ctx: ErrorContext, repo: string, code: OciCode) {
