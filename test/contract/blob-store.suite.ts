@@ -6,12 +6,10 @@ import { readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
-import type tap from 'tap';
 import type { BlobStore } from '../../src/cache/blob-store.js';
 import { Fill } from '../../src/cache/fill.js';
 import { digestOf, type Digest } from '../../src/oci/digest.js';
-
-export type Test = Parameters<Parameters<typeof tap.test>[0]>[0];
+import type { Test } from '../helpers/util.js';
 
 export interface StoreUnderTest {
   store: BlobStore;

@@ -10,7 +10,8 @@ import { S3BlobStore } from '../../src/cache/s3-store.js';
 import { TieredBlobStore } from '../../src/cache/tiered-store.js';
 import { startS3rver } from '../helpers/s3rver.js';
 import { makeTempDir, removeDir } from '../helpers/util.js';
-import { blobStoreContract, type Test } from './blob-store.suite.js';
+import { blobStoreContract } from './blob-store.suite.js';
+import type { Test } from '../helpers/util.js';
 
 const MiB = 1 << 20;
 const server = await startS3rver();

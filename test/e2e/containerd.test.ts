@@ -14,9 +14,7 @@ import { startHop, type Hop } from '../helpers/hop.js';
 import { LINUX_AMD64, makeImage, makeMultiPlatformImage, pullImage, pushLayout, type ImageLayout } from '../helpers/images.js';
 import { startProxy } from '../helpers/proxy.js';
 import { startRegistry } from '../helpers/registry.js';
-import { makeTempDir, removeDir } from '../helpers/util.js';
-
-type Test = Parameters<Parameters<typeof t.test>[0]>[0];
+import { makeTempDir, removeDir, type Test } from '../helpers/util.js';
 
 const FIRST = 'first.example';
 const SECOND = 'second.example';

@@ -7,9 +7,7 @@
 //   FUZZ_PATH   with FUZZ_SEED, replay one counterexample exactly
 //   FUZZ_SCALE  multiplies every property's numRuns and time limit (e.g. 10 for a long soak)
 import fc from 'fast-check';
-import type tap from 'tap';
-
-export type Test = Parameters<Parameters<typeof tap.test>[0]>[0];
+import type { Test } from './util.js';
 
 /** The seed every property starts from unless FUZZ_SEED says otherwise. */
 export const FUZZ_SEED = process.env.FUZZ_SEED !== undefined ? Number(process.env.FUZZ_SEED) : 0x11_0d_13;

@@ -6,6 +6,10 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import type tap from 'tap';
+
+/** A tap test, as the callback of `t.test` receives it (for helpers that take one). */
+export type Test = Parameters<Parameters<typeof tap.test>[0]>[0];
 
 /** Asks the kernel for a currently free TCP port on 127.0.0.1. */
 export function freePort(): Promise<number> {

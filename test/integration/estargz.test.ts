@@ -14,7 +14,7 @@ import { startHop, type Hop } from '../helpers/hop.js';
 import { skopeo } from '../helpers/skopeo.js';
 import { startProxy, type Proxy } from '../helpers/proxy.js';
 import { startRegistry } from '../helpers/registry.js';
-import { makeTempDir, removeDir, sleep, waitFor } from '../helpers/util.js';
+import { makeTempDir, removeDir, sleep, waitFor, type Test } from '../helpers/util.js';
 
 if (!fixturesDir()) throw new Error('the shared eStargz fixtures are missing (../shared/fixtures/estargz)');
 
@@ -29,8 +29,6 @@ t.teardown(() => registry.stop());
 for (const [fixture, repo] of [[esgz, 'lazy/esgz'], [plain, 'lazy/plain']] as const) {
   await skopeo(['copy', '--retry-times', '0', '--dest-tls-verify=false', '--preserve-digests', `oci:${fixture.dir}`, `docker://${registry.host}/${repo}:v1`]);
 }
-
-type Test = Parameters<Parameters<typeof t.test>[0]>[0];
 
 async function setup(t: Test, doc: Record<string, unknown> = {}, cacheDir?: string, hop?: Hop): Promise<{ hop: Hop; proxy: Proxy }> {
   if (!hop) {

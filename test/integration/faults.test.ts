@@ -12,9 +12,7 @@ import { makeImage, pullImage, pushLayout, type Descriptor, type ImageLayout } f
 import { startCapturedProxy } from '../helpers/captured-proxy.js';
 import { startProxy, type Proxy } from '../helpers/proxy.js';
 import { startRegistry } from '../helpers/registry.js';
-import { makeTempDir, removeDir, sleep, waitFor } from '../helpers/util.js';
-
-type Test = Parameters<Parameters<typeof t.test>[0]>[0];
+import { makeTempDir, removeDir, sleep, waitFor, type Test } from '../helpers/util.js';
 
 const MiB = 1 << 20;
 const OCI_MANIFEST = 'application/vnd.oci.image.manifest.v1+json';

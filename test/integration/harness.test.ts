@@ -10,9 +10,7 @@ import type { ImageLayout } from '../helpers/images.js';
 import { startRegistry } from '../helpers/registry.js';
 import type { Registry, RegistryMode } from '../helpers/registry.js';
 import { createSigningKey, signJwt } from '../helpers/token-server.js';
-import { makeTempDir, removeDir, waitFor } from '../helpers/util.js';
-
-type Test = Parameters<Parameters<typeof t.test>[0]>[0];
+import { makeTempDir, removeDir, waitFor, type Test } from '../helpers/util.js';
 
 const BLOB_GET = { method: 'GET', pathIncludes: '/blobs/sha256:', status: 200 } as const;
 

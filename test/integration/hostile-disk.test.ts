@@ -10,10 +10,8 @@ import { parseDigest } from '../../src/oci/digest.js';
 import { startHostileRegistry, type HostileRegistry } from '../helpers/hostile-registry.js';
 import { startProxy, type Proxy } from '../helpers/proxy.js';
 import { mountTmpfs, PAGE, type Tmpfs } from '../helpers/tmpfs.js';
-import { waitFor } from '../helpers/util.js';
+import { waitFor, type Test } from '../helpers/util.js';
 import { get, type Got } from '../helpers/whole-get.js';
-
-type Test = Parameters<Parameters<typeof t.test>[0]>[0];
 
 const OCI_MANIFEST = 'application/vnd.oci.image.manifest.v1+json';
 

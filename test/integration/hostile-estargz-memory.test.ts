@@ -12,6 +12,7 @@ import { addImage, estargzLayer, type BuiltLayer } from '../helpers/estargz-imag
 import { buildTar } from '../helpers/estargz-tar.js';
 import { memoryOf, resetPeak, startChildProxy } from '../helpers/child-proxy.js';
 import { startHostileRegistry } from '../helpers/hostile-registry.js';
+import type { Test } from '../helpers/util.js';
 
 if (!existsSync('/proc/self/status')) throw new Error('this test reads the resident set size from /proc');
 
@@ -98,7 +99,6 @@ addImage(reg, 'lib/piece', 'v1', [onePiece]);
 addImage(reg, 'lib/many', 'v1', many);
 addImage(reg, 'lib/bomb', 'v1', [bomb]);
 addImage(reg, 'lib/small', 'v1', [await estargzLayer(buildTar([{ type: 'file', name: 'etc/hello.txt', content: 'hello\n' }]))]);
-type Test = Parameters<Parameters<typeof t.test>[0]>[0];
 const small = (url: string) => `${url}/v2/hostile/lib/small/_estargz/image/v1/files/etc/hello.txt`;
 
 /**

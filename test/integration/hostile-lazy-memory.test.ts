@@ -14,10 +14,10 @@ import { tocOf, withToc } from '../helpers/estargz-build.js';
 import { buildTar } from '../helpers/estargz-tar.js';
 import { memoryOf, resetPeak, startChildProxy, type ChildProxy } from '../helpers/child-proxy.js';
 import { startHostileRegistry } from '../helpers/hostile-registry.js';
+import type { Test } from '../helpers/util.js';
 
 if (!existsSync('/proc/self/status')) throw new Error('this test reads the resident set size from /proc');
 
-type Test = Parameters<Parameters<typeof t.test>[0]>[0];
 const MiB = 1 << 20;
 const MANIFEST = 'application/vnd.oci.image.manifest.v1+json';
 const LAYERS = 24;

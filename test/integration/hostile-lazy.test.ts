@@ -13,9 +13,7 @@ import { bufferSource } from '../helpers/estargz-fixtures.js';
 import { buildTar } from '../helpers/estargz-tar.js';
 import { startHostileRegistry, type HostileRegistry } from '../helpers/hostile-registry.js';
 import { startProxy, type Proxy } from '../helpers/proxy.js';
-import { makeTempDir, removeDir } from '../helpers/util.js';
-
-type Test = Parameters<Parameters<typeof t.test>[0]>[0];
+import { makeTempDir, removeDir, type Test } from '../helpers/util.js';
 
 const sha256 = (b: Buffer): string => `sha256:${createHash('sha256').update(b).digest('hex')}`;
 const MANIFEST = 'application/vnd.oci.image.manifest.v1+json';

@@ -9,10 +9,9 @@ import { LeakWatch } from '../helpers/captured-proxy.js';
 import { hostileSetup, type HostileAnswer, type HostileRegistry, startHostileRegistry } from '../helpers/hostile-registry.js';
 import { startHostileToken, type HostileToken, type TokenBehaviour } from '../helpers/hostile-token.js';
 import { SECRETS } from '../helpers/secrets.js';
+import type { Test } from '../helpers/util.js';
 
 /** a subtest's `t` */
-type Test = Parameters<Parameters<typeof t.test>[0]>[0];
-
 const MANIFEST = 'application/vnd.oci.image.manifest.v1+json';
 const GOOD = 'good-token';
 

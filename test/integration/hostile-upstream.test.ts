@@ -5,8 +5,7 @@ import { connect, type Socket } from 'node:net';
 import t from 'tap';
 import { hostileSetup, startHostileRegistry } from '../helpers/hostile-registry.js';
 import { startProxy } from '../helpers/proxy.js';
-
-type Test = Parameters<Parameters<typeof t.test>[0]>[0];
+import type { Test } from '../helpers/util.js';
 
 interface Answer {
   status: number;

@@ -3,8 +3,7 @@
 import { randomBytes } from 'node:crypto';
 import t from 'tap';
 import { hostileSetup } from '../helpers/hostile-registry.js';
-
-type Test = Parameters<Parameters<typeof t.test>[0]>[0];
+import type { Test } from '../helpers/util.js';
 
 async function cachedBlob(t: Test, size: number) {
   const { reg, proxy } = await hostileSetup(t);

@@ -9,9 +9,7 @@ import { startHop, type Hop } from '../helpers/hop.js';
 import { makeImage, makeMultiPlatformImage, pullImage, pushLayout, type ImageLayout } from '../helpers/images.js';
 import { startProxy, type Proxy } from '../helpers/proxy.js';
 import { startRegistry, type Registry, type RegistryMode } from '../helpers/registry.js';
-import { makeTempDir, removeDir, sleep } from '../helpers/util.js';
-
-type Test = Parameters<Parameters<typeof t.test>[0]>[0];
+import { makeTempDir, removeDir, sleep, type Test } from '../helpers/util.js';
 
 const BLOB_GET = { method: 'GET', pathIncludes: '/blobs/sha256:' } as const;
 /** The headers every blob answer carries (GET, 206, HEAD); content-length varies. */

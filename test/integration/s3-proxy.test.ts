@@ -16,9 +16,8 @@ import { makeImage, pullImage, pushLayout } from '../helpers/images.js';
 import { startProxy, type Proxy } from '../helpers/proxy.js';
 import { startRegistry } from '../helpers/registry.js';
 import { startS3rver } from '../helpers/s3rver.js';
-import { makeTempDir, removeDir, sleep, waitFor } from '../helpers/util.js';
+import { makeTempDir, removeDir, sleep, waitFor, type Test } from '../helpers/util.js';
 
-type Test = Parameters<Parameters<typeof t.test>[0]>[0];
 // the suite's limit (package.json) also when this file is run alone: it takes over a minute
 t.setTimeout(300_000);
 

@@ -17,7 +17,8 @@ import { digestOf } from '../../src/oci/digest.js';
 import { startHop } from '../helpers/hop.js';
 import { recordCommands, startS3rver } from '../helpers/s3rver.js';
 import { makeTempDir, removeDir, waitFor } from '../helpers/util.js';
-import { consume, controlledSource, feed, put, readAll, settled, within, type Test } from '../contract/blob-store.suite.js';
+import { consume, controlledSource, feed, put, readAll, settled, within } from '../contract/blob-store.suite.js';
+import type { Test } from '../helpers/util.js';
 
 const MiB = 1 << 20;
 const server = await startS3rver();

@@ -11,9 +11,7 @@ import { startHop } from '../helpers/hop.js';
 import { makeImage, pullImage, pushLayout } from '../helpers/images.js';
 import { startProxy } from '../helpers/proxy.js';
 import { startRegistry, type Registry } from '../helpers/registry.js';
-import { makeTempDir, removeDir } from '../helpers/util.js';
-
-type Test = Parameters<Parameters<typeof t.test>[0]>[0];
+import { makeTempDir, removeDir, type Test } from '../helpers/util.js';
 
 const work = await makeTempDir('pullthrough-up-');
 t.teardown(() => removeDir(work));

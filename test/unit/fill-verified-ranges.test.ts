@@ -12,9 +12,7 @@ import { Fill } from '../../src/cache/fill.js';
 import { FsBlobStore } from '../../src/cache/fs-store.js';
 import { digestOf, type Digest } from '../../src/oci/digest.js';
 import { consume, controlledSource, within, type Outcome } from '../contract/blob-store.suite.js';
-import { waitFor } from '../helpers/util.js';
-
-type Test = Parameters<Parameters<typeof t.test>[0]>[0];
+import { waitFor, type Test } from '../helpers/util.js';
 
 const KiB = 1 << 10;
 

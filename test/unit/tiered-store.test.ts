@@ -12,7 +12,8 @@ import { S3Health } from '../../src/cache/s3-client.js';
 import { TieredBlobStore } from '../../src/cache/tiered-store.js';
 import { digestOf, type Digest } from '../../src/oci/digest.js';
 import { makeTempDir, removeDir, waitFor } from '../helpers/util.js';
-import { consume, controlledSource, feed, put, readAll, settled, within, type Test } from '../contract/blob-store.suite.js';
+import { consume, controlledSource, feed, put, readAll, settled, within } from '../contract/blob-store.suite.js';
+import type { Test } from '../helpers/util.js';
 
 async function tiers(t: Test): Promise<{ local: MemoryBlobStore; remote: MemoryBlobStore; tiered: TieredBlobStore; warnings: string[] }> {
   const dir = await makeTempDir('pullthrough-tiered-');

@@ -10,9 +10,9 @@ import {
   type CredentialProvider,
   staticCredentials,
 } from '../../../src/upstreams/auth/credentials.js';
+import type { Test } from '../../helpers/util.js';
 
 /** a subtest's `t` */
-type Test = Parameters<Parameters<typeof t.test>[0]>[0];
 type Handler = (req: http.IncomingMessage, res: http.ServerResponse, n: number) => void;
 
 interface Seen {

@@ -9,10 +9,9 @@ import { RegistryError } from '../../../src/oci/errors.js';
 import { Authenticator } from '../../../src/upstreams/auth/authenticator.js';
 import { anonymous } from '../../../src/upstreams/auth/credentials.js';
 import { rejection } from '../../helpers/rejection.js';
+import type { Test } from '../../helpers/util.js';
 
 /** a subtest's `t` */
-type Test = Parameters<Parameters<typeof t.test>[0]>[0];
-
 const SCOPE = 'repository:team/app:pull';
 
 /** A token endpoint whose answer the test switches; counts requests. */

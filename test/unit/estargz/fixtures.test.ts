@@ -17,8 +17,7 @@ import {
   type EstargzIndex,
 } from '../../../src/estargz/index.js';
 import { bufferSource, fileSource, fixturesDir, hashTree, sha256hex, tarExtract, tempDir, unpackFixture, type FixtureLayer } from '../../helpers/estargz-fixtures.js';
-
-type Test = Parameters<Parameters<typeof t.test>[0]>[0];
+import type { Test } from '../../helpers/util.js';
 
 const root = fixturesDir();
 if (!root) {

@@ -7,6 +7,7 @@ import { rejection } from '../../helpers/rejection.js';
 import { decodeAuthorizationToken, ecrCredentials } from '../../../src/upstreams/auth/ecr-credentials.js';
 import { parseEcrHost } from '../../../src/upstreams/kinds/ecr.js';
 import { ECR_PUBLIC_TARGET, ECR_TARGET, startEcrStandIn } from '../../helpers/ecr-standin.js';
+import type { Test } from '../../helpers/util.js';
 
 const HOUR = 3600_000;
 const KEY_ID = `AKIA${randomBytes(8).toString('hex').toUpperCase()}`;
@@ -34,8 +35,6 @@ const make = (o: { secret?: string; public?: boolean; sessionToken?: string } = 
     public: o.public ?? false,
     now,
   });
-
-type Test = Parameters<Parameters<typeof t.test>[0]>[0];
 
 function noSecret(t: Test, e: RegistryError): void {
   const text = [e.message, JSON.stringify(e.toBody()), String(e.stack)].join('\n');

@@ -12,8 +12,8 @@ import { Authenticator } from '../../../src/upstreams/auth/authenticator.js';
 import { anonymous, staticCredentials, type CredentialProvider } from '../../../src/upstreams/auth/credentials.js';
 import { MintedCredentials } from '../../../src/upstreams/auth/minted.js';
 import { RegistryClient, type UpstreamCall } from '../../../src/upstreams/registry-client.js';
+import type { Test } from '../../helpers/util.js';
 
-type Test = Parameters<Parameters<typeof t.test>[0]>[0];
 type Handler = (req: http.IncomingMessage, res: http.ServerResponse) => void;
 
 const BLOB = Buffer.from('layer bytes '.repeat(100));

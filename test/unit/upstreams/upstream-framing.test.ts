@@ -12,8 +12,7 @@ import { anonymous } from '../../../src/upstreams/auth/credentials.js';
 import { RegistryClient } from '../../../src/upstreams/registry-client.js';
 import type { BlobResponse } from '../../../src/upstreams/upstream.js';
 import { startHostileRegistry, type HostileRegistry } from '../../helpers/hostile-registry.js';
-
-type Test = Parameters<Parameters<typeof t.test>[0]>[0];
+import type { Test } from '../../helpers/util.js';
 
 const BLOB = Buffer.from(Array.from({ length: 1000 }, (_, i) => i % 251));
 const FORGED = 'HTTP/1.1 200 OK\r\nContent-Length: 6\r\nContent-Type: application/octet-stream\r\n\r\nforged';

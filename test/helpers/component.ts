@@ -1,0 +1,79 @@
+// The proxy in-process for component tests: the real PullThrough, Router and Fastify server over a
+// FakeUpstream and memory stores, driven through `app.inject()`: no process, no socket, no registry.
+// The clock is the test's: `clock.advance(ms)` moves the tag TTL and the upstream's health window.
+import type { FastifyInstance } from 'fastify';
+import { MemoryBlobStore, MemoryMetadataStore } from '../../src/cache/memory-store.js';
+import type { UpstreamConfig, UpstreamType } from '../../src/config.js';
+import { PullThrough, type PullThroughOptions } from '../../src/core/pull-through.js';
+import { Router } from '../../src/core/routing.js';
+import { buildServer } from '../../src/proxy/server.js';
+import { FakeUpstream } from './fake-upstream.js';
+import { makeTempDir, removeDir, type Test } from './util.js';
+
+export interface Clock {
+  now(): number;
+  advance(ms: number): void;
+}
+
+export interface LogLine {
+  level: 'info' | 'warn';
+  obj: object;
+  msg: string | undefined;
+}
+
+export interface Component {
+  app: FastifyInstance;
+  upstream: FakeUpstream;
+  store: MemoryBlobStore;
+  meta: MemoryMetadataStore;
+  clock: Clock;
+  /** what the core logged */
+  logs: LogLine[];
+}
+
+export interface ComponentOptions extends Partial<Pick<PullThroughOptions, 'tagTtlMs' | 'revalidateTimeoutMs' | 'fillOnRange' | 'unverifiedRanges'>> {
+  /** the fake's type as configured (dockerhub adds library/ to bare names); default "registry" */
+  type?: UpstreamType;
+}
+
+export async function component(t: Test, o: ComponentOptions = {}): Promise<Component> {
+  let time = Date.UTC(2026, 0, 1);
+  const clock: Clock = { now: () => time, advance: (ms) => void (time += ms) };
+  const upstream = new FakeUpstream('fake.test', clock.now);
+  const config: UpstreamConfig = { name: upstream.name, url: `https://${upstream.name}`, type: o.type ?? 'registry', aliases: ['alias.test'], username: undefined, password: undefined };
+  const routed = { config, client: upstream };
+  const spool = await makeTempDir('pullthrough-component-');
+  const store = await MemoryBlobStore.open(spool);
+  const meta = new MemoryMetadataStore();
+  const logs: LogLine[] = [];
+  const log = {
+    info: (obj: object, msg?: string) => void logs.push({ level: 'info', obj, msg }),
+    warn: (obj: object, msg?: string) => void logs.push({ level: 'warn', obj, msg }),
+  };
+  const cache = new PullThrough({
+    store,
+    meta,
+    tagTtlMs: o.tagTtlMs ?? 60_000,
+    revalidateTimeoutMs: o.revalidateTimeoutMs ?? 1_000,
+    fillOnRange: o.fillOnRange ?? false,
+    unverifiedRanges: o.unverifiedRanges,
+    log,
+    now: clock.now,
+  });
+  const app = buildServer({ router: new Router([routed], routed), cache });
+  t.teardown(async () => {
+    await app.close();
+    await cache.close();
+    await removeDir(spool);
+  });
+  return { app, upstream, store, meta, clock, logs };
+}
+
+/** The OCI error codes of an answer's body (empty when it has none). */
+export function errorCodes(body: string): string[] {
+  try {
+    return ((JSON.parse(body) as { errors?: { code: string }[] }).errors ?? []).map((e) => e.code);
+  } catch {
+    return [];
+  }
+}
