@@ -2,6 +2,7 @@
 // content arrives as a finished, verified local file (see Fill) and is published atomically, or,
 // for stores with a streaming writer, as bytes fed while the fill runs that become visible under
 // the digest only once the fill verified them.
+import { createHash } from 'node:crypto';
 import type { Readable, Writable } from 'node:stream';
 import type { Digest } from '../oci/digest.js';
 import type { ByteRange } from '../oci/range.js';
@@ -84,4 +85,9 @@ export interface MetadataStore {
   putTag(upstream: string, repo: string, tag: string, record: TagRecord): Promise<void>;
   getManifest(digest: Digest): Promise<ManifestRecord | undefined>;
   putManifest(digest: Digest, record: ManifestRecord): Promise<void>;
+}
+
+/** The name a tag record is kept under, in every metadata store: a hash, so any tag text makes a safe file or object name. */
+export function tagRecordKey(upstream: string, repo: string, tag: string): string {
+  return createHash('sha256').update(`${upstream}\0${repo}\0${tag}`).digest('hex');
 }

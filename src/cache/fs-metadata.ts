@@ -1,11 +1,10 @@
 // Tag and manifest records as small JSON files. Tag files are named by a hash of
 // (upstream, repository, tag), so no client-supplied string ever becomes part of a path.
-import { createHash } from 'node:crypto';
 import { mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { randomUUID } from 'node:crypto';
 import type { Digest } from '../oci/digest.js';
-import type { ManifestRecord, MetadataStore, TagRecord } from './blob-store.js';
+import { tagRecordKey, type ManifestRecord, type MetadataStore, type TagRecord } from './blob-store.js';
 import { replaceFile } from './disk-writes.js';
 import { isNotFound } from './fs-store.js';
 
@@ -39,7 +38,7 @@ export class FsMetadataStore implements MetadataStore {
   }
 
   private tagPath(upstream: string, repo: string, tag: string): string {
-    const key = createHash('sha256').update(`${upstream}\0${repo}\0${tag}`).digest('hex');
+    const key = tagRecordKey(upstream, repo, tag);
     return join(this.tagDir, key.slice(0, 2), `${key}.json`);
   }
 

@@ -7,13 +7,15 @@ import type { Readable, Writable } from 'node:stream';
 import type { BlobStore } from '../cache/blob-store.js';
 import { Fill } from '../cache/fill.js';
 import { VerificationError, type Digest } from '../oci/digest.js';
-import { coalesce, rangeInvalid, satisfy, type ByteRange, type RangeRequest } from '../oci/range.js';
-import { discard, type Upstream } from '../upstreams/upstream.js';
+import { coalesce, firstLast, rangeInvalid, satisfy, type ByteRange, type RangeRequest } from '../oci/range.js';
+import { discard } from '../upstreams/upstream.js';
+import type { Repository } from '../upstreams/repository.js';
 import { RegistryError } from '../oci/errors.js';
 import { diskError } from '../cache/disk-writes.js';
 import { ensureAll, lazyRange, wholeFromSparse, type LazyLayer } from '../lazy/layer.js';
 import type { LazyLayers } from '../lazy/layers.js';
 import type { Logger } from '../lib/log.js';
+import { SingleFlight } from '../lib/single-flight.js';
 
 /** A range starting within this distance of a fill's progress waits for the fill. */
 const NEAR_FILL_BYTES = 8 << 20;
@@ -50,7 +52,7 @@ export interface BlobCacheOptions {
 
 export class BlobCache {
   /** fills in progress, by digest, until they settle (not just until they start) */
-  private readonly fills = new Map<string, Promise<Fill>>();
+  private readonly fills = new SingleFlight<Fill>();
   private readonly now: () => number;
 
   constructor(private readonly opts: BlobCacheOptions) {
@@ -58,12 +60,12 @@ export class BlobCache {
   }
 
   /** HEAD of a blob: its size, from the cache, a fill or the upstream, without starting a fill. */
-  async size(up: Upstream, repo: string, digest: Digest, signal?: AbortSignal): Promise<number | undefined> {
+  async size(repo: Repository, digest: Digest, signal?: AbortSignal): Promise<number | undefined> {
     const cached = await this.opts.store.stat(digest);
     if (cached) return cached.size;
-    const fill = this.fills.get(digest.value);
+    const fill = this.fills.peek(digest.value);
     if (fill) return (await fill).size;
-    return up.headBlob(repo, digest, { signal });
+    return repo.headBlob(digest, { signal });
   }
 
   /** A pre-signed URL for a cached blob, in redirect mode; undefined otherwise or when it is not cached. */
@@ -77,9 +79,9 @@ export class BlobCache {
    * Several ranges of a blob that is cached or served lazily (eStargz), for a multipart answer.
    * Undefined when the blob is neither: the caller answers with the whole blob instead.
    */
-  async getRanges(up: Upstream, repo: string, digest: Digest, ranges: readonly RangeRequest[]): Promise<RangedParts | undefined> {
+  async getRanges(repo: Repository, digest: Digest, ranges: readonly RangeRequest[]): Promise<RangedParts | undefined> {
     const cached = await this.opts.store.stat(digest);
-    const lazy = cached ? undefined : await this.lazyLayer(up, repo, digest);
+    const lazy = cached ? undefined : await this.lazyLayer(repo, digest);
     const size = cached?.size ?? lazy?.index.blobSize;
     if (size === undefined) return undefined;
     const satisfiable = coalesce(ranges.flatMap((r) => {
@@ -97,7 +99,7 @@ export class BlobCache {
       release?.();
       throw e;
     }
-    if (lazy) this.fillAfterLazyRead(up, repo, digest);
+    if (lazy) this.fillAfterLazyRead(repo, digest);
     const store = this.opts.store;
     const open = async (r: ByteRange): Promise<Readable> => {
       if (lazy) return lazyRange(lazy, r);
@@ -109,7 +111,7 @@ export class BlobCache {
   }
 
   /** A blob or one range of it. A range that cannot be satisfied throws RANGE_INVALID. */
-  async get(up: Upstream, repo: string, digest: Digest, range: RangeRequest | undefined): Promise<ServedBlob> {
+  async get(repo: Repository, digest: Digest, range: RangeRequest | undefined): Promise<ServedBlob> {
     const cached = await this.opts.store.stat(digest);
     if (cached) {
       const r = range && satisfy(range, cached.size);
@@ -118,19 +120,19 @@ export class BlobCache {
       // evicted between stat and open: fetch it again
     }
     if (range) {
-      const lazy = await this.lazyLayer(up, repo, digest);
+      const lazy = await this.lazyLayer(repo, digest);
       if (lazy) {
         const r = satisfy(range, lazy.index.blobSize);
         const body = await lazyRange(lazy, r);
-        this.fillAfterLazyRead(up, repo, digest);
+        this.fillAfterLazyRead(repo, digest);
         return { size: lazy.index.blobSize, range: r, body };
       }
-      const ranged = this.opts.unverifiedRanges ? await this.rangeOnMiss(up, repo, digest, range) : undefined;
+      const ranged = this.opts.unverifiedRanges ? await this.rangeOnMiss(repo, digest, range) : undefined;
       if (ranged) return ranged;
     }
-    const fill = await this.fill(up, repo, digest);
+    const fill = await this.fill(repo, digest);
     const r = range && fill.size !== undefined ? satisfy(range, fill.size) : undefined;
-    await this.firstByte(up, fill, r?.start ?? 0);
+    await this.firstByte(repo, fill, r?.start ?? 0);
     const unverified = this.opts.unverifiedRanges === true;
     const pipeTo = fill.size === undefined ? undefined : (sink: Writable) => fill.pipeTo(r, sink, unverified);
     return { size: fill.size, range: r, get body() { return fill.reader(r, unverified); }, pipeTo };
@@ -140,13 +142,13 @@ export class BlobCache {
    * Waits until the fill has the byte at `pos` (or verified), so that a status goes out only once
    * there is a body to follow it: a fill that fails first is an error answer, not an empty reply.
    */
-  private async firstByte(up: Upstream, fill: Fill, pos: number): Promise<void> {
+  private async firstByte(repo: Repository, fill: Fill, pos: number): Promise<void> {
     try {
       await fill.firstByte(pos);
     } catch (e) {
       if (e instanceof RegistryError || diskError(e)) throw e;
       const reason = (e as Error).message;
-      throw new RegistryError('UNKNOWN', { status: 502, message: `the download of this blob from upstream "${up.name}" failed`, detail: { upstream: up.name, reason }, cause: e });
+      throw new RegistryError('UNKNOWN', { status: 502, message: `the download of this blob from upstream "${repo.upstream.name}" failed`, detail: { upstream: repo.upstream.name, reason }, cause: e });
     }
   }
 
@@ -155,40 +157,32 @@ export class BlobCache {
    * upstream request, starting a background fill when configured (fillOnRange). Without
    * fillOnRange a Range never starts a fill. Undefined: use the fill.
    */
-  private async rangeOnMiss(up: Upstream, repo: string, digest: Digest, range: RangeRequest): Promise<ServedBlob | undefined> {
-    const running = this.fills.get(digest.value);
+  private async rangeOnMiss(repo: Repository, digest: Digest, range: RangeRequest): Promise<ServedBlob | undefined> {
+    const running = this.fills.peek(digest.value);
     const fill = running && (await running.catch(() => undefined));
     if (fill && !fill.settled && fill.size !== undefined) {
       const r = satisfy(range, fill.size);
       if (r.start <= fill.bytesWritten + NEAR_FILL_BYTES) {
-        await this.firstByte(up, fill, r.start);
+        await this.firstByte(repo, fill, r.start);
         return { size: fill.size, range: r, body: fill.reader(r, true) };
       }
     } else if (!fill && this.opts.fillOnRange && 'start' in range && range.start < NEAR_FILL_BYTES) {
       return undefined; // the head of the blob: the fill we start now gets there first
     }
-    const part = await up.getBlob(repo, digest, { range });
+    const part = await repo.getBlob(digest, { range });
     if (!part.range) {
       discard(part.body); // the upstream ignored the Range: the fill will serve it
       return undefined;
     }
     if (!running && this.opts.fillOnRange) {
-      this.fill(up, repo, digest).catch((e: Error) => this.opts.log.warn({ upstream: up.name, repo, digest: digest.value, err: e.message }, 'background fill failed to start'));
+      this.fill(repo, digest).catch((e: Error) => this.opts.log.warn({ ...repo.where, digest: digest.value, err: e.message }, 'background fill failed to start'));
     }
     return { size: part.size, range: part.range, body: part.body };
   }
 
   /** Joins the fill of this digest in progress, or starts one. */
-  private fill(up: Upstream, repo: string, digest: Digest): Promise<Fill> {
-    const running = this.fills.get(digest.value);
-    if (running) return running;
-    const started = this.startFill(up, repo, digest);
-    this.fills.set(digest.value, started);
-    started.then(
-      (fill) => fill.done.catch(() => undefined).finally(() => this.fills.delete(digest.value)),
-      () => this.fills.delete(digest.value),
-    );
-    return started;
+  private fill(repo: Repository, digest: Digest): Promise<Fill> {
+    return this.fills.run(digest.value, () => this.startFill(repo, digest), { holdUntil: (fill) => fill.done });
   }
 
   /**
@@ -196,28 +190,28 @@ export class BlobCache {
    * eStargz by this upstream and repository, or not servable lazily under that claim (then the
    * blob is served plainly, like any other).
    */
-  async lazyLayer(up: Upstream, repo: string, digest: Digest): Promise<LazyLayer | undefined> {
+  async lazyLayer(repo: Repository, digest: Digest): Promise<LazyLayer | undefined> {
     const lazy = this.opts.lazy;
     if (!lazy || (await this.opts.store.stat(digest))) return undefined;
-    return lazy.layer(up, repo, digest);
+    return lazy.layer(repo, digest);
   }
 
   /** With estargz.fillAfterRange: the rest of a lazily read layer is filled in the background (from its sparse copy). */
-  private fillAfterLazyRead(up: Upstream, repo: string, digest: Digest): void {
-    if (!this.opts.lazy?.fillAfterRange || this.fills.has(digest.value)) return;
-    this.fill(up, repo, digest).catch((e: Error) => this.opts.log.warn({ upstream: up.name, repo, digest: digest.value, err: e.message }, 'background fill failed to start'));
+  private fillAfterLazyRead(repo: Repository, digest: Digest): void {
+    if (!this.opts.lazy?.fillAfterRange || this.fills.peek(digest.value)) return;
+    this.fill(repo, digest).catch((e: Error) => this.opts.log.warn({ ...repo.where, digest: digest.value, err: e.message }, 'background fill failed to start'));
   }
 
-  private async startFill(up: Upstream, repo: string, digest: Digest): Promise<Fill> {
-    const started = await this.opts.lazy?.started(up, repo, digest);
-    if (started) return this.fillFromSparse(up, repo, digest, started);
-    const res = await up.getBlob(repo, digest);
+  private async startFill(repo: Repository, digest: Digest): Promise<Fill> {
+    const started = await this.opts.lazy?.started(repo, digest);
+    if (started) return this.fillFromSparse(repo, digest, started);
+    const res = await repo.getBlob(digest);
     const resume = async (offset: number) => {
-      this.opts.log.warn({ upstream: up.name, repo, digest: digest.value, offset }, 'upstream stream broke; resuming with a ranged request');
-      const part = await up.getBlob(repo, digest, { range: { start: offset, end: undefined } }).catch((e: unknown) => {
+      this.opts.log.warn({ ...repo.where, digest: digest.value, offset }, 'upstream stream broke; resuming with a ranged request');
+      const part = await repo.getBlob(digest, { range: { start: offset, end: undefined } }).catch((e: unknown) => {
         // a 416 here means the upstream announced more bytes than it has: its fault, not the client's Range
         if (!(e instanceof RegistryError) || e.code !== 'RANGE_INVALID') throw e;
-        throw new RegistryError('UNKNOWN', { status: 502, message: `upstream "${up.name}" has fewer bytes than the ${res.size} it announced`, detail: { upstream: up.name, offset, announced: res.size }, cause: e });
+        throw new RegistryError('UNKNOWN', { status: 502, message: `upstream "${repo.upstream.name}" has fewer bytes than the ${res.size} it announced`, detail: { upstream: repo.upstream.name, offset, announced: res.size }, cause: e });
       });
       if (part.range?.start !== offset) {
         discard(part.body);
@@ -228,30 +222,30 @@ export class BlobCache {
     const fill = await Fill.start(this.opts.store, digest, { size: res.size, body: res.body, resume });
     const t0 = this.now();
     fill.done.then(
-      () => this.opts.log.info({ upstream: up.name, repo, digest: digest.value, bytes: fill.bytesWritten, resumes: fill.resumes, ms: this.now() - t0 }, 'blob cached'),
-      (e: Error) => this.opts.log.warn({ upstream: up.name, repo, digest: digest.value, err: e.message }, 'blob fill failed; nothing cached'),
+      () => this.opts.log.info({ ...repo.where, digest: digest.value, bytes: fill.bytesWritten, resumes: fill.resumes, ms: this.now() - t0 }, 'blob cached'),
+      (e: Error) => this.opts.log.warn({ ...repo.where, digest: digest.value, err: e.message }, 'blob fill failed; nothing cached'),
     );
     return fill;
   }
 
   /** A full GET of a lazily touched layer: what the sparse copy holds plus the missing ranges, verified whole. */
-  private async fillFromSparse(up: Upstream, repo: string, digest: Digest, layer: LazyLayer): Promise<Fill> {
-    const openGap = async (gap: { start: number; end: number }) => {
-      const part = await up.getBlob(repo, digest, { range: { start: gap.start, end: gap.end - 1 } });
-      if (part.range?.start !== gap.start || part.range.end !== gap.end - 1) {
+  private async fillFromSparse(repo: Repository, digest: Digest, layer: LazyLayer): Promise<Fill> {
+    const openGap = async (gap: ByteRange) => {
+      const part = await repo.getBlob(digest, { range: gap });
+      if (part.range?.start !== gap.start || part.range.end !== gap.end) {
         discard(part.body);
-        throw new Error(`upstream did not answer the range ${gap.start}-${gap.end - 1}`);
+        throw new Error(`upstream did not answer the range ${firstLast(gap)}`);
       }
       return part.body;
     };
     const fill = await Fill.start(this.opts.store, digest, { size: layer.index.blobSize, body: wholeFromSparse(layer, openGap) });
     fill.done.then(
       () => {
-        this.opts.log.info({ upstream: up.name, repo, digest: digest.value, fromSparse: layer.sparse.cachedBytes }, 'eStargz layer cached whole');
+        this.opts.log.info({ ...repo.where, digest: digest.value, fromSparse: layer.sparse.cachedBytes }, 'eStargz layer cached whole');
         void this.opts.lazy?.forget(digest);
       },
       (e: Error) => {
-        this.opts.log.warn({ upstream: up.name, repo, digest: digest.value, err: e.message }, 'eStargz layer fill failed; nothing cached');
+        this.opts.log.warn({ ...repo.where, digest: digest.value, err: e.message }, 'eStargz layer fill failed; nothing cached');
         if (e instanceof VerificationError) void this.opts.lazy?.discard(digest); // the next fill starts afresh
       },
     );

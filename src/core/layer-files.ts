@@ -12,9 +12,10 @@ import { parseDigest, tryParseDigest, type Digest } from '../oci/digest.js';
 import { RegistryError } from '../oci/errors.js';
 import { MANIFEST_TYPES } from '../oci/media-types.js';
 import type { Reference } from '../oci/reference.js';
-import type { Upstream } from '../upstreams/upstream.js';
+import type { Repository } from '../upstreams/repository.js';
 import type { BlobCache } from './blob-cache.js';
 import type { ManifestCache } from './manifest-cache.js';
+import { SingleFlight } from '../lib/single-flight.js';
 
 export interface LayerFile {
   layer: string;
@@ -52,30 +53,30 @@ const TOC_INDEX_FACTOR = 2.5;
 
 export class LayerFiles {
   private readonly listings = new LRUCache<string, Listing>({ maxSize: LISTINGS_MAX_BYTES, sizeCalculation: (l) => Math.max(1, Math.ceil(l.bytes)) });
-  private readonly building = new Map<string, Promise<Listing>>();
+  private readonly building = new SingleFlight<Listing>();
 
   constructor(
     private readonly deps: { store: BlobStore; blobs: BlobCache; manifests: ManifestCache },
   ) {}
 
   /** The TOC of an eStargz layer, as JSON bytes (verified). */
-  async toc(up: Upstream, repo: string, digest: Digest): Promise<Buffer> {
-    return (await this.estargzIndex(up, repo, digest)).tocJson;
+  async toc(repo: Repository, digest: Digest): Promise<Buffer> {
+    return (await this.estargzIndex(repo, digest)).tocJson;
   }
 
-  async layerFile(up: Upstream, repo: string, digest: Digest, rawPath: string): Promise<LayerFile> {
+  async layerFile(repo: Repository, digest: Digest, rawPath: string): Promise<LayerFile> {
     const path = safePath(rawPath);
-    const listing = await this.listing(up, repo, digest);
+    const listing = await this.listing(repo, digest);
     if (!(await listing.probe(path)).has) throw noSuchFile(path, digest.value);
     return { layer: digest.value, ...(await listing.open(path)) };
   }
 
   /** A file as the image's root filesystem has it: the topmost layer wins, whiteouts hide. */
-  async imageFile(up: Upstream, repo: string, ref: Reference, rawPath: string, platform: string): Promise<LayerFile> {
+  async imageFile(repo: Repository, ref: Reference, rawPath: string, platform: string): Promise<LayerFile> {
     const path = safePath(rawPath);
-    const layers = await this.layersOf(up, repo, ref, platform);
+    const layers = await this.layersOf(repo, ref, platform);
     for (const layer of [...layers].reverse()) {
-      const listing = await this.listing(up, repo, layer);
+      const listing = await this.listing(repo, layer);
       const { has, hides } = await listing.probe(path);
       if (has) return { layer: layer.value, ...(await listing.open(path)) };
       if (hides) break;
@@ -83,53 +84,46 @@ export class LayerFiles {
     throw noSuchFile(path, referenceText(ref));
   }
 
-  private async layersOf(up: Upstream, repo: string, ref: Reference, platform: string): Promise<Digest[]> {
-    let m = await this.deps.manifests.get(up, repo, ref, MANIFEST_TYPES);
+  private async layersOf(repo: Repository, ref: Reference, platform: string): Promise<Digest[]> {
+    let m = await this.deps.manifests.get(repo, ref, MANIFEST_TYPES);
     let doc = manifestJson(m.body);
     if (doc.manifests) {
       const [os, arch, variant] = platform.split('/');
       const pick = doc.manifests.find((d) => d.platform?.os === os && d.platform?.architecture === arch && (!variant || d.platform?.variant === variant));
       if (!pick) throw new RegistryError('MANIFEST_UNKNOWN', { message: `no ${platform} image in the index`, detail: { platform } });
-      m = await this.deps.manifests.get(up, repo, { kind: 'digest', digest: parseDigest(pick.digest) }, MANIFEST_TYPES);
+      m = await this.deps.manifests.get(repo, { kind: 'digest', digest: parseDigest(pick.digest) }, MANIFEST_TYPES);
       doc = manifestJson(m.body);
     }
     return (doc.layers ?? []).map((l) => parseDigest(l.digest));
   }
 
   /** The listing of a layer as seen through one upstream and repository (what one learned never answers for another). */
-  private async listing(up: Upstream, repo: string, digest: Digest): Promise<Listing> {
-    const key = `${up.name}\n${repo}\n${digest.value}`;
+  private async listing(repo: Repository, digest: Digest): Promise<Listing> {
+    const key = `${repo.key}\n${digest.value}`;
     const hit = this.listings.get(key);
     if (hit) return hit;
-    let building = this.building.get(key);
-    if (!building) {
-      building = this.buildListing(up, repo, digest);
-      this.building.set(key, building);
-      building.then(
-        (l) => {
-          if (l.bytes <= LISTING_MAX_BYTES) this.listings.set(key, l);
-        },
-        () => undefined,
-      ).finally(() => this.building.delete(key));
-    }
-    return building;
+    return this.building.run(key, async () => {
+      const l = await this.buildListing(repo, digest);
+      if (l.bytes <= LISTING_MAX_BYTES) this.listings.set(key, l);
+      return l;
+    });
   }
 
   /** eStargz layers are listed from their TOC; plain layers, and eStargz layers whose TOC cannot be used, from their tar. */
-  private async buildListing(up: Upstream, repo: string, digest: Digest): Promise<Listing> {
+  private async buildListing(repo: Repository, digest: Digest): Promise<Listing> {
     // a TOC too large to list in memory is listed from the tar, which can be scanned instead
-    const index = await this.estargzIndex(up, repo, digest, LISTING_MAX_BYTES / TOC_INDEX_FACTOR).catch((e: unknown) => {
+    const index = await this.estargzIndex(repo, digest, LISTING_MAX_BYTES / TOC_INDEX_FACTOR).catch((e: unknown) => {
       if (e instanceof EstargzError) return undefined; // the blob itself is verified: its tar is the truth
       throw e;
     });
-    return index ? estargzListing(index, () => this.currentSource(up, repo, digest)) : tarListing(this.deps.store, digest);
+    return index ? estargzListing(index, () => this.currentSource(repo, digest)) : tarListing(this.deps.store, digest);
   }
 
   /** The verified index of an eStargz layer; EstargzError ('not-estargz' for a plain layer) when there is none. */
-  private async estargzIndex(up: Upstream, repo: string, digest: Digest, maxTocBytes?: number): Promise<EstargzIndex> {
-    const lazy = await this.deps.blobs.lazyLayer(up, repo, digest);
+  private async estargzIndex(repo: Repository, digest: Digest, maxTocBytes?: number): Promise<EstargzIndex> {
+    const lazy = await this.deps.blobs.lazyLayer(repo, digest);
     if (lazy) return lazy.index;
-    return openEstargz(await this.cachedSource(up, repo, digest), { maxTocBytes });
+    return openEstargz(await this.cachedSource(repo, digest), { maxTocBytes });
   }
 
   /**
@@ -137,9 +131,9 @@ export class LayerFiles {
    * layer (the `prepare`d spans fetched and verified into its sparse copy, which stays open until
    * `release`), else the whole layer, fetched into the cache.
    */
-  private async currentSource(up: Upstream, repo: string, digest: Digest): Promise<LayerSource> {
-    const lazy = await this.deps.blobs.lazyLayer(up, repo, digest);
-    if (!lazy) return this.cachedSource(up, repo, digest);
+  private async currentSource(repo: Repository, digest: Digest): Promise<LayerSource> {
+    const lazy = await this.deps.blobs.lazyLayer(repo, digest);
+    if (!lazy) return this.cachedSource(repo, digest);
     const release = lazy.hold();
     const prepare = async (start: number, end: number) => {
       try {
@@ -153,10 +147,10 @@ export class LayerFiles {
   }
 
   /** The whole layer, fetched and verified if need be, as a RangeSource over the cache. */
-  private async cachedSource(up: Upstream, repo: string, digest: Digest): Promise<RangeSource> {
+  private async cachedSource(repo: Repository, digest: Digest): Promise<RangeSource> {
     let info = await this.deps.store.stat(digest);
     if (!info) {
-      const whole = await this.deps.blobs.get(up, repo, digest, undefined);
+      const whole = await this.deps.blobs.get(repo, digest, undefined);
       for await (const chunk of whole.body) void chunk; // a verified fill: the blob is cached once this ends
       info = await this.deps.store.stat(digest);
       if (!info) throw new RegistryError('UNAVAILABLE', { message: 'the layer could not be kept in the cache', detail: { digest: digest.value } });
@@ -165,7 +159,7 @@ export class LayerFiles {
     return {
       size: info.size,
       async read(offset, length) {
-        const r = await store.open(digest, { start: offset, end: offset + length - 1 });
+        const r = await store.open(digest, { start: offset, end: offset + length });
         if (!r) throw new RegistryError('BLOB_UNKNOWN', { message: 'layer left the cache while being read', detail: { digest: digest.value } });
         return Buffer.concat(await r.stream.toArray());
       },

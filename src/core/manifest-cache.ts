@@ -15,6 +15,7 @@ import { MAX_MANIFEST_BYTES, parseManifest, type ParsedManifest } from '../oci/m
 import { accepts, MANIFEST_TYPES } from '../oci/media-types.js';
 import type { Reference } from '../oci/reference.js';
 import type { Manifest, Upstream } from '../upstreams/upstream.js';
+import type { Repository } from '../upstreams/repository.js';
 import type { Logger } from '../lib/log.js';
 
 export interface ServedManifest {
@@ -35,7 +36,7 @@ export interface ManifestCacheOptions {
   revalidateTimeoutMs: number;
   log: Logger;
   /** sees every manifest served, with the upstream and repository it was served for (e.g. to learn which layers are eStargz) */
-  onManifest?: ((body: Buffer, up: Upstream, repo: string) => void) | undefined;
+  onManifest?: ((body: Buffer, repo: Repository) => void) | undefined;
   now?: () => number;
 }
 
@@ -56,27 +57,27 @@ export class ManifestCache {
   }
 
   /** GET or HEAD of a manifest by tag or digest, honouring the client's Accept list. */
-  async get(up: Upstream, repo: string, ref: Reference, accept: readonly string[], signal?: AbortSignal): Promise<ServedManifest> {
-    const served = await this.lookup(up, repo, ref, accept, signal);
-    this.opts.onManifest?.(served.body, up, repo);
+  async get(repo: Repository, ref: Reference, accept: readonly string[], signal?: AbortSignal): Promise<ServedManifest> {
+    const served = await this.lookup(repo, ref, accept, signal);
+    this.opts.onManifest?.(served.body, repo);
     return served;
   }
 
-  private async lookup(up: Upstream, repo: string, ref: Reference, accept: readonly string[], signal?: AbortSignal): Promise<ServedManifest> {
-    if (ref.kind === 'digest') return { ...(await this.byDigest(up, repo, ref.digest, signal)), stale: false };
-    const first = await this.tagRecord(up, repo, ref.tag, accept);
+  private async lookup(repo: Repository, ref: Reference, accept: readonly string[], signal?: AbortSignal): Promise<ServedManifest> {
+    if (ref.kind === 'digest') return { ...(await this.byDigest(repo, ref.digest, signal)), stale: false };
+    const first = await this.tagRecord(repo, ref.tag, accept);
     const held = await this.held(parseDigest(first.record.digest));
     if (held) return { ...held, stale: first.stale };
     // not held after all (evicted meanwhile, or an invalid copy `held` just dropped): resolved afresh
-    const { record, stale } = await this.tagRecord(up, repo, ref.tag, accept);
-    return { ...(await this.byDigest(up, repo, parseDigest(record.digest), signal)), stale };
+    const { record, stale } = await this.tagRecord(repo, ref.tag, accept);
+    return { ...(await this.byDigest(repo, parseDigest(record.digest), signal)), stale };
   }
 
-  private async tagRecord(up: Upstream, repo: string, tag: string, accept: readonly string[]): Promise<Resolved> {
-    const resolved = await this.resolveTag(up, repo, tag, MANIFEST_TYPES);
+  private async tagRecord(repo: Repository, tag: string, accept: readonly string[]): Promise<Resolved> {
+    const resolved = await this.resolveTag(repo, tag, MANIFEST_TYPES);
     // A client whose Accept excludes the tag's usual type (say, only schema 2 for a manifest list)
     // gets what the upstream picks for that Accept: a tag record of its own, under the same rules.
-    return accepts(accept, resolved.record.mediaType) ? resolved : this.resolveTag(up, repo, tag, accept);
+    return accepts(accept, resolved.record.mediaType) ? resolved : this.resolveTag(repo, tag, accept);
   }
 
 
@@ -84,46 +85,46 @@ export class ManifestCache {
    * The tag's record as the upstream answers it for `accept`, revalidated at most once per TTL,
    * one upstream lookup per tag (and Accept) at a time.
    */
-  private async resolveTag(up: Upstream, repo: string, tag: string, accept: readonly string[]): Promise<Resolved> {
+  private async resolveTag(repo: Repository, tag: string, accept: readonly string[]): Promise<Resolved> {
     const variant = accept === MANIFEST_TYPES ? tag : `${tag}\0accept=${[...accept].sort().join(',')}`;
-    const cached = await this.opts.meta.getTag(up.name, repo, variant);
+    const cached = await this.opts.meta.getTag(repo.upstream.name, repo.name, variant);
     const usable = cached !== undefined && (await this.have(parseDigest(cached.digest)));
     if (usable && this.now() - cached.checkedAt < this.opts.tagTtlMs) return { record: cached, stale: false };
-    if (usable && !up.healthy()) {
-      this.opts.log.warn({ upstream: up.name, repo, tag }, 'upstream is failing; serving the cached tag without asking it');
+    if (usable && !repo.upstream.healthy()) {
+      this.opts.log.warn({ ...repo.where, tag }, 'upstream is failing; serving the cached tag without asking it');
       return { record: cached, stale: true };
     }
-    if (usable && this.conserving(up)) {
-      this.opts.log.info({ upstream: up.name, repo, tag }, 'upstream rate limit is low; serving the cached tag without revalidation');
+    if (usable && this.conserving(repo.upstream)) {
+      this.opts.log.info({ ...repo.where, tag }, 'upstream rate limit is low; serving the cached tag without revalidation');
       return { record: cached, stale: false };
     }
-    return this.tagLookups.run(`${up.name}\0${repo}\0${variant}`, () => this.refreshTag(up, repo, tag, variant, accept, usable ? cached : undefined));
+    return this.tagLookups.run(`${repo.key}\0${variant}`, () => this.refreshTag(repo, tag, variant, accept, usable ? cached : undefined));
   }
 
-  private async refreshTag(up: Upstream, repo: string, tag: string, variant: string, accept: readonly string[], cached: TagRecord | undefined): Promise<Resolved> {
+  private async refreshTag(repo: Repository, tag: string, variant: string, accept: readonly string[], cached: TagRecord | undefined): Promise<Resolved> {
     const ref: Reference = { kind: 'tag', tag };
     // with a cached copy to fall back on, a slow upstream must not make the pull slow
     const signal = cached ? AbortSignal.timeout(this.opts.revalidateTimeoutMs) : undefined;
     try {
       if (cached) {
-        const head = await up.headManifest(repo, ref, accept, { signal });
+        const head = await repo.headManifest(ref, accept, { signal });
         if (head.digest === cached.digest) {
           const record = { ...cached, checkedAt: this.now() };
-          await this.opts.meta.putTag(up.name, repo, variant, record);
+          await this.opts.meta.putTag(repo.upstream.name, repo.name, variant, record);
           return { record, stale: false };
         }
       }
-      const m = await up.getManifest(repo, ref, accept, { signal });
+      const m = await repo.getManifest(ref, accept, { signal });
       if (!accepts(accept, m.mediaType)) {
         throw new RegistryError('MANIFEST_UNKNOWN', { message: 'no manifest of an accepted media type', detail: { accept, available: m.mediaType } });
       }
-      await this.keep(up, m);
+      await this.keep(repo, m);
       const record: TagRecord = { digest: m.digest.value, mediaType: m.mediaType, size: m.body.length, checkedAt: this.now() };
-      await this.opts.meta.putTag(up.name, repo, variant, record);
+      await this.opts.meta.putTag(repo.upstream.name, repo.name, variant, record);
       return { record, stale: false };
     } catch (e) {
       if (!cached || !(e instanceof RegistryError) || !isUpstreamFailure(e)) throw e;
-      this.opts.log.warn({ upstream: up.name, repo, tag, code: e.code, err: e.message }, 'tag revalidation failed; serving the cached manifest');
+      this.opts.log.warn({ ...repo.where, tag, code: e.code, err: e.message }, 'tag revalidation failed; serving the cached manifest');
       return { record: cached, stale: true };
     }
   }
@@ -135,17 +136,17 @@ export class ManifestCache {
     return rl.remaining <= Math.max(1, Math.floor(rl.limit / 10)) && this.now() < rl.seenAt + rl.windowSeconds * 1000;
   }
 
-  private async byDigest(up: Upstream, repo: string, digest: Digest, signal?: AbortSignal): Promise<Held> {
+  private async byDigest(repo: Repository, digest: Digest, signal?: AbortSignal): Promise<Held> {
     const held = await this.held(digest);
     if (held) return held;
     // the fetch is shared, so it runs on no client's signal: one client leaving must not fail the rest
     return this.digestFetches.run(
       digest.value,
       async () => {
-        const m = await up.getManifest(repo, { kind: 'digest', digest }, MANIFEST_TYPES);
-        return { digest: m.digest.value, mediaType: m.mediaType, body: m.body, manifest: await this.keep(up, m) };
+        const m = await repo.getManifest({ kind: 'digest', digest }, MANIFEST_TYPES);
+        return { digest: m.digest.value, mediaType: m.mediaType, body: m.body, manifest: await this.keep(repo, m) };
       },
-      signal,
+      { signal },
     );
   }
 
@@ -184,7 +185,7 @@ export class ManifestCache {
    * Manifests are verified against their digest by the upstream client and parsed here; they are
    * kept as blobs plus a type record. One that does not parse is refused (502), and not kept.
    */
-  private async keep(up: Upstream, m: Manifest): Promise<ParsedManifest> {
+  private async keep(repo: Repository, m: Manifest): Promise<ParsedManifest> {
     let manifest: ParsedManifest;
     try {
       manifest = parseManifest(m.body, m.mediaType);
@@ -192,8 +193,8 @@ export class ManifestCache {
       if (!(e instanceof RegistryError)) throw e;
       throw new RegistryError('MANIFEST_INVALID', {
         status: 502,
-        message: `upstream "${up.name}" sent an ${e.message}`,
-        detail: { upstream: up.name, digest: m.digest.value, mediaType: m.mediaType, ...(e.detail as object) },
+        message: `upstream "${repo.upstream.name}" sent an ${e.message}`,
+        detail: { upstream: repo.upstream.name, digest: m.digest.value, mediaType: m.mediaType, ...(e.detail as object) },
       });
     }
     await this.opts.meta.putManifest(m.digest, { mediaType: m.mediaType, size: m.body.length });

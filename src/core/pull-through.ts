@@ -7,7 +7,8 @@ import { OCI_INDEX } from '../oci/media-types.js';
 import type { RangeRequest } from '../oci/range.js';
 import type { Reference } from '../oci/reference.js';
 import type { Logger } from '../lib/log.js';
-import type { Manifest, TagPage, Upstream } from '../upstreams/upstream.js';
+import type { Repository } from '../upstreams/repository.js';
+import type { Manifest, TagPage } from '../upstreams/upstream.js';
 import { BlobCache, type RangedParts, type ServedBlob } from './blob-cache.js';
 import { LayerFiles, type LayerFile } from './layer-files.js';
 import { LazyLayers } from '../lazy/layers.js';
@@ -39,7 +40,7 @@ export class PullThrough {
     const e = opts.estargz;
     const lazy = e && new LazyLayers({ dir: e.sparseDir, prefetch: e.prefetch, fillAfterRange: e.fillAfterRange ?? false, maxBytes: e.maxSparseBytes, maxIndexBytes: e.maxIndexBytes, maxTocBytes: e.maxTocBytes, log: opts.log });
     this.lazy = lazy;
-    this.manifests = new ManifestCache({ ...opts, onManifest: lazy && ((body, up, repo) => lazy.learn(body, up, repo)) });
+    this.manifests = new ManifestCache({ ...opts, onManifest: lazy && ((body, repo) => lazy.learn(body, repo)) });
     this.blobs = new BlobCache({ ...opts, lazy });
     this.files = new LayerFiles({ store: opts.store, blobs: this.blobs, manifests: this.manifests });
   }
@@ -49,31 +50,31 @@ export class PullThrough {
   }
 
   /** The TOC JSON of an eStargz layer. */
-  layerToc(up: Upstream, repo: string, digest: Digest): Promise<Buffer> {
-    return this.files.toc(up, repo, digest);
+  layerToc(repo: Repository, digest: Digest): Promise<Buffer> {
+    return this.files.toc(repo, digest);
   }
 
   /** One file of one layer. */
-  layerFile(up: Upstream, repo: string, digest: Digest, path: string): Promise<LayerFile> {
-    return this.files.layerFile(up, repo, digest, path);
+  layerFile(repo: Repository, digest: Digest, path: string): Promise<LayerFile> {
+    return this.files.layerFile(repo, digest, path);
   }
 
   /** One file of an image's root filesystem (platform "os/arch[/variant]" for an index). */
-  imageFile(up: Upstream, repo: string, ref: Reference, path: string, platform: string): Promise<LayerFile> {
-    return this.files.imageFile(up, repo, ref, path, platform);
+  imageFile(repo: Repository, ref: Reference, path: string, platform: string): Promise<LayerFile> {
+    return this.files.imageFile(repo, ref, path, platform);
   }
 
-  manifest(up: Upstream, repo: string, ref: Reference, accept: readonly string[], signal?: AbortSignal): Promise<ServedManifest> {
-    return this.manifests.get(up, repo, ref, accept, signal);
+  manifest(repo: Repository, ref: Reference, accept: readonly string[], signal?: AbortSignal): Promise<ServedManifest> {
+    return this.manifests.get(repo, ref, accept, signal);
   }
 
-  blob(up: Upstream, repo: string, digest: Digest, range: RangeRequest | undefined): Promise<ServedBlob> {
-    return this.blobs.get(up, repo, digest, range);
+  blob(repo: Repository, digest: Digest, range: RangeRequest | undefined): Promise<ServedBlob> {
+    return this.blobs.get(repo, digest, range);
   }
 
   /** Several ranges of a cached or lazily served blob; undefined: answer with the whole blob. */
-  blobRanges(up: Upstream, repo: string, digest: Digest, ranges: readonly RangeRequest[]): Promise<RangedParts | undefined> {
-    return this.blobs.getRanges(up, repo, digest, ranges);
+  blobRanges(repo: Repository, digest: Digest, ranges: readonly RangeRequest[]): Promise<RangedParts | undefined> {
+    return this.blobs.getRanges(repo, digest, ranges);
   }
 
   /** Where a client can GET a cached blob directly (redirect mode), or undefined: serve it here. */
@@ -81,12 +82,12 @@ export class PullThrough {
     return this.blobs.redirect(digest);
   }
 
-  blobSize(up: Upstream, repo: string, digest: Digest, signal?: AbortSignal): Promise<number | undefined> {
-    return this.blobs.size(up, repo, digest, signal);
+  blobSize(repo: Repository, digest: Digest, signal?: AbortSignal): Promise<number | undefined> {
+    return this.blobs.size(repo, digest, signal);
   }
 
-  tags(up: Upstream, repo: string, page: { n?: number; last?: string }, signal?: AbortSignal): Promise<TagPage> {
-    return up.tags(repo, page, { signal });
+  tags(repo: Repository, page: { n?: number; last?: string }, signal?: AbortSignal): Promise<TagPage> {
+    return repo.tags(page, { signal });
   }
 
   /**
@@ -95,8 +96,8 @@ export class PullThrough {
    * API": a client whose referrers request gets a 404 MUST fall back to that tag). Undefined when
    * neither exists.
    */
-  async referrers(up: Upstream, repo: string, digest: Digest, artifactType: string | undefined, signal?: AbortSignal): Promise<Manifest | undefined> {
-    return (await up.referrers(repo, digest, artifactType, { signal })) ?? referrersTag(up, repo, digest, signal);
+  async referrers(repo: Repository, digest: Digest, artifactType: string | undefined, signal?: AbortSignal): Promise<Manifest | undefined> {
+    return (await repo.referrers(digest, artifactType, { signal })) ?? referrersTag(repo, digest, signal);
   }
 }
 
@@ -105,10 +106,10 @@ export class PullThrough {
  * characters. Anything there but an image index means no referrers, as the spec says; failures
  * other than a 404 are the upstream's and go to the client.
  */
-async function referrersTag(up: Upstream, repo: string, digest: Digest, signal?: AbortSignal): Promise<Manifest | undefined> {
+async function referrersTag(repo: Repository, digest: Digest, signal?: AbortSignal): Promise<Manifest | undefined> {
   const tag = `${digest.algorithm}-${digest.hex.slice(0, 64)}`;
   try {
-    const index = await up.getManifest(repo, { kind: 'tag', tag }, [OCI_INDEX], { signal });
+    const index = await repo.getManifest({ kind: 'tag', tag }, [OCI_INDEX], { signal });
     return index.mediaType === OCI_INDEX ? index : undefined;
   } catch (e) {
     if (isRegistryError(e) && e.status === 404) return undefined;

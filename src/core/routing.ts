@@ -3,17 +3,12 @@
 import type { UpstreamConfig } from '../config.js';
 import { RegistryError } from '../oci/errors.js';
 import { isHostComponent, validateRepository } from '../oci/reference.js';
+import { Repository } from '../upstreams/repository.js';
 import type { Upstream } from '../upstreams/upstream.js';
 
 export interface RoutedUpstream {
   config: UpstreamConfig;
   client: Upstream;
-}
-
-export interface Route {
-  upstream: RoutedUpstream;
-  /** the repository path on the upstream, e.g. "library/alpine" */
-  repo: string;
 }
 
 export class Router {
@@ -30,28 +25,29 @@ export class Router {
     }
   }
 
-  route(name: string, ns: string | undefined): Route {
+  /** The repository a client's name (and ns=) stands for, on its upstream. */
+  route(name: string, ns: string | undefined): Repository {
     if (ns !== undefined) {
       const upstream = this.byName.get(ns.toLowerCase());
       if (!upstream) {
         throw new RegistryError('NAME_UNKNOWN', { message: `no upstream is configured for ns=${ns.slice(0, 100)}`, detail: { ns: ns.slice(0, 100) } });
       }
-      return { upstream, repo: repoFor(upstream, name) };
+      return repoFor(upstream, name);
     }
     const slash = name.indexOf('/');
     const first = slash > 0 ? name.slice(0, slash) : '';
     const prefixed = first ? this.byName.get(first.toLowerCase()) : undefined;
-    if (prefixed) return { upstream: prefixed, repo: repoFor(prefixed, name.slice(slash + 1)) };
+    if (prefixed) return repoFor(prefixed, name.slice(slash + 1));
     if (first && isHostComponent(first) && this.defaultUpstream.config.type === 'dockerhub') {
       throw new RegistryError('NAME_UNKNOWN', { message: `no upstream is configured for ${first.slice(0, 100)}`, detail: { name: name.slice(0, 300) } });
     }
-    return { upstream: this.defaultUpstream, repo: repoFor(this.defaultUpstream, name) };
+    return repoFor(this.defaultUpstream, name);
   }
 }
 
-/** Validates the upstream-side path and applies Docker Hub's implicit library/ namespace. */
-function repoFor(upstream: RoutedUpstream, path: string): string {
+/** The repository handle for a validated upstream-side path, with Docker Hub's implicit library/ namespace. */
+function repoFor(upstream: RoutedUpstream, path: string): Repository {
   validateRepository(path);
-  if (upstream.config.type === 'dockerhub' && !path.includes('/')) return `library/${path}`;
-  return path;
+  const name = upstream.config.type === 'dockerhub' && !path.includes('/') ? `library/${path}` : path;
+  return new Repository(upstream.client, name);
 }

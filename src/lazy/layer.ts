@@ -6,12 +6,13 @@
 // fetched again the next time. LazyLayers (lazy-layers.ts) decides which layers are lazy and owns
 // their copies; every read goes through the upstream and repository of the request (a FetchSpan).
 import { Readable } from 'node:stream';
-import { SparseBlob, type Span } from '../cache/sparse-blob.js';
+import { SparseBlob } from '../cache/sparse-blob.js';
 import { openEstargz, alignRange, prefetchRange, segments, segmentsFor, verifyRange, EstargzError, type EstargzIndex, type RangeSource } from '../estargz/index.js';
 import type { Digest } from '../oci/digest.js';
 import { RegistryError } from '../oci/errors.js';
-import type { ByteRange } from '../oci/range.js';
-import { discard, type Upstream } from '../upstreams/upstream.js';
+import { firstLast, type ByteRange } from '../oci/range.js';
+import { discard } from '../upstreams/upstream.js';
+import type { Repository } from '../upstreams/repository.js';
 import type { Logger } from '../lib/log.js';
 
 /** Upstream ranges are fetched (and held in memory for verification) in pieces up to this size, one at a time per request. */
@@ -26,7 +27,7 @@ export interface LayerInfo {
 }
 
 /** Exactly the bytes [span.start, span.end) of the blob, from one upstream and repository. */
-export type FetchSpan = (span: Span, signal?: AbortSignal) => Promise<Buffer>;
+export type FetchSpan = (span: ByteRange, signal?: AbortSignal) => Promise<Buffer>;
 
 /** One lazily served layer, as one request (upstream and repository) sees it. */
 export interface LazyLayer {
@@ -55,19 +56,19 @@ export function refutesClaim(e: unknown): boolean {
 }
 
 /** Ranged reads of `digest` through one upstream and repository; the answer must be exactly the span, of a blob of `size` bytes. */
-export function upstreamSpans(up: Upstream, repo: string, digest: Digest, size: number): FetchSpan {
+export function upstreamSpans(repo: Repository, digest: Digest, size: number): FetchSpan {
   return async (span, signal) => {
-    const res = await up.getBlob(repo, digest, { range: { start: span.start, end: span.end - 1 }, signal });
+    const res = await repo.getBlob(digest, { range: span, signal });
     if (res.size !== undefined && res.size !== size) {
       discard(res.body);
       throw new ClaimRefuted(`the upstream has ${res.size} bytes of ${digest.value}, the manifest said ${size}`);
     }
-    if (res.range?.start !== span.start || res.range.end !== span.end - 1) {
+    if (res.range?.start !== span.start || res.range.end !== span.end) {
       discard(res.body);
-      throw new RangeIgnored(`upstream did not answer the range ${span.start}-${span.end - 1} of ${digest.value}`);
+      throw new RangeIgnored(`upstream did not answer the range ${firstLast(span)} of ${digest.value}`);
     }
     const bytes = Buffer.concat(await res.body.toArray());
-    if (bytes.length !== span.end - span.start) throw new RangeIgnored(`upstream sent ${bytes.length} bytes for the range ${span.start}-${span.end - 1} of ${digest.value}`);
+    if (bytes.length !== span.end - span.start) throw new RangeIgnored(`upstream sent ${bytes.length} bytes for the range ${firstLast(span)} of ${digest.value}`);
     return bytes;
   };
 }
@@ -81,7 +82,7 @@ export interface OpenOptions {
 }
 
 export class Layer {
-  private readonly inflight: { span: Span; done: Promise<void> }[] = [];
+  private readonly inflight: { span: ByteRange; done: Promise<void> }[] = [];
   private users = 0;
   private ending: 'close' | 'remove' | undefined;
   private ended: Promise<void> | undefined;
@@ -223,9 +224,9 @@ export class Layer {
   }
 
   /** A gap (segment-aligned, since only whole segments are ever kept) cut into fetchable pieces on segment boundaries; the prologue is never fetched to be kept. */
-  private pieces(gap: Span): Span[] {
-    const out: Span[] = [];
-    let current: Span | undefined;
+  private pieces(gap: ByteRange): ByteRange[] {
+    const out: ByteRange[] = [];
+    let current: ByteRange | undefined;
     for (const seg of segmentsFor(this.index, gap.start, gap.end)) {
       if (current && (seg.kind === 'prologue' || seg.end - current.start > MAX_FETCH_BYTES)) {
         out.push(current);
@@ -238,7 +239,7 @@ export class Layer {
     return out;
   }
 
-  private async fetchVerified(fetch: FetchSpan, span: Span, signal?: AbortSignal): Promise<void> {
+  private async fetchVerified(fetch: FetchSpan, span: ByteRange, signal?: AbortSignal): Promise<void> {
     const bytes = await this.fetchChecked(fetch, span, signal);
     try {
       const report = await verifyRange(this.index, span.start, bytes); // throws on any chunk, TOC or footer mismatch
@@ -256,7 +257,7 @@ export class Layer {
   }
 
   /** The span from the upstream; an answer of other bytes than asked for is a 502. */
-  private async fetchChecked(fetch: FetchSpan, span: Span, signal?: AbortSignal): Promise<Buffer> {
+  private async fetchChecked(fetch: FetchSpan, span: ByteRange, signal?: AbortSignal): Promise<Buffer> {
     try {
       return await fetch(span, signal);
     } catch (e) {
@@ -289,21 +290,21 @@ export class Layer {
   }
 }
 
-/** Streams [range.start, range.end] of a lazy layer, fetching what is missing first. */
+/** Streams [range.start, range.end) of a lazy layer, fetching what is missing first. */
 export function lazyRange(layer: LazyLayer, range: ByteRange, signal?: AbortSignal): Promise<Readable> {
-  return layer.read(range.start, range.end + 1, signal);
+  return layer.read(range.start, range.end, signal);
 }
 
 /** Makes every range present, one after another: a multi-range answer fails before its headers, not midway. */
 export async function ensureAll(layer: LazyLayer, ranges: readonly ByteRange[], signal?: AbortSignal): Promise<void> {
-  for (const r of ranges) await layer.ensure(r.start, r.end + 1, signal);
+  for (const r of ranges) await layer.ensure(r.start, r.end, signal);
 }
 
 /**
  * The whole blob for a fill: present spans from the sparse copy, gaps from the upstream. The fill
  * verifies the result against the layer digest like any other download.
  */
-export function wholeFromSparse(layer: LazyLayer, openGap: (span: Span) => Promise<Readable>): Readable {
+export function wholeFromSparse(layer: LazyLayer, openGap: (span: ByteRange) => Promise<Readable>): Readable {
   const size = layer.index.blobSize;
   return Readable.from(
     (async function* () {

@@ -17,7 +17,7 @@ import { LruIndex } from '../cache/lru-index.js';
 import { removeSparse, sparseBytes } from '../cache/sparse-blob.js';
 import { TOC_DIGEST_ANNOTATION, type EstargzIndex } from '../estargz/index.js';
 import { tryParseDigest, type Digest } from '../oci/digest.js';
-import type { Upstream } from '../upstreams/upstream.js';
+import type { Repository } from '../upstreams/repository.js';
 import { ClaimRefuted, Layer, refutesClaim, upstreamSpans, type LayerInfo, type LazyLayer } from './layer.js';
 import type { Logger } from '../lib/log.js';
 import { SparseBudget } from './sparse-budget.js';
@@ -63,7 +63,6 @@ interface OpenLayer {
 /** Not now: the layers' indexes fill estargz.maxIndexMemory and are all in use. */
 class MemoryFull extends Error {}
 
-const claimantOf = (up: Upstream, repo: string): string => `${up.name}\n${repo}`;
 const sameClaim = (a: LayerInfo, b: LayerInfo): boolean => a.tocDigest === b.tocDigest && a.size === b.size;
 const claimId = (who: string, digest: Digest, c: LayerInfo): string => `${who}\n${digest.value}\n${c.tocDigest}\n${c.size}`;
 
@@ -96,8 +95,8 @@ export class LazyLayers {
     return this.opts.fillAfterRange ?? false;
   }
 
-  /** Notes the eStargz layers a manifest served by `up` for `repo` claims (called for every manifest served). */
-  learn(manifest: Buffer, up: Upstream, repo: string): void {
+  /** Notes the eStargz layers a manifest served for `repo` claims (called for every manifest served). */
+  learn(manifest: Buffer, repo: Repository): void {
     let parsed: unknown;
     try {
       parsed = JSON.parse(manifest.toString('utf8'));
@@ -106,7 +105,7 @@ export class LazyLayers {
     }
     const layers = (parsed as { layers?: unknown } | null)?.layers;
     if (!Array.isArray(layers)) return;
-    const who = claimantOf(up, repo);
+    const who = repo.key;
     for (const l of layers as ({ digest?: unknown; size?: unknown; annotations?: Record<string, unknown> } | null)[]) {
       const toc = l?.annotations?.[TOC_DIGEST_ANNOTATION];
       const digest = typeof l?.digest === 'string' ? tryParseDigest(l.digest) : undefined;
@@ -117,21 +116,21 @@ export class LazyLayers {
   }
 
   /**
-   * The lazy layer as `up` and `repo` see it (opening its TOC on first use), or undefined: not
+   * The lazy layer as `repo` (an upstream and repository) sees it (opening its TOC on first use), or undefined: not
    * claimed eStargz there, or not servable lazily under that claim (then it is served plainly).
    */
-  async layer(up: Upstream, repo: string, digest: Digest): Promise<LazyLayer | undefined> {
-    const who = claimantOf(up, repo);
+  async layer(repo: Repository, digest: Digest): Promise<LazyLayer | undefined> {
+    const who = repo.key;
     for (let turn = 0; turn < 2; turn++) {
       const claim = await this.claimOf(who, digest);
       if (!claim) return undefined;
-      const entry = this.open.get(digest.value) ?? this.startOpen(up, repo, digest, claim);
+      const entry = this.open.get(digest.value) ?? this.startOpen(repo, digest, claim);
       const layer = await entry.layer.catch(() => undefined);
       if (layer) {
         if (!sameClaim(layer.claim, claim)) return undefined; // its copy holds bytes verified under another claim
         this.join(entry, layer, who);
         // the caller holds it before any I/O of its own: an eviction cannot close it in between
-        return layer.view(upstreamSpans(up, repo, digest, claim.size), () => this.pin(digest.value));
+        return layer.view(upstreamSpans(repo, digest, claim.size), () => this.pin(digest.value));
       }
       if (sameClaim(entry.claim, claim)) return undefined; // this claim failed to open (the opener logged why)
       // another claim failed to open: this one gets its turn
@@ -143,9 +142,9 @@ export class LazyLayers {
    * Started (touched) layers only, in this run or an earlier one whose sparse copy is still on
    * disk: for a full GET to fill from what is already here.
    */
-  async started(up: Upstream, repo: string, digest: Digest): Promise<LazyLayer | undefined> {
+  async started(repo: Repository, digest: Digest): Promise<LazyLayer | undefined> {
     if (!this.open.has(digest.value) && !(await this.hasSparseCopy(digest))) return undefined;
-    return this.layer(up, repo, digest);
+    return this.layer(repo, digest);
   }
 
   /** Closes the sparse copies (they stay on disk for the next start). */
@@ -190,19 +189,19 @@ export class LazyLayers {
     return record?.claimants.includes(who) ? { tocDigest: record.tocDigest, size: record.size } : undefined;
   }
 
-  private startOpen(up: Upstream, repo: string, digest: Digest, claim: LayerInfo): OpenLayer {
-    const entry: OpenLayer = { claim, layer: undefined as unknown as Promise<Layer>, claimants: new Set([claimantOf(up, repo)]) };
-    entry.layer = this.openLayer(up, repo, digest, entry);
+  private startOpen(repo: Repository, digest: Digest, claim: LayerInfo): OpenLayer {
+    const entry: OpenLayer = { claim, layer: undefined as unknown as Promise<Layer>, claimants: new Set([repo.key]) };
+    entry.layer = this.openLayer(repo, digest, entry);
     this.open.set(digest.value, entry);
     entry.layer.catch((e: unknown) => {
       if (this.open.get(digest.value) === entry) {
         this.open.delete(digest.value);
         this.memory.remove(digest.value);
       }
-      const where = { upstream: up.name, repo, digest: digest.value, tocDigest: claim.tocDigest, size: claim.size, err: (e as Error).message };
+      const where = { ...repo.where, digest: digest.value, tocDigest: claim.tocDigest, size: claim.size, err: (e as Error).message };
       if (refutesClaim(e)) {
-        this.refuted.set(claimId(claimantOf(up, repo), digest, claim), true);
-        this.claims.delete(`${claimantOf(up, repo)}\n${digest.value}`);
+        this.refuted.set(claimId(repo.key, digest, claim), true);
+        this.claims.delete(`${repo.key}\n${digest.value}`);
         this.opts.log.warn(where, 'eStargz claim of a manifest does not hold; serving the layer plainly');
       } else {
         this.opts.log.warn(where, 'eStargz layer could not be opened lazily now; serving it plainly');
@@ -211,14 +210,14 @@ export class LazyLayers {
     return entry;
   }
 
-  private async openLayer(up: Upstream, repo: string, digest: Digest, entry: OpenLayer): Promise<Layer> {
+  private async openLayer(repo: Repository, digest: Digest, entry: OpenLayer): Promise<Layer> {
     await this.ready;
     await this.pruning.get(digest.value);
     const [record, copy] = await Promise.all([this.readRecord(digest), this.hasSparseCopy(digest)]);
     if (copy && record && !sameClaim(record, entry.claim)) throw new ClaimRefuted('the sparse copy of this layer was verified under another TOC digest or size');
     if (copy && !record) await this.dropCopy(digest); // a copy that no record vouches for (only a crash leaves one)
     if (record && sameClaim(record, entry.claim)) for (const c of record.claimants) entry.claimants.add(c);
-    const fetch = upstreamSpans(up, repo, digest, entry.claim.size);
+    const fetch = upstreamSpans(repo, digest, entry.claim.size);
     await this.turn();
     let pinned = false;
     try {

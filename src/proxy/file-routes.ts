@@ -8,7 +8,7 @@ import { parseDigest } from '../oci/digest.js';
 import { parseReference } from '../oci/reference.js';
 import type { LayerFile } from '../core/layer-files.js';
 import type { PullThrough } from '../core/pull-through.js';
-import type { Route } from '../core/routing.js';
+import type { Repository } from '../upstreams/repository.js';
 
 export type FileEndpoint =
   | { kind: 'toc'; name: string; digest: string }
@@ -23,17 +23,16 @@ export function parseFileEndpoint(rest: string): FileEndpoint | undefined {
   return layer[3] ? { kind: 'toc', name: layer[1]!, digest: layer[2]! } : { kind: 'layer-file', name: layer[1]!, digest: layer[2]!, path: layer[4]! };
 }
 
-export async function serveFileEndpoint(cache: PullThrough, route: Route, e: FileEndpoint, query: URLSearchParams, req: FastifyRequest, reply: FastifyReply) {
-  const up = route.upstream.client;
+export async function serveFileEndpoint(cache: PullThrough, repo: Repository, e: FileEndpoint, query: URLSearchParams, req: FastifyRequest, reply: FastifyReply) {
   if (e.kind === 'toc') {
-    const toc = await cache.layerToc(up, route.repo, parseDigest(e.digest));
+    const toc = await cache.layerToc(repo, parseDigest(e.digest));
     reply.type('application/json').header('content-length', String(toc.length));
     return reply.send(req.method === 'HEAD' ? undefined : toc);
   }
   const file =
     e.kind === 'layer-file'
-      ? await cache.layerFile(up, route.repo, parseDigest(e.digest), e.path)
-      : await cache.imageFile(up, route.repo, parseReference(e.ref), e.path, query.get('platform') ?? 'linux/amd64');
+      ? await cache.layerFile(repo, parseDigest(e.digest), e.path)
+      : await cache.imageFile(repo, parseReference(e.ref), e.path, query.get('platform') ?? 'linux/amd64');
   return sendFile(file, req, reply);
 }
 

@@ -8,12 +8,15 @@ import { parseManifest, type Descriptor, type ParsedManifest } from '../oci/mani
 import { OCI_INDEX, parseAccept } from '../oci/media-types.js';
 import { parseReference } from '../oci/reference.js';
 import type { PullThrough } from '../core/pull-through.js';
-import { parseRange, parseRanges } from '../oci/range.js';
+import { contentRange, parseRange, parseRanges } from '../oci/range.js';
 import { parseFileEndpoint, serveFileEndpoint } from './file-routes.js';
 import { rangesBody } from './multipart.js';
-import type { Route, Router } from '../core/routing.js';
+import type { Router } from '../core/routing.js';
+import type { Repository } from '../upstreams/repository.js';
 import type { TagPage } from '../upstreams/upstream.js';
 
+/** The Docker-Distribution-API-Version every answer carries. */
+export const API_VERSION = 'registry/2.0';
 const READ_METHODS = new Set(['GET', 'HEAD']);
 const EMPTY_INDEX = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: OCI_INDEX, manifests: [] }));
 
@@ -38,24 +41,24 @@ export function registerRoutes(app: FastifyInstance, deps: { router: Router; cac
     if (files) return serveFileEndpoint(deps.cache, deps.router.route(files.name, query.get('ns') ?? undefined), files, query, req, reply);
     const endpoint = parseEndpoint(path.slice('/v2/'.length));
     if (endpoint.kind === 'uploads') throw new RegistryError('UNSUPPORTED', { message: 'uploads are not supported by a pull-through cache' });
-    const route = deps.router.route(endpoint.name, query.get('ns') ?? undefined);
+    const repo = deps.router.route(endpoint.name, query.get('ns') ?? undefined);
     const signal = abortOnClose(reply);
     switch (endpoint.kind) {
       case 'manifests':
-        return manifest(deps.cache, route, endpoint.ref, req, reply, signal);
+        return manifest(deps.cache, repo, endpoint.ref, req, reply, signal);
       case 'blobs':
-        return blob(deps.cache, route, endpoint.ref, req, reply, signal);
+        return blob(deps.cache, repo, endpoint.ref, req, reply, signal);
       case 'tags':
-        return tags(deps.cache, route, endpoint.name, query, reply, signal);
+        return tags(deps.cache, repo, endpoint.name, query, reply, signal);
       case 'referrers':
-        return referrers(deps.cache, route, endpoint.ref, query, reply, signal);
+        return referrers(deps.cache, repo, endpoint.ref, query, reply, signal);
     }
   } });
 }
 
-async function manifest(cache: PullThrough, route: Route, refText: string, req: FastifyRequest, reply: FastifyReply, signal: AbortSignal) {
+async function manifest(cache: PullThrough, repo: Repository, refText: string, req: FastifyRequest, reply: FastifyReply, signal: AbortSignal) {
   const ref = parseReference(refText);
-  const m = await cache.manifest(route.upstream.client, route.repo, ref, parseAccept(req.headers.accept), signal);
+  const m = await cache.manifest(repo, ref, parseAccept(req.headers.accept), signal);
   reply.headers({
     'content-type': m.mediaType,
     'docker-content-digest': m.digest,
@@ -66,11 +69,11 @@ async function manifest(cache: PullThrough, route: Route, refText: string, req: 
   return reply.send(req.method === 'HEAD' ? undefined : m.body);
 }
 
-async function blob(cache: PullThrough, route: Route, refText: string, req: FastifyRequest, reply: FastifyReply, signal: AbortSignal) {
+async function blob(cache: PullThrough, repo: Repository, refText: string, req: FastifyRequest, reply: FastifyReply, signal: AbortSignal) {
   const digest = parseDigest(refText);
   reply.headers({ 'docker-content-digest': digest.value, 'accept-ranges': 'bytes', 'content-type': 'application/octet-stream', etag: `"${digest.value}"` });
   if (req.method === 'HEAD') {
-    const size = await cache.blobSize(route.upstream.client, route.repo, digest, signal);
+    const size = await cache.blobSize(repo, digest, signal);
     if (size !== undefined) reply.header('content-length', String(size));
     return reply.send();
   }
@@ -78,16 +81,16 @@ async function blob(cache: PullThrough, route: Route, refText: string, req: Fast
   if (location) return reply.code(307).header('location', location).header('cache-control', 'no-store').send();
   const ranges = parseRanges(req.headers.range);
   if (ranges && ranges.length > 1) {
-    const multi = await cache.blobRanges(route.upstream.client, route.repo, digest, ranges);
+    const multi = await cache.blobRanges(repo, digest, ranges);
     if (multi) {
       const body = rangesBody(multi);
       return reply.code(206).headers(body.headers).send(body.stream);
     }
   }
-  const b = await cache.blob(route.upstream.client, route.repo, digest, parseRange(req.headers.range));
+  const b = await cache.blob(repo, digest, parseRange(req.headers.range));
   if (b.range) {
-    reply.code(206).header('content-range', `bytes ${b.range.start}-${b.range.end}/${b.size ?? '*'}`);
-    reply.header('content-length', String(b.range.end - b.range.start + 1));
+    reply.code(206).header('content-range', contentRange(b.range, b.size));
+    reply.header('content-length', String(b.range.end - b.range.start));
   } else if (b.size !== undefined) {
     reply.header('content-length', String(b.size));
   }
@@ -95,14 +98,14 @@ async function blob(cache: PullThrough, route: Route, refText: string, req: Fast
   return reply.send(b.body);
 }
 
-async function tags(cache: PullThrough, route: Route, clientName: string, query: URLSearchParams, reply: FastifyReply, signal: AbortSignal) {
+async function tags(cache: PullThrough, repo: Repository, clientName: string, query: URLSearchParams, reply: FastifyReply, signal: AbortSignal) {
   const n = query.get('n');
   const last = query.get('last');
   const page: { n?: number; last?: string } = {};
   const size = pageSize(n);
   if (size !== undefined) page.n = size;
   if (last !== null) page.last = last;
-  const result = await cache.tags(route.upstream.client, route.repo, page, signal);
+  const result = await cache.tags(repo, page, signal);
   const { tags, next } = result.next ? result : pageLocally(result.tags, page);
   if (next) {
     const q = new URLSearchParams();
@@ -138,13 +141,12 @@ function pageLocally(tags: string[], page: { n?: number; last?: string }): Pick<
   return { tags: cut, next: cut.length > 0 ? { n, last: cut[cut.length - 1]! } : undefined };
 }
 
-async function referrers(cache: PullThrough, route: Route, refText: string, query: URLSearchParams, reply: FastifyReply, signal: AbortSignal) {
+async function referrers(cache: PullThrough, repo: Repository, refText: string, query: URLSearchParams, reply: FastifyReply, signal: AbortSignal) {
   const digest = parseDigest(refText);
   const artifactType = query.get('artifactType') ?? undefined;
-  const up = route.upstream.client;
-  const index = await cache.referrers(up, route.repo, digest, artifactType, signal);
+  const index = await cache.referrers(repo, digest, artifactType, signal);
   const body = index?.body ?? EMPTY_INDEX;
-  const doc = referrersIndex(up.name, body);
+  const doc = referrersIndex(repo.upstream.name, body);
   reply.type(OCI_INDEX);
   if (artifactType === undefined) return reply.send(body);
   // the upstream may not have filtered, and filtering again is harmless
@@ -181,7 +183,7 @@ function notAnIndex(upstream: string, reason: string): RegistryError {
  */
 async function pipeToClient(reply: FastifyReply, pipeTo: (sink: Writable) => Promise<void>): Promise<void> {
   const res = reply.raw;
-  const headers = { ...reply.getHeaders(), 'docker-distribution-api-version': 'registry/2.0' };
+  const headers = { ...reply.getHeaders(), 'docker-distribution-api-version': API_VERSION };
   reply.hijack();
   res.writeHead(reply.statusCode, headers as Record<string, string>);
   try {

@@ -5,7 +5,7 @@ import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply, ty
 import { RegistryError } from '../oci/errors.js';
 import { bareErrorResponse, errorHandler } from './errors.js';
 import type { PullThrough } from '../core/pull-through.js';
-import { registerRoutes } from './routes.js';
+import { API_VERSION, registerRoutes } from './routes.js';
 import type { Router } from '../core/routing.js';
 
 export interface ServerDeps {
@@ -13,8 +13,6 @@ export interface ServerDeps {
   cache: PullThrough;
   logger?: FastifyServerOptions['logger'];
 }
-
-const API_VERSION = 'registry/2.0';
 
 /** What the request's URL looked like, for an error's detail (bounded: URLs can be long). */
 const pathDetail = (req: FastifyRequest) => ({ path: req.url.slice(0, 300) });
