@@ -7,7 +7,7 @@ import { Readable } from 'node:stream';
 import { LRUCache } from 'lru-cache';
 import type { BlobStore } from '../cache/blob-store.js';
 import { checkPieces, cleanPath, EstargzError, fileChunks, mergeChunkRanges, openEstargz, whiteoutOf, type EstargzIndex, type RangeSource, type Whiteout } from '../estargz/index.js';
-import { ByteReader, maybeGunzip, tarEntries, type RawTarEntry } from '../tar/stream.js';
+import { ByteReader, maybeGunzip, tarEntries, TarError, TarPathsBuilder, type RawTarEntry, type TarPathInfo } from '../tar/index.js';
 import { tryParseDigest, type Digest } from '../oci/digest.js';
 import { RegistryError } from '../oci/errors.js';
 import type { Descriptor } from '../oci/manifest.js';
@@ -15,7 +15,6 @@ import { MANIFEST_TYPES } from '../oci/media-types.js';
 import type { Reference } from '../oci/reference.js';
 import type { Repository } from '../upstreams/repository.js';
 import type { BlobCache } from './blob-cache.js';
-import { TarPathsBuilder, type TarPathInfo } from '../tar/paths.js';
 import type { ManifestCache } from './manifest-cache.js';
 import { SingleFlight } from '../lib/single-flight.js';
 
@@ -251,7 +250,7 @@ async function tarListing(store: BlobStore, digest: Digest): Promise<Listing> {
     }
   } catch (e) {
     // the blob hashed to its digest, so the upstream did not lie: what was asked for is no tar layer
-    if (e instanceof EstargzError && e.kind === 'corrupt') throw notALayer(digest, e.message);
+    if (e instanceof TarError && e.kind === 'corrupt') throw notALayer(digest, e.message);
     throw e;
   }
   const bytes = paths.bytes + whiteouts.bytes;

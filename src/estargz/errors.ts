@@ -14,7 +14,11 @@
 //   not-found        readFile on a path that is not in the TOC, or not a regular file
 //   unsupported      input the converter cannot represent (e.g. a sparse file, a tar volume header)
 //
-// The HTTP edge maps these to registry errors; this package never imports that table.
+// A TarError from the tar reader (the TOC's tar entry, the converter's input) becomes the
+// EstargzError of the same kind, message and detail at this package's boundary (fromTarError), so
+// callers see one error class. The HTTP edge maps these to registry errors; this package never
+// imports that table.
+import { TarError } from '../tar/index.js';
 
 export type EstargzErrorKind =
   | 'not-estargz'
@@ -46,4 +50,9 @@ export function isEstargzError(e: unknown, kind?: EstargzErrorKind): e is Estarg
 
 export function corrupt(message: string, detail?: Record<string, unknown>, cause?: unknown): EstargzError {
   return new EstargzError('corrupt', message, detail, cause);
+}
+
+/** A tar problem inside a layer is a problem of the layer: a TarError becomes the EstargzError of the same kind; anything else passes through. */
+export function fromTarError(e: unknown): unknown {
+  return e instanceof TarError ? new EstargzError(e.kind, e.message, { ...e.detail }, e) : e;
 }

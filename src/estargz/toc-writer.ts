@@ -1,7 +1,7 @@
 // TOC entries as the converter builds them, and their serialization in the reference style:
 // tab-indented JSON, keys in the reference struct order, zero values omitted (ESTARGZ.md §3).
 // Data offsets are recorded as member indexes and resolved to blob offsets at the end.
-import type { TarHeader } from '../tar/header.js';
+import type { TarHeader } from '../tar/index.js';
 import type { TocEntryJson, TocEntryType } from './types.js';
 
 export interface DraftEntry extends Omit<TocEntryJson, 'offset'> {

@@ -1,12 +1,20 @@
 // The TOC document: unwrapping it from its tar entry, JSON decoding, and schema validation
 // (ESTARGZ.md §3). Numbers must be non-negative safe integers, strings must be strings, digests
 // must look like digests, names and hardlink targets must not contain `..`.
-import { EstargzError, corrupt } from './errors.js';
-import { BLOCK, applyPax, isZeroBlock, parseHeaderBlock, parsePax } from '../tar/header.js';
+import { EstargzError, corrupt, fromTarError } from './errors.js';
+import { BLOCK, applyPax, isZeroBlock, parseHeaderBlock, parsePax } from '../tar/index.js';
 import { TOC_ENTRY_TYPES, TOC_TAR_NAME, type TocEntryJson, type TocEntryType, type TocJson } from './types.js';
 
 /** Returns the payload of the `stargz.index.json` entry at the start of a tar stream. */
 export function unwrapTocTar(tar: Buffer, maxTocBytes: number): Buffer {
+  try {
+    return tocEntryPayload(tar, maxTocBytes);
+  } catch (e) {
+    throw fromTarError(e);
+  }
+}
+
+function tocEntryPayload(tar: Buffer, maxTocBytes: number): Buffer {
   let pos = 0;
   let pax = new Map<string, Buffer>();
   for (;;) {

@@ -13,11 +13,10 @@
 import { createHash } from 'node:crypto';
 import type { Writable } from 'node:stream';
 import { constants } from 'node:zlib';
-import { EstargzError } from './errors.js';
+import { EstargzError, fromTarError } from './errors.js';
 import { estargzFooter } from './footer.js';
 import { MemberStream, SinkWriter } from './members.js';
-import { BLOCK, padTo512, ustarHeader } from '../tar/header.js';
-import { ByteReader, maybeGunzip, tarEntries, type RawTarEntry } from '../tar/stream.js';
+import { BLOCK, ByteReader, maybeGunzip, padTo512, tarEntries, ustarHeader, type RawTarEntry } from '../tar/index.js';
 import { cleanPath } from './toc.js';
 import { OwnerNames, draftFromHeader, serializeToc, type DraftEntry } from './toc-writer.js';
 import {
@@ -135,6 +134,8 @@ class Converter {
         const path = cleanPath(e.header.name);
         if (!SKIPPED.has(path) && take(e, path)) await this.entry(e);
       }
+    } catch (e) {
+      throw fromTarError(e); // the input's tar problems (a read of an entry's body included) are the converter's
     } finally {
       await reader.close();
     }

@@ -3,14 +3,15 @@
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
 import { RegistryError } from '../oci/errors.js';
 import { EstargzError } from '../estargz/index.js';
-import { estargzToRegistryError } from './estargz-errors.js';
+import { TarError } from '../tar/index.js';
+import { layerErrorToRegistryError } from './estargz-errors.js';
 import { diskError } from '../cache/disk-writes.js';
 
 export function toRegistryError(err: unknown): RegistryError {
   if (err instanceof RegistryError) return err;
   const disk = diskError(err);
   if (disk) return disk;
-  if (err instanceof EstargzError) return estargzToRegistryError(err);
+  if (err instanceof EstargzError || err instanceof TarError) return layerErrorToRegistryError(err);
   const status = (err as FastifyError | undefined)?.statusCode;
   if (status === 413) return new RegistryError('UNSUPPORTED', { message: 'request body too large' });
   if (status !== undefined && status >= 400 && status < 500) {

@@ -1,7 +1,7 @@
 // Tar header blocks: parsing (ustar, GNU, PAX records, base-256 numbers) and a minimal ustar
-// encoder. Used to unwrap the TOC (`stargz.index.json`) and by the converter, which passes input
-// headers through byte for byte and only encodes the landmark and TOC headers itself.
-import { corrupt } from '../estargz/errors.js';
+// encoder. eStargz uses them to unwrap its TOC (`stargz.index.json`) and to write the landmark and
+// TOC headers; everything else reads whole archives through stream.ts.
+import { corrupt } from './errors.js';
 
 export const BLOCK = 512;
 

@@ -1,9 +1,10 @@
-// Streaming tar input for the converter: plain tar or tar+gzip (detected by its magic bytes),
-// read entry by entry with bounded memory. Each entry keeps its raw header blocks (including
-// PAX / GNU long-name extension blocks) so the converter can pass them through byte for byte.
+// Streaming tar input: plain tar or tar+gzip (detected by its magic bytes), read entry by entry
+// with bounded memory. Each entry keeps its raw header blocks (including PAX / GNU long-name
+// extension blocks) so the eStargz converter can pass them through byte for byte; the file API
+// reads plain layers with it too.
 import { Readable, pipeline } from 'node:stream';
 import { createGunzip } from 'node:zlib';
-import { EstargzError, corrupt } from '../estargz/errors.js';
+import { TarError, corrupt } from './errors.js';
 import { BLOCK, applyPax, isZeroBlock, padTo512, parseHeaderBlock, parsePax, type TarHeader } from './header.js';
 
 const EMPTY = Buffer.alloc(0);
@@ -120,7 +121,7 @@ export async function* tarEntries(reader: ByteReader): AsyncGenerator<RawTarEntr
       h = parseHeaderBlock(block);
       raw.push(block);
       if (!['x', 'g', 'L', 'K'].includes(h.typeflag)) break;
-      if (h.size > MAX_EXTENSION_BYTES) throw new EstargzError('too-large', 'tar extension header too large', { size: h.size });
+      if (h.size > MAX_EXTENSION_BYTES) throw new TarError('too-large', 'tar extension header too large', { size: h.size });
       const data = (await reader.readExact(h.size + padTo512(h.size))) ?? EMPTY;
       if (data.length < h.size) throw corrupt('tar input truncated');
       raw.push(data);
@@ -134,7 +135,7 @@ export async function* tarEntries(reader: ByteReader): AsyncGenerator<RawTarEntr
     if (longLink !== undefined) h.linkName = longLink;
     applyPax(h, new Map([...globalPax, ...pax]));
     if (!SUPPORTED.has(h.typeflag) || [...pax.keys()].some((k) => k.startsWith('GNU.sparse.'))) {
-      throw new EstargzError('unsupported', 'unsupported tar entry type', { name: h.name.slice(0, 500), typeflag: h.typeflag });
+      throw new TarError('unsupported', 'unsupported tar entry type', { name: h.name.slice(0, 500), typeflag: h.typeflag });
     }
     const bodySize = HEADER_ONLY.has(h.typeflag) ? 0 : h.size;
     let left = bodySize;

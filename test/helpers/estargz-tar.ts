@@ -1,6 +1,6 @@
 // In-code tar builder for the estargz tests: every entry type a layer has (files, dirs, symlinks,
 // hardlinks, fifos, char devices), owners, xattrs and long names (through PAX records).
-// Kept independent of src/estargz/tar.ts so the tests do not check our tar code with itself.
+// Kept independent of src/tar so the tests do not check our tar code with itself.
 import { randomBytes } from 'node:crypto';
 
 export type EntrySpec =

@@ -62,3 +62,16 @@ export async function checkProperty<Ts>(
   }
   return details;
 }
+
+/** Deterministic filler bytes (a fixed seed must replay the same input). */
+export function filler(n: number, seed: number): Buffer {
+  const b = Buffer.alloc(n);
+  let x = seed >>> 0 || 1;
+  for (let i = 0; i < n; i++) {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    b[i] = x & 0xff;
+  }
+  return b;
+}

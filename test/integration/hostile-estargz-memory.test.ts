@@ -131,7 +131,7 @@ t.test('16 concurrent reads of a file in one 60 MiB piece', async (t) => {
 });
 
 t.test('listings of two 300,000-entry layers', async (t) => {
-  // Bound: a listing is held compactly (~25 MiB for 300,000 paths, tar-paths.ts), built one layer
+  // Bound: a listing is held compactly (~25 MiB for 300,000 paths, src/tar/paths.ts), built one layer
   // at a time per request, and all listings together are kept up to 128 MiB (estimated).
   // Measured: +95 MiB (most of it the garbage of scanning); before 0b3c26e, +112 MiB, so this
   // guards against regressions more than it tells the two apart.

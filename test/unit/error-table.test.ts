@@ -4,6 +4,8 @@ import Fastify from 'fastify';
 import { isRegistryError, OCI_ERRORS, RegistryError, type OciCode } from '../../src/oci/errors.js';
 import { errorHandler, toRegistryError } from '../../src/proxy/errors.js';
 import { buildServer, type ServerDeps } from '../../src/proxy/server.js';
+import { EstargzError } from '../../src/estargz/index.js';
+import { TarError, type TarErrorKind } from '../../src/tar/index.js';
 
 const CODES = Object.keys(OCI_ERRORS) as OciCode[];
 
@@ -82,6 +84,16 @@ t.test('toRegistryError', async (t) => {
   t.equal(clientError.status, 415, "a framework 4xx keeps its status");
   t.equal(clientError.code, 'UNSUPPORTED');
   t.equal(toRegistryError(Object.assign(new Error('too large'), { statusCode: 413 })).code, 'UNSUPPORTED');
+});
+
+t.test('a TarError (a plain layer\'s tar) answers as the EstargzError of the same kind: 502, the kind and detail in the body', async (t) => {
+  for (const kind of ['corrupt', 'too-large', 'unsupported'] as TarErrorKind[]) {
+    const tar = toRegistryError(new TarError(kind, 'tar header: bad checksum', { name: 'etc/x' }));
+    const estargz = toRegistryError(new EstargzError(kind, 'tar header: bad checksum', { name: 'etc/x' }));
+    t.equal(tar.status, 502, `${kind}: 502`);
+    t.same(tar.toBody(), estargz.toBody(), `${kind}: the same OCI body`);
+    t.same(tar.toBody().errors[0]?.detail, { kind, name: 'etc/x' }, `${kind}: the body says why`);
+  }
 });
 
 t.test('errorHandler answers with the envelope, status and headers', async (t) => {
