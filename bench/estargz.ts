@@ -265,7 +265,7 @@ async function buildLayers(esgz: typeof Estargz): Promise<Layers> {
 }
 
 /** What the eStargz blob holds, read locally with the package's own reader. */
-async function inspectEsgz(esgz: typeof Estargz, layers: Layers): Promise<{ openMs: number; toc: Estargz.ByteSpan; tocJsonBytes: number; entries: number; chunks: number; prefetch: Estargz.ByteSpan | undefined; fileBytes: Record<string, number>; fileRanges: Record<string, number> }> {
+async function inspectEsgz(esgz: typeof Estargz, layers: Layers): Promise<{ openMs: number; toc: Estargz.ByteRange; tocJsonBytes: number; entries: number; chunks: number; prefetch: Estargz.ByteRange | undefined; fileBytes: Record<string, number>; fileRanges: Record<string, number> }> {
   const path = join(layers.esgz.dir, 'blobs', 'sha256', layers.esgz.layer.digest.slice(7));
   const fh = await open(path, 'r');
   try {

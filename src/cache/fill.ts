@@ -121,7 +121,7 @@ export class Fill {
   }
 
   /**
-   * A stream of [start, end] of the blob, following the fill as it progresses. Its last byte comes
+   * A stream of [start, end) of the blob, following the fill as it progresses. Its last byte comes
    * only once the blob verified, so the stream never ends before that; with `unverified`, a range
    * ends as soon as its bytes are there (only the blob's own last byte waits).
    */
@@ -148,9 +148,9 @@ export class Fill {
       return;
     }
     this.readers++;
-    const last = range?.end ?? this.size - 1;
+    const end = range?.end ?? this.size;
     try {
-      await pumpFile(this.file, range?.start ?? 0, last + 1, sink, (pos, want) => this.waitReadable(pos, want, unverified ? Infinity : last));
+      await pumpFile(this.file, range?.start ?? 0, end, sink, (pos, want) => this.waitReadable(pos, want, unverified ? Infinity : end));
     } finally {
       this.readers--;
       this.closeIfIdle();
@@ -163,12 +163,12 @@ export class Fill {
    * there: woken by every small write, 32 readers would each make a read and a socket write per
    * upstream chunk, several times the system calls of serving the same bytes from the cache.
    */
-  private async waitReadable(pos: number, want: number, last: number): Promise<number> {
+  private async waitReadable(pos: number, want: number, end: number): Promise<number> {
     const deadline = performance.now() + TAIL_WAIT_MS;
     for (;;) {
       // what was written stays readable (all but the held-back last byte) even after a failure,
       // as for stream readers; the failure surfaces once the reader has caught up
-      const available = this.readable(last);
+      const available = this.readable(end);
       if (available >= pos + want) return available;
       const some = available > pos;
       if (some && (this.settled || this.isVerified || performance.now() >= deadline)) return available;
@@ -191,10 +191,10 @@ export class Fill {
 
   /**
    * Bytes readers may take: all once verified, else all but the last one, and of a range ending
-   * at byte `last`, not that one either.
+   * at `end`, not its last byte either.
    */
-  readable(last = Infinity): number {
-    return this.isVerified ? this.written : Math.max(0, Math.min(this.written - 1, last));
+  readable(end = Infinity): number {
+    return this.isVerified ? this.written : Math.max(0, Math.min(this.written, end) - 1);
   }
 
   /**
@@ -331,7 +331,7 @@ export class Fill {
   }
 }
 
-/** Reads [start, end] of a fill through its shared spool descriptor with positional reads. */
+/** Reads [start, end) of a fill through its shared spool descriptor with positional reads. */
 class FillReader extends Readable {
   private pos: number;
   private reading = false;
@@ -359,14 +359,14 @@ class FillReader extends Readable {
   private async pump(): Promise<void> {
     const handle = this.handle;
     while (!this.destroyed) {
-      const last = this.end ?? (this.fill.size !== undefined ? this.fill.size - 1 : Infinity);
-      if (this.pos > last) {
+      const end = this.end ?? this.fill.size ?? Infinity;
+      if (this.pos >= end) {
         this.push(null);
         return;
       }
-      const available = this.fill.readable(this.unverified ? Infinity : last);
+      const available = this.fill.readable(this.unverified ? Infinity : end);
       if (available > this.pos) {
-        const length = Math.min(CHUNK, available - this.pos, last - this.pos + 1);
+        const length = Math.min(CHUNK, available - this.pos, end - this.pos);
         const buf = Buffer.allocUnsafe(length);
         const { bytesRead } = await handle.read(buf, 0, length, this.pos);
         if (bytesRead === 0) throw new Error('spool file shorter than its recorded progress');

@@ -81,7 +81,7 @@ export class FsBlobStore implements BlobStore {
       throw e;
     }
     const start = range?.start ?? 0;
-    const end = range ? range.end + 1 : size;
+    const end = range?.end ?? size;
     let released = false;
     const release = () => {
       if (released) return;

@@ -25,7 +25,7 @@ export class MemoryBlobStore implements BlobStore {
   async open(digest: Digest, range?: ByteRange): Promise<BlobReader | undefined> {
     const b = this.blobs.get(digest.value);
     if (!b) return undefined;
-    const part = range ? b.subarray(range.start, range.end + 1) : b;
+    const part = range ? b.subarray(range.start, range.end) : b;
     return { size: b.length, stream: Readable.from(part.length > 0 ? [part] : []) };
   }
 

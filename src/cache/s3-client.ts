@@ -9,6 +9,7 @@ import { tagRecordKey } from './blob-store.js';
 import { S3Client } from '@aws-sdk/client-s3';
 import { tryParseDigest, type Digest } from '../oci/digest.js';
 import type { Logger } from '../lib/log.js';
+import { CircuitBreaker } from '../lib/circuit-breaker.js';
 
 export interface S3ClientSettings {
   region: string;
@@ -116,18 +117,17 @@ export interface S3HealthOptions {
 export class S3Health {
   private failures = 0;
   private skips = 0;
-  private inARow = 0;
-  private pausedUntil = 0;
-  private readonly now: () => number;
-  private readonly failuresToPause: number;
+  private readonly circuit: CircuitBreaker;
   private readonly cooldownMs: number;
-  private readonly probeMs: number;
 
   constructor(private readonly opts: S3HealthOptions = {}) {
-    this.now = opts.now ?? Date.now;
-    this.failuresToPause = opts.failuresToPause ?? 3;
     this.cooldownMs = opts.cooldownMs ?? 5000;
-    this.probeMs = opts.probeMs ?? 30_000;
+    this.circuit = new CircuitBreaker({
+      failuresToOpen: opts.failuresToPause ?? 3,
+      coolDownMs: this.cooldownMs,
+      probeMs: opts.probeMs ?? 30_000,
+      now: opts.now,
+    });
   }
 
   /** S3 requests that failed since start-up. */
@@ -146,30 +146,24 @@ export class S3Health {
    * for the others until it reports succeeded() or failed(). Long requests (uploads) never probe.
    */
   available(probe = true): boolean {
-    if (this.inARow < this.failuresToPause) return true;
-    if (probe && this.now() >= this.pausedUntil) {
-      this.pausedUntil = this.now() + this.probeMs; // a probe that never reports is given up on
-      return true;
-    }
-    this.skips++;
-    return false;
+    const go = probe ? this.circuit.probe() : this.circuit.state() === 'closed';
+    if (!go) this.skips++;
+    return go;
   }
 
   succeeded(): void {
-    if (this.inARow >= this.failuresToPause) {
+    if (this.circuit.state() !== 'closed') {
       this.opts.log?.info({ s3Errors: this.failures, s3Skipped: this.skips }, 'S3 bucket reachable again');
     }
-    this.inARow = 0;
-    this.pausedUntil = 0;
+    this.circuit.succeeded();
   }
 
   failed(op: string, fields: Record<string, unknown>, e: unknown): void {
     this.failures++;
-    this.inARow++;
-    const pausing = this.inARow >= this.failuresToPause;
-    if (pausing) this.pausedUntil = this.now() + this.cooldownMs;
+    this.circuit.failed();
+    const pausing = this.circuit.state() !== 'closed';
     this.opts.log?.warn(
-      { op, ...fields, ...describe(e), s3Errors: this.failures, inARow: this.inARow, ...(pausing ? { pausedMs: this.cooldownMs } : {}) },
+      { op, ...fields, ...describe(e), s3Errors: this.failures, inARow: this.circuit.failuresInARow, ...(pausing ? { pausedMs: this.cooldownMs } : {}) },
       'S3 request failed; carrying on without the bucket (reads miss, writes are skipped)',
     );
   }

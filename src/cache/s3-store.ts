@@ -18,7 +18,7 @@ import { Upload } from '@aws-sdk/lib-storage';
 import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
 import { LRUCache } from 'lru-cache';
 import type { Digest } from '../oci/digest.js';
-import type { ByteRange } from '../oci/range.js';
+import { firstLast, rangeHeader, type ByteRange } from '../oci/range.js';
 import type { BlobInfo, BlobReader, BlobStore, BlobWriter } from './blob-store.js';
 import { isInvalidRange, isMissing, QUICK, S3Keys, type S3Health } from './s3-client.js';
 
@@ -81,7 +81,7 @@ export class S3BlobStore implements BlobStore {
         // always an explicit first-last range: suffix ranges are not served alike by every S3.
         // QUICK bounds the wait for the headers only; the body streams at the client's pace.
         const res = await this.client.send(
-          new GetObjectCommand({ Bucket: this.bucket, Key: this.keys.blob(digest), ...(range ? { Range: `bytes=${range.start}-${range.end}` } : {}) }),
+          new GetObjectCommand({ Bucket: this.bucket, Key: this.keys.blob(digest), ...(range ? { Range: rangeHeader(range) } : {}) }),
           QUICK,
         );
         const body = res.Body as Readable;
@@ -249,12 +249,12 @@ function totalOf(contentRange: string | undefined): number | undefined {
  */
 function exactRange(body: Readable, contentRange: string | undefined, want: ByteRange): Readable {
   const m = contentRange ? /^bytes (\d+)-(\d+)\//.exec(contentRange.trim()) : null;
-  if (m && Number(m[1]) === want.start && Number(m[2]) === want.end) return body;
+  if (m && Number(m[1]) === want.start && Number(m[2]) + 1 === want.end) return body; // the header names the last byte
   if (!m || Number(m[1]) !== want.start) {
     body.destroy();
-    throw new Error(`asked for bytes ${want.start}-${want.end}, got Content-Range ${String(contentRange)}`);
+    throw new Error(`asked for bytes ${firstLast(want)}, got Content-Range ${String(contentRange)}`);
   }
-  let left = want.end - want.start + 1;
+  let left = want.end - want.start;
   const limit = new Transform({
     transform(chunk: Buffer, _enc, cb) {
       if (left <= 0) return cb();

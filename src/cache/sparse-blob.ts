@@ -6,26 +6,21 @@ import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import type { Digest } from '../oci/digest.js';
+import type { ByteRange } from '../oci/range.js';
 import { replaceFile, writeAll } from './disk-writes.js';
 import { isNotFound } from './fs-store.js';
 
-/** A half-open span [start, end). */
-export interface Span {
-  start: number;
-  end: number;
-}
-
 const READ_CHUNK = 1 << 20;
 
-/** Sorted, non-overlapping, non-adjacent spans. */
+/** Sorted, non-overlapping, non-adjacent ranges. */
 export class SpanSet {
-  private spans: Span[] = [];
+  private spans: ByteRange[] = [];
 
-  constructor(initial: readonly Span[] = []) {
+  constructor(initial: readonly ByteRange[] = []) {
     for (const s of initial) this.add(s);
   }
 
-  get list(): readonly Span[] {
+  get list(): readonly ByteRange[] {
     return this.spans;
   }
 
@@ -33,9 +28,9 @@ export class SpanSet {
     return this.spans.reduce((n, s) => n + s.end - s.start, 0);
   }
 
-  add(span: Span): void {
+  add(span: ByteRange): void {
     if (span.end <= span.start) return;
-    const out: Span[] = [];
+    const out: ByteRange[] = [];
     let merged = { ...span };
     for (const s of this.spans) {
       if (s.end < merged.start || s.start > merged.end) out.push(s);
@@ -47,8 +42,8 @@ export class SpanSet {
   }
 
   /** The parts of [start, end) not in the set. */
-  missing(start: number, end: number): Span[] {
-    const gaps: Span[] = [];
+  missing(start: number, end: number): ByteRange[] {
+    const gaps: ByteRange[] = [];
     let pos = start;
     for (const s of this.spans) {
       if (s.end <= pos) continue;
@@ -95,7 +90,7 @@ export class SparseBlob {
     return this.present.bytes;
   }
 
-  missing(start: number, end: number): Span[] {
+  missing(start: number, end: number): ByteRange[] {
     return this.present.missing(start, end);
   }
 
@@ -166,7 +161,7 @@ export async function removeSparse(dir: string, digest: Digest): Promise<void> {
   await rm(`${base}.ranges`, { force: true });
 }
 
-async function readSpans(rangesPath: string): Promise<Span[]> {
+async function readSpans(rangesPath: string): Promise<ByteRange[]> {
   try {
     const parsed: unknown = JSON.parse(await readFile(rangesPath, 'utf8'));
     return Array.isArray(parsed) ? parsed.filter(isSpan) : [];
@@ -176,7 +171,7 @@ async function readSpans(rangesPath: string): Promise<Span[]> {
   }
 }
 
-function isSpan(v: unknown): v is Span {
+function isSpan(v: unknown): v is ByteRange {
   if (typeof v !== 'object' || v === null) return false;
   const s = v as Record<string, unknown>;
   return Number.isSafeInteger(s.start) && Number.isSafeInteger(s.end) && (s.start as number) >= 0 && (s.end as number) > (s.start as number);

@@ -7,7 +7,7 @@ import type { Readable, Writable } from 'node:stream';
 import type { BlobStore } from '../cache/blob-store.js';
 import { Fill } from '../cache/fill.js';
 import { VerificationError, type Digest } from '../oci/digest.js';
-import { coalesce, rangeInvalid, satisfy, type ByteRange, type RangeRequest } from '../oci/range.js';
+import { coalesce, firstLast, rangeInvalid, satisfy, type ByteRange, type RangeRequest } from '../oci/range.js';
 import { discard } from '../upstreams/upstream.js';
 import type { Repository } from '../upstreams/repository.js';
 import { RegistryError } from '../oci/errors.js';
@@ -15,6 +15,7 @@ import { diskError } from '../cache/disk-writes.js';
 import { ensureAll, lazyRange, wholeFromSparse, type LazyLayer } from '../lazy/layer.js';
 import type { LazyLayers } from '../lazy/layers.js';
 import type { Logger } from '../lib/log.js';
+import { SingleFlight } from '../lib/single-flight.js';
 
 /** A range starting within this distance of a fill's progress waits for the fill. */
 const NEAR_FILL_BYTES = 8 << 20;
@@ -51,7 +52,7 @@ export interface BlobCacheOptions {
 
 export class BlobCache {
   /** fills in progress, by digest, until they settle (not just until they start) */
-  private readonly fills = new Map<string, Promise<Fill>>();
+  private readonly fills = new SingleFlight<Fill>();
   private readonly now: () => number;
 
   constructor(private readonly opts: BlobCacheOptions) {
@@ -62,7 +63,7 @@ export class BlobCache {
   async size(repo: Repository, digest: Digest, signal?: AbortSignal): Promise<number | undefined> {
     const cached = await this.opts.store.stat(digest);
     if (cached) return cached.size;
-    const fill = this.fills.get(digest.value);
+    const fill = this.fills.peek(digest.value);
     if (fill) return (await fill).size;
     return repo.headBlob(digest, { signal });
   }
@@ -157,7 +158,7 @@ export class BlobCache {
    * fillOnRange a Range never starts a fill. Undefined: use the fill.
    */
   private async rangeOnMiss(repo: Repository, digest: Digest, range: RangeRequest): Promise<ServedBlob | undefined> {
-    const running = this.fills.get(digest.value);
+    const running = this.fills.peek(digest.value);
     const fill = running && (await running.catch(() => undefined));
     if (fill && !fill.settled && fill.size !== undefined) {
       const r = satisfy(range, fill.size);
@@ -181,15 +182,7 @@ export class BlobCache {
 
   /** Joins the fill of this digest in progress, or starts one. */
   private fill(repo: Repository, digest: Digest): Promise<Fill> {
-    const running = this.fills.get(digest.value);
-    if (running) return running;
-    const started = this.startFill(repo, digest);
-    this.fills.set(digest.value, started);
-    started.then(
-      (fill) => fill.done.catch(() => undefined).finally(() => this.fills.delete(digest.value)),
-      () => this.fills.delete(digest.value),
-    );
-    return started;
+    return this.fills.run(digest.value, () => this.startFill(repo, digest), { holdUntil: (fill) => fill.done });
   }
 
   /**
@@ -205,7 +198,7 @@ export class BlobCache {
 
   /** With estargz.fillAfterRange: the rest of a lazily read layer is filled in the background (from its sparse copy). */
   private fillAfterLazyRead(repo: Repository, digest: Digest): void {
-    if (!this.opts.lazy?.fillAfterRange || this.fills.has(digest.value)) return;
+    if (!this.opts.lazy?.fillAfterRange || this.fills.peek(digest.value)) return;
     this.fill(repo, digest).catch((e: Error) => this.opts.log.warn({ ...repo.where, digest: digest.value, err: e.message }, 'background fill failed to start'));
   }
 
@@ -237,11 +230,11 @@ export class BlobCache {
 
   /** A full GET of a lazily touched layer: what the sparse copy holds plus the missing ranges, verified whole. */
   private async fillFromSparse(repo: Repository, digest: Digest, layer: LazyLayer): Promise<Fill> {
-    const openGap = async (gap: { start: number; end: number }) => {
-      const part = await repo.getBlob(digest, { range: { start: gap.start, end: gap.end - 1 } });
-      if (part.range?.start !== gap.start || part.range.end !== gap.end - 1) {
+    const openGap = async (gap: ByteRange) => {
+      const part = await repo.getBlob(digest, { range: gap });
+      if (part.range?.start !== gap.start || part.range.end !== gap.end) {
         discard(part.body);
-        throw new Error(`upstream did not answer the range ${gap.start}-${gap.end - 1}`);
+        throw new Error(`upstream did not answer the range ${firstLast(gap)}`);
       }
       return part.body;
     };

@@ -18,6 +18,7 @@ import type { Repository } from '../upstreams/repository.js';
 import type { BlobCache } from './blob-cache.js';
 import { TarPathsBuilder, type TarPathInfo } from '../tar/paths.js';
 import type { ManifestCache } from './manifest-cache.js';
+import { SingleFlight } from '../lib/single-flight.js';
 
 export interface LayerFile {
   layer: string;
@@ -55,7 +56,7 @@ const TOC_INDEX_FACTOR = 2.5;
 
 export class LayerFiles {
   private readonly listings = new LRUCache<string, Listing>({ maxSize: LISTINGS_MAX_BYTES, sizeCalculation: (l) => Math.max(1, Math.ceil(l.bytes)) });
-  private readonly building = new Map<string, Promise<Listing>>();
+  private readonly building = new SingleFlight<Listing>();
 
   constructor(
     /** `formats`: the lazy formats whose indexes can list a layer's files, tried in this order */
@@ -107,18 +108,11 @@ export class LayerFiles {
     const key = `${repo.key}\n${digest.value}`;
     const hit = this.listings.get(key);
     if (hit) return hit;
-    let building = this.building.get(key);
-    if (!building) {
-      building = this.buildListing(repo, digest);
-      this.building.set(key, building);
-      building.then(
-        (l) => {
-          if (l.bytes <= LISTING_MAX_BYTES) this.listings.set(key, l);
-        },
-        () => undefined,
-      ).finally(() => this.building.delete(key));
-    }
-    return building;
+    return this.building.run(key, async () => {
+      const l = await this.buildListing(repo, digest);
+      if (l.bytes <= LISTING_MAX_BYTES) this.listings.set(key, l);
+      return l;
+    });
   }
 
   /** Layers whose index names their files are listed from it; plain layers, and layers whose index cannot be used, from their tar. */
@@ -184,7 +178,7 @@ export class LayerFiles {
     return {
       size: info.size,
       async read(offset, length) {
-        const r = await store.open(digest, { start: offset, end: offset + length - 1 });
+        const r = await store.open(digest, { start: offset, end: offset + length });
         if (!r) throw new RegistryError('BLOB_UNKNOWN', { message: 'layer left the cache while being read', detail: { digest: digest.value } });
         return Buffer.concat(await r.stream.toArray());
       },

@@ -146,7 +146,7 @@ export class ManifestCache {
         const m = await repo.getManifest({ kind: 'digest', digest }, MANIFEST_TYPES);
         return { digest: m.digest.value, mediaType: m.mediaType, body: m.body, manifest: await this.keep(repo, m) };
       },
-      signal,
+      { signal },
     );
   }
 

@@ -15,7 +15,7 @@ import {
   DEFAULT_MAX_CHUNK_BYTES,
   DEFAULT_MAX_TOC_BYTES,
   MAX_FOOTER_SIZE,
-  type ByteSpan,
+  type ByteRange,
   type EstargzIndex,
   type Footer,
   type RangeSource,
@@ -56,7 +56,7 @@ interface Held {
   bytes: Buffer;
 }
 
-function slice(held: Held, span: ByteSpan): Buffer | undefined {
+function slice(held: Held, span: ByteRange): Buffer | undefined {
   if (span.start < held.start || span.end > held.start + held.bytes.length) return undefined;
   return held.bytes.subarray(span.start - held.start, span.end - held.start);
 }
@@ -81,7 +81,7 @@ async function readTail(src: RangeSource, opts: OpenOptions, maxTocBytes: number
 /** Compressed TOC bytes → raw JSON bytes, plus the facts that go into the Layout. */
 async function loadToc(src: RangeSource, footer: Footer, held: Held, opts: OpenOptions, maxTocBytes: number) {
   const footerOffset = src.size - footer.footerSize;
-  const fetch = async (span: ByteSpan): Promise<Buffer> => slice(held, span) ?? readExact(src, span.start, span.end - span.start, opts.signal);
+  const fetch = async (span: ByteRange): Promise<Buffer> => slice(held, span) ?? readExact(src, span.start, span.end - span.start, opts.signal);
   if (footer.format === 'estargz-external-toc') {
     if (!opts.externalToc) throw new EstargzError('external-toc', 'the TOC of this layer is in a separate image', { blobSize: src.size });
     const tar = await decompress('gzip', Buffer.from(opts.externalToc), { limit: maxTocBytes + 64 * 1024 });

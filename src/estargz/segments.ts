@@ -15,11 +15,11 @@ import { EstargzError, corrupt } from './errors.js';
 import { parseFooter } from './footer.js';
 import { sha256 } from './reader.js';
 import { unwrapTocTar } from './toc.js';
-import { PREFETCH_LANDMARK, type ByteSpan, type Chunk, type EstargzIndex } from './types.js';
+import { PREFETCH_LANDMARK, type ByteRange, type Chunk, type EstargzIndex } from './types.js';
 
 export type SegmentKind = 'prologue' | 'data' | 'toc' | 'footer';
 
-export interface Segment extends ByteSpan {
+export interface Segment extends ByteRange {
   readonly kind: SegmentKind;
   /** For data segments: the pieces whose member starts here. */
   readonly chunks: readonly Chunk[];
@@ -65,7 +65,7 @@ export function segmentsFor(index: EstargzIndex, start: number, end: number): Se
 }
 
 /** [start, end) widened to whole segments, i.e. what to fetch so every piece in it can be verified. */
-export function alignRange(index: EstargzIndex, start: number, end: number): ByteSpan {
+export function alignRange(index: EstargzIndex, start: number, end: number): ByteRange {
   if (!(start >= 0 && end <= index.blobSize && start < end)) throw new RangeError(`invalid range [${start}, ${end}) for a blob of ${index.blobSize} bytes`);
   const segs = segmentsFor(index, start, end);
   return { start: segs[0]?.start ?? start, end: segs[segs.length - 1]?.end ?? end };
@@ -77,7 +77,7 @@ export function chunksInRange(index: EstargzIndex, start: number, end: number): 
 }
 
 /** The compressed range to prefetch: [0, offset of .prefetch.landmark), or undefined. */
-export function prefetchRange(index: EstargzIndex): ByteSpan | undefined {
+export function prefetchRange(index: EstargzIndex): ByteRange | undefined {
   if (index.landmark !== 'prefetch') return undefined;
   const lm = index.lookup(PREFETCH_LANDMARK)?.chunks[0];
   return lm && lm.offset > 0 ? { start: 0, end: lm.offset } : undefined;
@@ -85,9 +85,9 @@ export function prefetchRange(index: EstargzIndex): ByteSpan | undefined {
 
 export interface VerifyReport {
   /** Spans whose content was checked against a digest. */
-  readonly verified: ByteSpan[];
+  readonly verified: ByteRange[];
   /** Spans that hold nothing to check (prologue; pieces without digests under allowUnverified). */
-  readonly unverified: ByteSpan[];
+  readonly unverified: ByteRange[];
 }
 
 async function verifySegment(index: EstargzIndex, seg: Segment, bytes: Buffer): Promise<boolean> {

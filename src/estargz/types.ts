@@ -1,19 +1,16 @@
 // Constants and shapes of the eStargz family of layer formats (see docs/ESTARGZ.md in shared/).
 //
 // Offsets in this package are absolute byte offsets in the compressed blob unless the name says
-// otherwise; every range is half-open, [start, end).
+// otherwise; every range is half-open, [start, end): the project's one ByteRange, re-exported here.
+import type { ByteRange } from '../oci/range.js';
+
+export type { ByteRange };
 
 /** Random access to a blob of known size: a cached file, a partly cached one, or ranged GETs. */
 export interface RangeSource {
   readonly size: number;
   /** Must resolve to exactly `length` bytes starting at `offset` (a shorter answer is treated as corrupt). */
   read(offset: number, length: number, signal?: AbortSignal): Promise<Buffer>;
-}
-
-/** A half-open byte range [start, end). */
-export interface ByteSpan {
-  readonly start: number;
-  readonly end: number;
 }
 
 export const ESTARGZ_FOOTER_SIZE = 51;
@@ -156,7 +153,7 @@ export interface EstargzIndex {
   /** Start of the TOC member/frame; -1 for an external TOC. */
   readonly tocOffset: number;
   /** Compressed bytes of the TOC inside this blob (empty span for an external TOC). */
-  readonly tocRange: ByteSpan;
+  readonly tocRange: ByteRange;
   /** End of the data region: no chunk range reaches past it. */
   readonly dataEnd: number;
   /** `sha256:<hex>` of the raw TOC JSON (the value of the toc.digest annotation). */

@@ -22,13 +22,9 @@
 //
 // Errors: what a format concludes from a layer's bytes (not this format, corrupt, a digest or a
 // limit broken) is a FormatRefusal, the format's own error as its cause; errors of the source
-// (network, abort, an upstream status) pass through unchanged.
-
-/** A half-open byte range [start, end) of the compressed blob. */
-export interface Span {
-  readonly start: number;
-  readonly end: number;
-}
+// (network, abort, an upstream status) pass through unchanged. Ranges are half-open ByteRanges
+// of the compressed blob.
+import type { ByteRange } from '../oci/range.js';
 
 /** Random access to a blob of known size: ranged upstream GETs, a sparse copy, a cached blob. */
 export interface RangeSource {
@@ -77,7 +73,7 @@ export interface LazyFormat {
   open(source: RangeSource, opts: OpenIndexOptions): Promise<LazyIndex>;
 }
 
-export interface Unit extends Span {
+export interface Unit extends ByteRange {
   /** Whether the unit's bytes can be checked by themselves (verify() reports them verified). */
   readonly verifiable: boolean;
 }
@@ -89,19 +85,19 @@ export interface LazyIndex {
   /** The index as a document, for the formats that have one to serve (eStargz: the TOC JSON). */
   readonly document: Buffer | undefined;
   /** Where the index itself lies (eStargz: TOC and footer); open() verified it, so what it read there may be kept. */
-  readonly indexSpan: Span;
+  readonly indexSpan: ByteRange;
   /** [start, end) widened to whole units. */
-  align(span: Span): Span;
+  align(span: ByteRange): ByteRange;
   /** The units overlapping [start, end), in order. */
-  units(span: Span): Unit[];
+  units(span: ByteRange): Unit[];
   /**
    * Checks `bytes`, the blob from `start` on, which begin and end on unit boundaries; returns the
    * spans now verified (the verifiable units among them). Throws FormatRefusal, whose message is
    * fit for the client, when any unit contradicts the index.
    */
-  verify(start: number, bytes: Buffer): Promise<Span[]>;
+  verify(start: number, bytes: Buffer): Promise<ByteRange[]>;
   /** The span the layer asks to have fetched first (eStargz: before the prefetch landmark), or undefined. */
-  prefetch(): Span | undefined;
+  prefetch(): ByteRange | undefined;
   /** The files the layer names, for the file API; undefined when the index names none. */
   readonly files: FileIndex | undefined;
 }
@@ -113,7 +109,7 @@ export interface IndexedFile {
   /** The file's content digest when the index names one. */
   readonly digest: string | undefined;
   /** The compressed spans a read of the file touches, in order (to make them present first). */
-  readonly spans: readonly Span[];
+  readonly spans: readonly ByteRange[];
   /** The file's bytes out of `source`, each verified before it is handed on (FormatRefusal when one is not). */
   read(source: RangeSource): AsyncIterable<Buffer>;
 }

@@ -8,11 +8,11 @@
 // decides which layers are lazy and owns their copies; every read goes through the upstream and
 // repository of the request (a FetchSpan).
 import { Readable } from 'node:stream';
-import { SparseBlob, type Span } from '../cache/sparse-blob.js';
+import { SparseBlob } from '../cache/sparse-blob.js';
 import { FormatRefusal, type LayerClaim, type LazyFormat, type LazyIndex, type RangeSource } from './format.js';
 import type { Digest } from '../oci/digest.js';
 import { RegistryError } from '../oci/errors.js';
-import type { ByteRange } from '../oci/range.js';
+import { firstLast, type ByteRange } from '../oci/range.js';
 import { discard } from '../upstreams/upstream.js';
 import type { Repository } from '../upstreams/repository.js';
 import type { Logger } from '../lib/log.js';
@@ -23,7 +23,7 @@ const MAX_FETCH_BYTES = 16 << 20;
 const MAX_UNVERIFIED_BYTES = 4 << 20;
 
 /** Exactly the bytes [span.start, span.end) of the blob, from one upstream and repository. */
-export type FetchSpan = (span: Span, signal?: AbortSignal) => Promise<Buffer>;
+export type FetchSpan = (span: ByteRange, signal?: AbortSignal) => Promise<Buffer>;
 
 /** One lazily served layer, as one request (upstream and repository) sees it. */
 export interface LazyLayer {
@@ -54,17 +54,17 @@ export function refutesClaim(e: unknown): boolean {
 /** Ranged reads of `digest` through one upstream and repository; the answer must be exactly the span, of a blob of `size` bytes. */
 export function upstreamSpans(repo: Repository, digest: Digest, size: number): FetchSpan {
   return async (span, signal) => {
-    const res = await repo.getBlob(digest, { range: { start: span.start, end: span.end - 1 }, signal });
+    const res = await repo.getBlob(digest, { range: span, signal });
     if (res.size !== undefined && res.size !== size) {
       discard(res.body);
       throw new ClaimRefuted(`the upstream has ${res.size} bytes of ${digest.value}, the manifest said ${size}`);
     }
-    if (res.range?.start !== span.start || res.range.end !== span.end - 1) {
+    if (res.range?.start !== span.start || res.range.end !== span.end) {
       discard(res.body);
-      throw new RangeIgnored(`upstream did not answer the range ${span.start}-${span.end - 1} of ${digest.value}`);
+      throw new RangeIgnored(`upstream did not answer the range ${firstLast(span)} of ${digest.value}`);
     }
     const bytes = Buffer.concat(await res.body.toArray());
-    if (bytes.length !== span.end - span.start) throw new RangeIgnored(`upstream sent ${bytes.length} bytes for the range ${span.start}-${span.end - 1} of ${digest.value}`);
+    if (bytes.length !== span.end - span.start) throw new RangeIgnored(`upstream sent ${bytes.length} bytes for the range ${firstLast(span)} of ${digest.value}`);
     return bytes;
   };
 }
@@ -78,7 +78,7 @@ export interface OpenOptions {
 }
 
 export class Layer {
-  private readonly inflight: { span: Span; done: Promise<void> }[] = [];
+  private readonly inflight: { span: ByteRange; done: Promise<void> }[] = [];
   private users = 0;
   private ending: 'close' | 'remove' | undefined;
   private ended: Promise<void> | undefined;
@@ -207,7 +207,7 @@ export class Layer {
    */
   private async read(fetch: FetchSpan, start: number, end: number, signal?: AbortSignal): Promise<Readable> {
     await this.ensure(fetch, start, end, signal);
-    const parts: (Span | Buffer)[] = [];
+    const parts: (ByteRange | Buffer)[] = [];
     for (const run of runs(this.index.units({ start, end }), start, end)) {
       parts.push(run.verifiable ? run : await this.fetchChecked(fetch, run, signal));
     }
@@ -224,9 +224,9 @@ export class Layer {
   }
 
   /** A gap (unit-aligned, since only whole units are ever kept) cut into fetchable pieces on unit boundaries; unverifiable units are never fetched to be kept. */
-  private pieces(gap: Span): Span[] {
-    const out: Span[] = [];
-    let current: Span | undefined;
+  private pieces(gap: ByteRange): ByteRange[] {
+    const out: ByteRange[] = [];
+    let current: ByteRange | undefined;
     for (const unit of this.index.units(gap)) {
       if (current && (!unit.verifiable || unit.end - current.start > MAX_FETCH_BYTES)) {
         out.push(current);
@@ -239,7 +239,7 @@ export class Layer {
     return out;
   }
 
-  private async fetchVerified(fetch: FetchSpan, span: Span, signal?: AbortSignal): Promise<void> {
+  private async fetchVerified(fetch: FetchSpan, span: ByteRange, signal?: AbortSignal): Promise<void> {
     const bytes = await this.fetchChecked(fetch, span, signal);
     try {
       const verified = await this.index.verify(span.start, bytes); // throws on any unit that contradicts the index
@@ -257,7 +257,7 @@ export class Layer {
   }
 
   /** The span from the upstream; an answer of other bytes than asked for is a 502. */
-  private async fetchChecked(fetch: FetchSpan, span: Span, signal?: AbortSignal): Promise<Buffer> {
+  private async fetchChecked(fetch: FetchSpan, span: ByteRange, signal?: AbortSignal): Promise<Buffer> {
     try {
       return await fetch(span, signal);
     } catch (e) {
@@ -290,21 +290,21 @@ export class Layer {
   }
 }
 
-/** Streams [range.start, range.end] of a lazy layer, fetching what is missing first. */
+/** Streams [range.start, range.end) of a lazy layer, fetching what is missing first. */
 export function lazyRange(layer: LazyLayer, range: ByteRange, signal?: AbortSignal): Promise<Readable> {
-  return layer.read(range.start, range.end + 1, signal);
+  return layer.read(range.start, range.end, signal);
 }
 
 /** Makes every range present, one after another: a multi-range answer fails before its headers, not midway. */
 export async function ensureAll(layer: LazyLayer, ranges: readonly ByteRange[], signal?: AbortSignal): Promise<void> {
-  for (const r of ranges) await layer.ensure(r.start, r.end + 1, signal);
+  for (const r of ranges) await layer.ensure(r.start, r.end, signal);
 }
 
 /**
  * The whole blob for a fill: present spans from the sparse copy, gaps from the upstream. The fill
  * verifies the result against the layer digest like any other download.
  */
-export function wholeFromSparse(layer: LazyLayer, openGap: (span: Span) => Promise<Readable>): Readable {
+export function wholeFromSparse(layer: LazyLayer, openGap: (span: ByteRange) => Promise<Readable>): Readable {
   const size = layer.index.blobSize;
   return Readable.from(
     (async function* () {

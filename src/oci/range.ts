@@ -1,23 +1,26 @@
-// Byte ranges: what a client asked for, and what it resolves to against a blob's size.
+// Byte ranges: what a client asked for, and what it resolves to against a blob's size. Every range
+// in the code is half-open, [start, end), so its length is end - start and ranges that touch share
+// a boundary; only HTTP writes the last byte instead of the end, and that form lives in the
+// parsers and formatters of Range and Content-Range (here, and where a response is framed).
 import { RegistryError } from './errors.js';
 
-/** A resolved, inclusive range, as in HTTP. */
+/** The bytes [start, end) of a blob. */
 export interface ByteRange {
-  start: number;
-  end: number;
+  readonly start: number;
+  readonly end: number;
 }
 
-/** A single byte range as asked for: from-to, from-end (`end` undefined), or the last N bytes. */
+/** A single byte range as asked for: [start, end), from `start` on (`end` undefined), or the last N bytes. */
 export type RangeRequest = { start: number; end: number | undefined } | { suffix: number };
 
 /** Resolves a range against the blob's size, or throws RANGE_INVALID (416). */
 export function satisfy(range: RangeRequest, size: number): ByteRange {
   if ('suffix' in range) {
     if (range.suffix === 0 || size === 0) throw rangeInvalid(size);
-    return { start: Math.max(0, size - range.suffix), end: size - 1 };
+    return { start: Math.max(0, size - range.suffix), end: size };
   }
   if (range.start >= size) throw rangeInvalid(size);
-  return { start: range.start, end: Math.min(range.end ?? size - 1, size - 1) };
+  return { start: range.start, end: Math.min(range.end ?? size, size) };
 }
 
 /**
@@ -28,16 +31,26 @@ export function coalesce(ranges: readonly ByteRange[]): ByteRange[] {
   const out: ByteRange[] = [];
   for (const r of [...ranges].sort((a, b) => a.start - b.start)) {
     const last = out[out.length - 1];
-    if (last && r.start <= last.end + 1) last.end = Math.max(last.end, r.end);
+    if (last && r.start <= last.end) out[out.length - 1] = { start: last.start, end: Math.max(last.end, r.end) };
     else out.push({ start: r.start, end: r.end });
   }
   return out;
 }
 
+/** `first-last`, the positions of a range's first and last byte, as HTTP writes them. */
+export function firstLast(range: ByteRange): string {
+  return `${range.start}-${range.end - 1}`;
+}
+
+/** The `Content-Range` header value of a part of a blob of `size` bytes (`*`: unknown). */
+export function contentRange(range: ByteRange, size: number | undefined): string {
+  return `bytes ${firstLast(range)}/${size ?? '*'}`;
+}
+
 /** The `Range` header value for a request. */
 export function rangeHeader(range: RangeRequest): string {
   if ('suffix' in range) return `bytes=-${range.suffix}`;
-  return `bytes=${range.start}-${range.end ?? ''}`;
+  return `bytes=${range.start}-${range.end === undefined ? '' : range.end - 1}`;
 }
 
 /** Parses a single-range `Range: bytes=...` header; anything else is ignored, as RFC 9110 allows. */
@@ -65,7 +78,7 @@ export function parseRanges(header: string | undefined): RangeRequest[] | undefi
       continue;
     }
     if (r[2] !== '' && BigInt(r[2]!) < BigInt(r[1]!)) return undefined;
-    out.push({ start: position(r[1]!), end: r[2] === '' ? undefined : position(r[2]!) });
+    out.push({ start: position(r[1]!), end: r[2] === '' ? undefined : position(r[2]!) + 1 });
   }
   return out;
 }

@@ -5,21 +5,22 @@
 import { randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
 import type { RangedParts } from '../core/blob-cache.js';
+import { contentRange } from '../oci/range.js';
 
 export function rangesBody(ranged: RangedParts): { headers: Record<string, string>; stream: Readable } {
   const { parts, size } = ranged;
   if (parts.length === 1) {
     const { range, open } = parts[0]!;
-    const headers = { 'content-range': `bytes ${range.start}-${range.end}/${size}`, 'content-length': String(range.end - range.start + 1) };
+    const headers = { 'content-range': contentRange(range, size), 'content-length': String(range.end - range.start) };
     return { headers, stream: released(ranged, (async function* () { yield* await open(); })()) };
   }
   const boundary = `pullthrough-${randomBytes(12).toString('hex')}`;
   const heads = parts.map(
     (p, i) =>
-      Buffer.from(`${i === 0 ? '' : '\r\n'}--${boundary}\r\nContent-Type: application/octet-stream\r\nContent-Range: bytes ${p.range.start}-${p.range.end}/${size}\r\n\r\n`),
+      Buffer.from(`${i === 0 ? '' : '\r\n'}--${boundary}\r\nContent-Type: application/octet-stream\r\nContent-Range: ${contentRange(p.range, size)}\r\n\r\n`),
   );
   const tail = Buffer.from(`\r\n--${boundary}--\r\n`);
-  const length = heads.reduce((n, h, i) => n + h.length + parts[i]!.range.end - parts[i]!.range.start + 1, tail.length);
+  const length = heads.reduce((n, h, i) => n + h.length + parts[i]!.range.end - parts[i]!.range.start, tail.length);
   const body = (async function* () {
     for (const [i, part] of parts.entries()) {
       yield heads[i]!;

@@ -8,7 +8,7 @@ import { parseManifest, type Descriptor, type ParsedManifest } from '../oci/mani
 import { OCI_INDEX, parseAccept } from '../oci/media-types.js';
 import { parseReference } from '../oci/reference.js';
 import type { PullThrough } from '../core/pull-through.js';
-import { parseRange, parseRanges } from '../oci/range.js';
+import { contentRange, parseRange, parseRanges } from '../oci/range.js';
 import { parseFileEndpoint, serveFileEndpoint } from './file-routes.js';
 import { rangesBody } from './multipart.js';
 import type { Router } from '../core/routing.js';
@@ -89,8 +89,8 @@ async function blob(cache: PullThrough, repo: Repository, refText: string, req: 
   }
   const b = await cache.blob(repo, digest, parseRange(req.headers.range));
   if (b.range) {
-    reply.code(206).header('content-range', `bytes ${b.range.start}-${b.range.end}/${b.size ?? '*'}`);
-    reply.header('content-length', String(b.range.end - b.range.start + 1));
+    reply.code(206).header('content-range', contentRange(b.range, b.size));
+    reply.header('content-length', String(b.range.end - b.range.start));
   } else if (b.size !== undefined) {
     reply.header('content-length', String(b.size));
   }

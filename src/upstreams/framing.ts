@@ -41,15 +41,15 @@ export function wholeLength(ctx: ErrorContext, headers: Headers, digest: Digest,
  */
 export function answeredRange(ctx: ErrorContext, headers: Headers, asked: RangeRequest, knownSize: number | undefined): { range: ByteRange; total: number | undefined } {
   const text = header(headers, 'content-range')?.trim() ?? '';
-  const fault = (problem: string) => framingError(ctx, `answered a Range with ${problem}`, { contentRange: text.slice(0, 100), asked });
+  const fault = (problem: string) => framingError(ctx, `answered a Range with ${problem}`, { contentRange: text.slice(0, 100), asked: asHttpWrites(asked) });
   const m = /^bytes (\d+)-(\d+)\/(\d+|\*)$/.exec(text);
   if (!m || !FIGURE.test(m[1]!) || !FIGURE.test(m[2]!) || (m[3] !== '*' && !FIGURE.test(m[3]!))) throw fault('an unusable Content-Range');
-  const range = { start: Number(m[1]), end: Number(m[2]) };
+  const range = { start: Number(m[1]), end: Number(m[2]) + 1 }; // the header names the last byte
   const total = m[3] === '*' ? undefined : Number(m[3]);
-  if (range.end < range.start) throw fault('an inverted Content-Range');
+  if (range.end <= range.start) throw fault('an inverted Content-Range');
   if (total !== undefined && knownSize !== undefined && total !== knownSize) throw fault(`a total other than the blob's size (${knownSize})`);
   const size = total ?? knownSize;
-  if (size !== undefined && range.end >= size) throw fault('a Content-Range beyond the blob');
+  if (size !== undefined && range.end > size) throw fault('a Content-Range beyond the blob');
   let expected: { start: number; end: number | undefined };
   if ('suffix' in asked) {
     if (size === undefined) throw fault('a suffix range of unknown total');
@@ -61,8 +61,13 @@ export function answeredRange(ctx: ErrorContext, headers: Headers, asked: RangeR
   } else expected = asked;
   if (range.start !== expected.start || (expected.end !== undefined && range.end > expected.end)) throw fault('a range other than the one asked for');
   const length = contentLength(ctx, headers);
-  if (length !== undefined && length !== range.end - range.start + 1) throw fault(`a Content-Length (${length}) other than its Content-Range's`);
+  if (length !== undefined && length !== range.end - range.start) throw fault(`a Content-Length (${length}) other than its Content-Range's`);
   return { range, total };
+}
+
+/** The range asked, in an error's detail, with its last byte as the Range header named it. */
+function asHttpWrites(asked: RangeRequest): { start: number; end: number | undefined } | { suffix: number } {
+  return 'suffix' in asked || asked.end === undefined ? asked : { start: asked.start, end: asked.end - 1 };
 }
 
 /**

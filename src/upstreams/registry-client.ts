@@ -13,6 +13,7 @@ import type { Authenticator } from './auth/authenticator.js';
 import { errorFromResponse, errorFromTransport, header, isRetryable, verificationError, type ErrorContext, type ResourceKind } from './errors.js';
 import { answeredRange, exactly, wholeLength } from './framing.js';
 import { rangeHeader, type RangeRequest } from '../oci/range.js';
+import { CircuitBreaker } from '../lib/circuit-breaker.js';
 import { discard, type BlobResponse, type CallOptions, type Manifest, type ManifestHead, type RateLimit, type TagPage, type Upstream } from './upstream.js';
 
 const MAX_REDIRECTS = 5;
@@ -66,8 +67,8 @@ export class RegistryClient implements Upstream {
   readonly dispatcher: Agent;
   private readonly base: URL;
   private lastRateLimit: RateLimit | undefined;
-  private failures = 0;
-  private lastFailureAt = 0;
+  /** open (unhealthy) after failures in a row; requests still go, the core only stops relying on them */
+  private readonly circuit = new CircuitBreaker({ failuresToOpen: DOWN_AFTER_FAILURES, coolDownMs: DOWN_FOR_MS });
 
   constructor(private readonly opts: RegistryClientOptions) {
     this.name = opts.name;
@@ -128,7 +129,7 @@ export class RegistryClient implements Upstream {
         return { size: length, range: undefined, body: length === undefined ? res.body : exactly(ctx, res.body, length) };
       }
       const { range, total } = answeredRange(ctx, res.headers, o.range!, o.size);
-      return { size: total ?? o.size, range, body: exactly(ctx, res.body, range.end - range.start + 1) };
+      return { size: total ?? o.size, range, body: exactly(ctx, res.body, range.end - range.start) };
     } catch (e) {
       res.body.on('error', () => undefined);
       res.body.destroy(); // never reuse a connection that lied about a length
@@ -163,7 +164,7 @@ export class RegistryClient implements Upstream {
   }
 
   healthy(): boolean {
-    return this.failures < DOWN_AFTER_FAILURES || Date.now() - this.lastFailureAt > DOWN_FOR_MS;
+    return this.circuit.state() !== 'open';
   }
 
   rateLimit(): RateLimit | undefined {
@@ -226,11 +227,8 @@ export class RegistryClient implements Upstream {
   }
 
   private recordOutcome(ok: boolean): void {
-    if (ok) this.failures = 0;
-    else {
-      this.failures++;
-      this.lastFailureAt = Date.now();
-    }
+    if (ok) this.circuit.succeeded();
+    else this.circuit.failed();
   }
 
   private backoff(attempt: number): number {

@@ -101,7 +101,7 @@ export function blobStoreContract(t: Test, name: string, make: StoreFactory): vo
     const d = digestOf(randomBytes(32));
     t.equal(await store.stat(d), undefined);
     t.equal(await store.open(d), undefined);
-    t.equal(await store.open(d, { start: 0, end: 9 }), undefined);
+    t.equal(await store.open(d, { start: 0, end: 10 }), undefined);
   });
 
   t.test(`${name}: ingest makes a blob visible with its size and bytes, and takes the file`, async (t) => {
@@ -129,20 +129,20 @@ export function blobStoreContract(t: Test, name: string, make: StoreFactory): vo
     const bytes = randomBytes(2 * MiB + 123);
     const d = await put(store, bytes);
     const ranges: [number, number][] = [
-      [0, 0],
-      [0, 9],
-      [5, 5],
-      [100, MiB],
-      [MiB - 1, MiB + 1],
-      [bytes.length - 3, bytes.length - 1],
-      [bytes.length - 1, bytes.length - 1],
-      [0, bytes.length - 1],
+      [0, 1],
+      [0, 10],
+      [5, 6],
+      [100, MiB + 1],
+      [MiB - 1, MiB + 2],
+      [bytes.length - 3, bytes.length],
+      [bytes.length - 1, bytes.length],
+      [0, bytes.length],
     ];
     for (const [start, end] of ranges) {
       const reader = await store.open(d, { start, end });
-      t.equal(reader?.size, bytes.length, `size of the whole blob for ${start}-${end}`);
+      t.equal(reader?.size, bytes.length, `size of the whole blob for [${start}, ${end})`);
       const got = await readAll(reader!.stream);
-      t.ok(got.equals(bytes.subarray(start, end + 1)), `bytes ${start}-${end} (${got.length} bytes)`);
+      t.ok(got.equals(bytes.subarray(start, end)), `bytes [${start}, ${end}) (${got.length} bytes)`);
     }
   });
 
@@ -171,7 +171,7 @@ export function blobStoreContract(t: Test, name: string, make: StoreFactory): vo
     const fill = await Fill.start(store, d, { size: bytes.length, body: source });
     const early = consume(fill.reader());
     await feed(source, bytes.subarray(0, 3 * MiB));
-    const mid = consume(fill.reader({ start: MiB, end: 4 * MiB }));
+    const mid = consume(fill.reader({ start: MiB, end: 4 * MiB + 1 }));
     await feed(source, bytes.subarray(3 * MiB));
     source.push(null);
     t.equal(await settled(fill), undefined, 'the fill succeeded');

@@ -101,9 +101,9 @@ function header(res: { headers: Record<string, string | string[] | undefined> },
 function parseContentRange(v: string | undefined, size: number): ByteRange {
   const m = /^bytes (\d+)-(\d+)\/(\d+|\*)$/.exec(v ?? '');
   if (!m) throw new Error(`Content-Range ${JSON.stringify(v)}`);
-  const range = { start: Number(m[1]), end: Number(m[2]) };
+  const range = { start: Number(m[1]), end: Number(m[2]) + 1 }; // the header names the last byte
   if (m[3] !== '*' && Number(m[3]) !== size) throw new Error(`Content-Range ${v} for a blob of ${size}`);
-  if (range.start > range.end || range.end >= size) throw new Error(`Content-Range ${v} outside a blob of ${size}`);
+  if (range.start >= range.end || range.end > size) throw new Error(`Content-Range ${v} outside a blob of ${size}`);
   return range;
 }
 
@@ -125,8 +125,8 @@ function askedRanges(h: string | undefined, size: number): ByteRange[] | 'unsati
 const covered = (r: ByteRange, asked: readonly ByteRange[]): boolean => {
   // every byte of r is in some asked range (coalescing may join asked ranges)
   let at = r.start;
-  for (const a of [...asked].sort((x, y) => x.start - y.start)) if (a.start <= at && a.end >= at) at = a.end + 1;
-  return at > r.end;
+  for (const a of [...asked].sort((x, y) => x.start - y.start)) if (a.start <= at && a.end > at) at = a.end;
+  return at >= r.end;
 };
 
 /** Splits a multipart/byteranges body into its parts. */
@@ -185,7 +185,7 @@ export function checkBlob(r: FuzzRequest, res: FuzzResponse, blob: Buffer, headI
     let total = 0;
     for (const p of parts) {
       const range = parseContentRange(p.range, blob.length);
-      if (!p.bytes.equals(blob.subarray(range.start, range.end + 1))) throw new Error(`part ${p.range}: wrong bytes`);
+      if (!p.bytes.equals(blob.subarray(range.start, range.end))) throw new Error(`part ${p.range}: wrong bytes`);
       if (!covered(range, asked)) throw new Error(`part ${p.range} was not asked for`);
       total += p.bytes.length;
     }
@@ -193,7 +193,7 @@ export function checkBlob(r: FuzzRequest, res: FuzzResponse, blob: Buffer, headI
     return 'exact-multipart';
   }
   const range = parseContentRange(header(res, 'content-range'), blob.length);
-  if (!res.body.equals(blob.subarray(range.start, range.end + 1))) throw new Error(`206 ${header(res, 'content-range')}: wrong bytes`);
+  if (!res.body.equals(blob.subarray(range.start, range.end))) throw new Error(`206 ${header(res, 'content-range')}: wrong bytes`);
   if (!covered(range, asked)) throw new Error(`206 ${header(res, 'content-range')} was not asked for (${r.headers.range})`);
   return 'exact-206';
 }

@@ -96,7 +96,7 @@ t.test('ranges', async (t) => {
       const got = resultOr(() => satisfy(r, n), ['RANGE_INVALID']);
       if (got) {
         if (!Number.isSafeInteger(got.start) || !Number.isSafeInteger(got.end)) throw new Error(`non-integer range ${JSON.stringify(got)}`);
-        if (got.start < 0 || got.start > got.end || got.end >= n) throw new Error(`range ${got.start}-${got.end} outside a blob of ${n}`);
+        if (got.start < 0 || got.start >= got.end || got.end > n) throw new Error(`range [${got.start}, ${got.end}) outside a blob of ${n}`);
         tally.held('inside-the-blob');
       } else tally.held('RANGE_INVALID');
     }

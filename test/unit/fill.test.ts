@@ -75,12 +75,12 @@ for (const declared of [true, false]) {
     await feed(source, split(content, 8), 5, (i) => {
       if (i === 3) {
         middle = consume(fill.reader());
-        middleRange = consume(fill.reader({ start: 10, end: 2 * MiB + 7 }));
+        middleRange = consume(fill.reader({ start: 10, end: 2 * MiB + 8 }));
       }
     });
     t.equal(await settled(fill), undefined, 'fill succeeds');
     const late = consume(fill.reader());
-    const lateRange = consume(fill.reader({ start: content.length - 5, end: content.length - 1 }));
+    const lateRange = consume(fill.reader({ start: content.length - 5, end: content.length }));
 
     for (const [name, p] of [['early', early], ['middle', middle!], ['late', late]] as const) {
       const o = await within(p, 5000, `${name} reader`);
@@ -107,22 +107,22 @@ t.test('a reader with a range gets exactly that range', async (t) => {
   const source = controlledSource();
   const fill = await Fill.start(store, digest, { size: content.length, body: source });
   const ranges: [number, number][] = [
-    [0, 0],
-    [0, 99],
-    [5, 5],
-    [MiB - 1, MiB + 1],
-    [content.length - 1, content.length - 1],
-    [1000, content.length - 1],
+    [0, 1],
+    [0, 100],
+    [5, 6],
+    [MiB - 1, MiB + 2],
+    [content.length - 1, content.length],
+    [1000, content.length],
   ];
   const outcomes = ranges.map(([start, end]) => consume(fill.reader({ start, end })));
   await feed(source, split(content, 5));
   t.equal(await settled(fill), undefined);
   for (let i = 0; i < ranges.length; i++) {
     const [start, end] = ranges[i]!;
-    const o = await within(outcomes[i]!, 5000, `range ${start}-${end}`);
-    t.equal(o.error, undefined, `${start}-${end}: no error`);
-    t.ok(o.ended, `${start}-${end}: ends`);
-    t.ok(o.bytes.equals(content.subarray(start, end + 1)), `${start}-${end}: exact bytes (${o.bytes.length})`);
+    const o = await within(outcomes[i]!, 5000, `range [${start}, ${end})`);
+    t.equal(o.error, undefined, `[${start}, ${end}): no error`);
+    t.ok(o.ended, `[${start}, ${end}): ends`);
+    t.ok(o.bytes.equals(content.subarray(start, end)), `[${start}, ${end}): exact bytes (${o.bytes.length})`);
   }
 });
 
@@ -174,7 +174,7 @@ for (const declared of [true, false]) {
     const source = controlledSource();
     const fill = await Fill.start(store, digest, { size: declared ? content.length : undefined, body: source });
 
-    const readers = [consume(fill.reader()), consume(fill.reader({ start: 100, end: content.length - 1 }))];
+    const readers = [consume(fill.reader()), consume(fill.reader({ start: 100, end: content.length }))];
     await feed(source, split(wrong, 4), 5, (i) => {
       if (i === 1) readers.push(consume(fill.reader()));
     });
@@ -202,7 +202,7 @@ t.test('a source that errors mid-way fails its readers and caches nothing', asyn
   const digest = digestOf(content);
   const source = controlledSource();
   const fill = await Fill.start(store, digest, { size: content.length, body: source });
-  const readers = [consume(fill.reader()), consume(fill.reader({ start: 0, end: 10 })), consume(fill.reader({ start: 0, end: 10 }, true))];
+  const readers = [consume(fill.reader()), consume(fill.reader({ start: 0, end: 11 })), consume(fill.reader({ start: 0, end: 11 }, true))];
   const chunks = split(content, 4);
   source.push(chunks[0]);
   await sleep(10);
@@ -273,7 +273,7 @@ t.test('a reader that arrives after a fill nobody was reading gets the full cont
   const whole = await within(consume(fill.reader()), 5000, 'late reader');
   t.equal(whole.error, undefined, 'no error');
   t.ok(whole.ended && whole.bytes.equals(content), 'exactly the content');
-  const part = await within(consume(fill.reader({ start: 7, end: 20 })), 5000, 'late range reader');
+  const part = await within(consume(fill.reader({ start: 7, end: 21 })), 5000, 'late range reader');
   t.ok(part.ended && part.bytes.equals(content.subarray(7, 21)), 'exactly the range');
 });
 

@@ -74,19 +74,19 @@ t.test('open with a range returns exactly those bytes', async (t) => {
   const bytes = randomBytes((1 << 20) * 2 + 123); // more than one read buffer
   const d = await put(store, bytes);
   const ranges: [number, number][] = [
-    [0, 0],
-    [0, 9],
-    [5, 5],
-    [100, 1 << 20],
-    [(1 << 20) - 1, (1 << 20) + 1],
-    [bytes.length - 3, bytes.length - 1],
-    [0, bytes.length - 1],
+    [0, 1],
+    [0, 10],
+    [5, 6],
+    [100, (1 << 20) + 1],
+    [(1 << 20) - 1, (1 << 20) + 2],
+    [bytes.length - 3, bytes.length],
+    [0, bytes.length],
   ];
   for (const [start, end] of ranges) {
     const reader = await store.open(d, { start, end });
-    t.equal(reader?.size, bytes.length, `size is the whole blob's for ${start}-${end}`);
+    t.equal(reader?.size, bytes.length, `size is the whole blob's for [${start}, ${end})`);
     const got = await readAll(reader!.stream);
-    t.ok(got.equals(bytes.subarray(start, end + 1)), `bytes ${start}-${end}`);
+    t.ok(got.equals(bytes.subarray(start, end)), `bytes [${start}, ${end})`);
   }
 });
 

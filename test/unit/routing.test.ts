@@ -125,11 +125,11 @@ t.test('parseRange', async (t) => {
   const cases: [string | undefined, RangeRequest | undefined][] = [
     [undefined, undefined],
     ['', undefined],
-    ['bytes=0-9', { start: 0, end: 9 }],
+    ['bytes=0-9', { start: 0, end: 10 }],
     ['bytes=5-', { start: 5, end: undefined }],
     ['bytes=-3', { suffix: 3 }],
-    ['bytes=7-7', { start: 7, end: 7 }],
-    [' bytes=1-2 ', { start: 1, end: 2 }],
+    ['bytes=7-7', { start: 7, end: 8 }],
+    [' bytes=1-2 ', { start: 1, end: 3 }],
     ['bytes=10-5', undefined],
     ['bytes=0-1,3-4', undefined],
     ['bytes=0-1, 3-4', undefined],
@@ -145,19 +145,19 @@ t.test('parseRange', async (t) => {
 t.test('satisfy', async (t) => {
   const size = 100;
   const ok: [string, RangeRequest, { start: number; end: number }][] = [
-    ['bytes=0-9', { start: 0, end: 9 }, { start: 0, end: 9 }],
-    ['bytes=5-', { start: 5, end: undefined }, { start: 5, end: 99 }],
-    ['bytes=-3', { suffix: 3 }, { start: 97, end: 99 }],
-    ['end clamped to size-1', { start: 90, end: 1000 }, { start: 90, end: 99 }],
-    ['last byte', { start: 99, end: 99 }, { start: 99, end: 99 }],
-    ['suffix larger than size → whole blob', { suffix: 500 }, { start: 0, end: 99 }],
-    ['suffix equal to size', { suffix: 100 }, { start: 0, end: 99 }],
+    ['bytes=0-9', { start: 0, end: 10 }, { start: 0, end: 10 }],
+    ['bytes=5-', { start: 5, end: undefined }, { start: 5, end: 100 }],
+    ['bytes=-3', { suffix: 3 }, { start: 97, end: 100 }],
+    ['end clamped to the size', { start: 90, end: 1001 }, { start: 90, end: 100 }],
+    ['last byte', { start: 99, end: 100 }, { start: 99, end: 100 }],
+    ['suffix larger than size → whole blob', { suffix: 500 }, { start: 0, end: 100 }],
+    ['suffix equal to size', { suffix: 100 }, { start: 0, end: 100 }],
   ];
   for (const [name, range, want] of ok) t.same(satisfy(range, size), want, name);
 
   const bad: [string, RangeRequest, number][] = [
     ['start at size', { start: 100, end: undefined }, 100],
-    ['start beyond size', { start: 150, end: 200 }, 100],
+    ['start beyond size', { start: 150, end: 201 }, 100],
     ['zero suffix', { suffix: 0 }, 100],
     ['any range of an empty blob', { start: 0, end: undefined }, 0],
     ['suffix of an empty blob', { suffix: 5 }, 0],
@@ -175,7 +175,7 @@ t.test('parseRange then satisfy, as a request goes', async (t) => {
     const r = parseRange(header);
     return r && satisfy(r, size);
   };
-  t.same(serve('bytes=0-9', 5), { start: 0, end: 4 });
+  t.same(serve('bytes=0-9', 5), { start: 0, end: 5 });
   t.equal(serve('bytes=10-5', 50), undefined, 'an inverted range is ignored: the whole blob is served');
   t.equal(serve('bytes=0-1,5-6', 50), undefined, 'multi-range is ignored');
   t.equal(errorOf(() => serve('bytes=50-', 50))?.headers['content-range'], 'bytes */50');

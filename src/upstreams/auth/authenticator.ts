@@ -11,6 +11,7 @@ import { type Challenge, challengeScopes, parseChallenges, pickChallenge } from 
 import { type CredentialProvider, basicAuthorization } from './credentials.js';
 import { mayReceiveCredentials } from './realm-policy.js';
 import { header, saneRetryAfter } from '../errors.js';
+import { SingleFlight } from '../../lib/single-flight.js';
 
 const MAX_BODY = 1024 * 1024;
 /**
@@ -55,7 +56,7 @@ export class Authenticator {
   readonly #o: AuthenticatorOptions;
   readonly #now: () => number;
   readonly #tokens: LRUCache<string, Entry>;
-  readonly #inflight = new Map<string, Promise<Entry>>();
+  readonly #fetches = new SingleFlight<Entry>();
   /** token-endpoint refusals of credentials we sent (a minting provider may get a second try) */
   readonly #refused = new WeakSet<RegistryError>();
   /** failures of the realm itself (or our refusal to ask it again): they forget the challenge */
@@ -166,23 +167,16 @@ export class Authenticator {
   }
 
   #fetchShared(key: string, realm: URL, service: string | undefined, scopes: string[]): Promise<Entry> {
-    const existing = this.#inflight.get(key);
-    if (existing !== undefined) return existing;
-    this.#checkFailureBudget(realm);
-    const p = this.#fetch(realm, service, scopes)
-      .then((entry) => {
-        this.#tokens.set(key, entry);
-        this.#failedAt = [];
-        return entry;
-      }, (e: unknown) => {
-        if (e instanceof RegistryError && this.#realmFailures.has(e)) this.#failedAt.push(this.#now());
-        throw e;
-      })
-      .finally(() => {
-        if (this.#inflight.get(key) === p) this.#inflight.delete(key);
-      });
-    this.#inflight.set(key, p);
-    return p;
+    // checked before joining, not inside the flight: a refusal is not itself a failed fetch
+    if (this.#fetches.peek(key) === undefined) this.#checkFailureBudget(realm);
+    return this.#fetches.run(key, () => this.#fetch(realm, service, scopes).then((entry) => {
+      this.#tokens.set(key, entry);
+      this.#failedAt = [];
+      return entry;
+    }, (e: unknown) => {
+      if (e instanceof RegistryError && this.#realmFailures.has(e)) this.#failedAt.push(this.#now());
+      throw e;
+    }));
   }
 
   /** Throws, without asking the realm, while too many token fetches failed recently. */

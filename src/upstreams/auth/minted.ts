@@ -4,6 +4,7 @@
 // credential helper), minted once at a time however many callers wait, and, when minting fails,
 // the previous secret is used for as long as it has not expired.
 import type { CredentialProvider, Credentials } from './credentials.js';
+import { SingleFlight } from '../../lib/single-flight.js';
 
 export interface Minted {
   credentials: Credentials;
@@ -34,7 +35,7 @@ export class MintedCredentials implements CredentialProvider {
   readonly #now: () => number;
   readonly #fraction: number;
   #entry: Entry | undefined;
-  #inflight: Promise<Entry> | undefined;
+  readonly #minting = new SingleFlight<Entry>();
   /** how many times mint() was called (for tests and logs; not secret) */
   mints = 0;
 
@@ -68,21 +69,16 @@ export class MintedCredentials implements CredentialProvider {
   }
 
   #shared(): Promise<Entry> {
-    if (this.#inflight !== undefined) return this.#inflight;
-    const started = this.#now();
-    this.mints++;
-    const p = this.#mint()
-      .then((m) => {
+    return this.#minting.run('mint', () => {
+      const started = this.#now();
+      this.mints++;
+      return this.#mint().then((m) => {
         const lifetime = Math.max(0, m.expiresAt - started);
         const entry: Entry = { credentials: m.credentials, expiresAt: m.expiresAt, refreshAt: started + lifetime * this.#fraction };
         this.#entry = entry;
         return entry;
-      })
-      .finally(() => {
-        if (this.#inflight === p) this.#inflight = undefined;
       });
-    this.#inflight = p;
-    return p;
+    });
   }
 }
 

@@ -57,8 +57,8 @@ async function rejects502(t: Test, p: Promise<unknown>, message: RegExp): Promis
 
 t.test('an honest 206 is the range asked for, exactly', async (t) => {
   const { c, digest } = await setup(t);
-  const res = await c.getBlob('lib/x', digest, { range: { start: 100, end: 199 } });
-  t.same(res.range, { start: 100, end: 199 });
+  const res = await c.getBlob('lib/x', digest, { range: { start: 100, end: 200 } });
+  t.same(res.range, { start: 100, end: 200 });
   t.equal(res.size, BLOB.length);
   const { bytes, error } = await drain(res);
   t.equal(error, undefined);
@@ -67,12 +67,12 @@ t.test('an honest 206 is the range asked for, exactly', async (t) => {
 
 t.test('a 206 may stop short at the end of the blob, and a suffix range is checked against the total', async (t) => {
   const { reg, c, digest } = await setup(t);
-  const tail = await c.getBlob('lib/x', digest, { range: { start: 990, end: 5000 } });
-  t.same(tail.range, { start: 990, end: 999 });
+  const tail = await c.getBlob('lib/x', digest, { range: { start: 990, end: 5001 } });
+  t.same(tail.range, { start: 990, end: 1000 });
   t.same((await drain(tail)).bytes, BLOB.subarray(990));
   reg.misbehave({ kind: 'contentRange', header: 'bytes 900-999/1000', start: 900, end: 999 }, { times: 1 });
   const suffix = await c.getBlob('lib/x', digest, { range: { suffix: 100 } });
-  t.same(suffix.range, { start: 900, end: 999 });
+  t.same(suffix.range, { start: 900, end: 1000 });
   t.same((await drain(suffix)).bytes, BLOB.subarray(900));
   reg.misbehave({ kind: 'contentRange', header: 'bytes 800-899/1000', start: 800, end: 899 }, { times: 1 });
   await rejects502(t, c.getBlob('lib/x', digest, { range: { suffix: 100 } }), /other than the one asked for/);
@@ -83,14 +83,14 @@ t.test('a 206 may stop short at the end of the blob, and a suffix range is check
 t.test('a 206 whose Content-Length overruns its Content-Range (a response planted after it) is a 502', async (t) => {
   const { reg, c, digest } = await setup(t);
   reg.misbehave({ kind: 'rangeOverrun', bytes: FORGED });
-  await rejects502(t, c.getBlob('lib/x', digest, { range: { start: 100, end: 109 } }), /Content-Length \(\d+\) other than its Content-Range's/);
+  await rejects502(t, c.getBlob('lib/x', digest, { range: { start: 100, end: 110 } }), /Content-Length \(\d+\) other than its Content-Range's/);
 });
 
 t.test('a chunked 206 that overruns its Content-Range never passes on more, nor looks complete', async (t) => {
   const { reg, c, digest } = await setup(t);
   reg.misbehave({ kind: 'rangeOverrun', bytes: FORGED, chunked: true });
-  const res = await c.getBlob('lib/x', digest, { range: { start: 100, end: 109 } });
-  t.same(res.range, { start: 100, end: 109 });
+  const res = await c.getBlob('lib/x', digest, { range: { start: 100, end: 110 } });
+  t.same(res.range, { start: 100, end: 110 });
   const { bytes, error } = await drain(res);
   t.ok(bytes.length < 10, `${bytes.length} of the 10 bytes passed on, not all of them`);
   t.same(bytes, BLOB.subarray(100, 100 + bytes.length), 'and those are the honest ones');
@@ -103,21 +103,21 @@ t.test('a chunked 206 that ends short of its Content-Range is an error, not a co
     kind: 'custom',
     answer: () => ({ raw: 'HTTP/1.1 206 Partial Content\r\nContent-Range: bytes 0-99/1000\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n' }),
   });
-  const res = await c.getBlob('lib/x', digest, { range: { start: 0, end: 99 } });
+  const res = await c.getBlob('lib/x', digest, { range: { start: 0, end: 100 } });
   const { bytes, error } = await drain(res);
   t.ok(bytes.length < 5, 'the last byte is held back');
   t.match(error, { status: 502, message: /ended its body at 5 of the 100 bytes/ });
 });
 
 const lyingRanges: { name: string; asked: RangeRequest; header: string; start: number; end: number; contentLength?: number; message: RegExp; size?: number }[] = [
-  { name: 'inverted', asked: { start: 100, end: 199 }, header: 'bytes 100-5/1000', start: 100, end: 199, message: /inverted/ },
-  { name: 'another start', asked: { start: 100, end: 199 }, header: 'bytes 0-99/1000', start: 0, end: 99, message: /other than the one asked for/ },
-  { name: 'an end beyond the asked', asked: { start: 100, end: 199 }, header: 'bytes 100-299/1000', start: 100, end: 299, message: /other than the one asked for/ },
+  { name: 'inverted', asked: { start: 100, end: 200 }, header: 'bytes 100-5/1000', start: 100, end: 199, message: /inverted/ },
+  { name: 'another start', asked: { start: 100, end: 200 }, header: 'bytes 0-99/1000', start: 0, end: 99, message: /other than the one asked for/ },
+  { name: 'an end beyond the asked', asked: { start: 100, end: 200 }, header: 'bytes 100-299/1000', start: 100, end: 299, message: /other than the one asked for/ },
   { name: 'an end beyond its own total', asked: { start: 100, end: undefined }, header: 'bytes 100-1999/1000', start: 100, end: 999, contentLength: 1900, message: /beyond the blob/ },
-  { name: 'a total other than the known size', asked: { start: 100, end: 199 }, header: 'bytes 100-199/5000', start: 100, end: 199, size: 1000, message: /total other than the blob's size/ },
-  { name: 'unparsable', asked: { start: 100, end: 199 }, header: 'bytes=100-199', start: 100, end: 199, message: /unusable Content-Range/ },
+  { name: 'a total other than the known size', asked: { start: 100, end: 200 }, header: 'bytes 100-199/5000', start: 100, end: 199, size: 1000, message: /total other than the blob's size/ },
+  { name: 'unparsable', asked: { start: 100, end: 200 }, header: 'bytes=100-199', start: 100, end: 199, message: /unusable Content-Range/ },
   { name: 'a figure too large to be exact', asked: { start: 100, end: undefined }, header: 'bytes 100-99999999999999999999/*', start: 100, end: 199, message: /unusable Content-Range/ },
-  { name: 'zero length', asked: { start: 100, end: 199 }, header: 'bytes 100-199/1000', start: 100, end: 199, contentLength: 0, message: /Content-Length \(0\)/ },
+  { name: 'zero length', asked: { start: 100, end: 200 }, header: 'bytes 100-199/1000', start: 100, end: 199, contentLength: 0, message: /Content-Length \(0\)/ },
 ];
 for (const lie of lyingRanges) {
   t.test(`a 206 with ${lie.name} Content-Range is a 502 (${lie.header})`, async (t) => {
