@@ -24,6 +24,7 @@
 // limit broken) is a FormatRefusal, the format's own error as its cause; errors of the source
 // (network, abort, an upstream status) pass through unchanged. Ranges are half-open ByteRanges
 // of the compressed blob.
+import type { Descriptor } from '../oci/manifest.js';
 import type { ByteRange } from '../oci/range.js';
 
 /** Random access to a blob of known size: ranged upstream GETs, a sparse copy, a cached blob. */
@@ -31,14 +32,6 @@ export interface RangeSource {
   readonly size: number;
   /** Exactly `length` bytes from `offset`. */
   read(offset: number, length: number, signal?: AbortSignal): Promise<Buffer>;
-}
-
-/** A layer as a manifest describes it. */
-export interface LayerDescriptor {
-  readonly mediaType?: string | undefined;
-  readonly digest: string;
-  readonly size: number;
-  readonly annotations: Readonly<Record<string, string>>;
 }
 
 /**
@@ -65,7 +58,8 @@ export interface OpenIndexOptions {
 export interface LazyFormat {
   /** Names the format in claims and records ('estargz'). */
   readonly name: string;
-  claim(layer: LayerDescriptor): LayerClaim | undefined;
+  /** The claim a manifest's layer descriptor (its size a positive integer) makes for this format. */
+  claim(layer: Descriptor): LayerClaim | undefined;
   /**
    * The index of the layer `source` holds. Throws FormatRefusal when the layer is not of this
    * format, contradicts the claim, or has units this format refuses to serve lazily.

@@ -18,7 +18,8 @@ import { LruIndex } from '../cache/lru-index.js';
 import { removeSparse, sparseBytes } from '../cache/sparse-blob.js';
 import { tryParseDigest, type Digest } from '../oci/digest.js';
 import type { Repository } from '../upstreams/repository.js';
-import type { LayerClaim, LayerDescriptor, LazyFormat, LazyIndex } from './format.js';
+import type { Descriptor } from '../oci/manifest.js';
+import type { LayerClaim, LazyFormat, LazyIndex } from './format.js';
 import { ClaimRefuted, Layer, refutesClaim, upstreamSpans, type LazyLayer } from './layer.js';
 import type { Logger } from '../lib/log.js';
 import { SparseBudget } from './sparse-budget.js';
@@ -384,7 +385,7 @@ function claimOfRecord(record: LayerRecord, first: string | undefined): LayerCla
 }
 
 /** The layer descriptors of a manifest's JSON, with sizes that can be claimed (positive integers) and their string annotations. */
-function layerDescriptors(manifest: Buffer): LayerDescriptor[] {
+function layerDescriptors(manifest: Buffer): Descriptor[] {
   let parsed: unknown;
   try {
     parsed = JSON.parse(manifest.toString('utf8'));
@@ -393,14 +394,14 @@ function layerDescriptors(manifest: Buffer): LayerDescriptor[] {
   }
   const layers = (parsed as { layers?: unknown } | null)?.layers;
   if (!Array.isArray(layers)) return [];
-  const out: LayerDescriptor[] = [];
+  const out: Descriptor[] = [];
   for (const l of layers as ({ mediaType?: unknown; digest?: unknown; size?: unknown; annotations?: unknown } | null)[]) {
     if (typeof l?.digest !== 'string' || !Number.isSafeInteger(l.size) || (l.size as number) <= 0) continue;
     const annotations: Record<string, string> = {};
     if (typeof l.annotations === 'object' && l.annotations !== null) {
       for (const [k, v] of Object.entries(l.annotations)) if (typeof v === 'string') annotations[k] = v;
     }
-    out.push({ mediaType: typeof l.mediaType === 'string' ? l.mediaType : undefined, digest: l.digest, size: l.size as number, annotations });
+    out.push({ ...(typeof l.mediaType === 'string' ? { mediaType: l.mediaType } : {}), digest: l.digest, size: l.size as number, annotations });
   }
   return out;
 }

@@ -18,7 +18,7 @@ import {
   type Segment,
 } from '../../estargz/index.js';
 import { tryParseDigest } from '../../oci/digest.js';
-import { FormatRefusal, type FileIndex, type IndexedFile, type LayerClaim, type LazyFormat, type LazyIndex, type Unit } from '../format.js';
+import { FormatRefusal, type FileIndex, type IndexedFile, type LazyFormat, type LazyIndex, type Unit } from '../format.js';
 
 export const ESTARGZ = 'estargz';
 
@@ -26,8 +26,8 @@ export const estargzFormat: LazyFormat = {
   name: ESTARGZ,
 
   claim(layer) {
-    const toc = layer.annotations[TOC_DIGEST_ANNOTATION];
-    return toc !== undefined && tryParseDigest(toc) ? { format: ESTARGZ, index: toc, size: layer.size } : undefined;
+    const toc = layer.annotations?.[TOC_DIGEST_ANNOTATION];
+    return typeof toc === 'string' && tryParseDigest(toc) ? { format: ESTARGZ, index: toc, size: layer.size } : undefined;
   },
 
   async open(source, opts) {
@@ -38,11 +38,6 @@ export const estargzFormat: LazyFormat = {
     return lazyIndex(index);
   },
 };
-
-/** The claim a manifest makes for an eStargz layer whose index this is. */
-export function claimOf(index: EstargzIndex): LayerClaim {
-  return { format: ESTARGZ, index: index.tocDigest, size: index.blobSize };
-}
 
 function lazyIndex(index: EstargzIndex): LazyIndex {
   return {
