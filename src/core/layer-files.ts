@@ -10,8 +10,9 @@ import type { BlobStore } from '../cache/blob-store.js';
 import { cleanPath, EstargzError, whiteoutOf, type Whiteout } from '../estargz/index.js';
 import { FormatRefusal, type FileIndex, type LazyFormat, type LazyIndex, type RangeSource } from '../lazy/format.js';
 import { ByteReader, maybeGunzip, tarEntries, type RawTarEntry } from '../tar/stream.js';
-import { parseDigest, tryParseDigest, type Digest } from '../oci/digest.js';
+import { tryParseDigest, type Digest } from '../oci/digest.js';
 import { RegistryError } from '../oci/errors.js';
+import type { Descriptor } from '../oci/manifest.js';
 import { MANIFEST_TYPES } from '../oci/media-types.js';
 import type { Reference } from '../oci/reference.js';
 import type { Repository } from '../upstreams/repository.js';
@@ -91,16 +92,16 @@ export class LayerFiles {
   }
 
   private async layersOf(repo: Repository, ref: Reference, platform: string): Promise<Digest[]> {
-    let m = await this.deps.manifests.get(repo, ref, MANIFEST_TYPES);
-    let doc = manifestJson(m.body);
-    if (doc.manifests) {
+    let { manifest } = await this.deps.manifests.get(repo, ref, MANIFEST_TYPES);
+    if (manifest.manifests) {
+      const images = manifest.manifests;
+      const digests = fetchableDigests(images, 'manifests');
       const [os, arch, variant] = platform.split('/');
-      const pick = doc.manifests.find((d) => d.platform?.os === os && d.platform?.architecture === arch && (!variant || d.platform?.variant === variant));
-      if (!pick) throw new RegistryError('MANIFEST_UNKNOWN', { message: `no ${platform} image in the index`, detail: { platform } });
-      m = await this.deps.manifests.get(repo, { kind: 'digest', digest: parseDigest(pick.digest) }, MANIFEST_TYPES);
-      doc = manifestJson(m.body);
+      const pick = images.findIndex((d) => d.platform?.os === os && d.platform?.architecture === arch && (!variant || d.platform?.variant === variant));
+      if (pick < 0) throw new RegistryError('MANIFEST_UNKNOWN', { message: `no ${platform} image in the index`, detail: { platform } });
+      ({ manifest } = await this.deps.manifests.get(repo, { kind: 'digest', digest: digests[pick]! }, MANIFEST_TYPES));
     }
-    return (doc.layers ?? []).map((l) => parseDigest(l.digest));
+    return fetchableDigests(manifest.layers ?? [], 'layers');
   }
 
   /** The listing of a layer as seen through one upstream and repository (what one learned never answers for another). */
@@ -332,33 +333,16 @@ async function* contentOf(store: BlobStore, digest: Digest, ordinal: number): As
   }
 }
 
-interface ManifestJson {
-  manifests?: { digest: string; platform?: { os?: string; architecture?: string; variant?: string } }[];
-  layers?: { digest: string }[];
-}
-
-/** The parts of an upstream manifest or index this module reads, checked: anything else is the upstream's fault (502). */
-function manifestJson(body: Buffer): ManifestJson {
-  const invalid = (why: string) => new RegistryError('MANIFEST_INVALID', { status: 502, message: `upstream manifest is not usable: ${why}` });
-  let doc: unknown;
-  try {
-    doc = JSON.parse(body.toString('utf8'));
-  } catch {
-    throw invalid('not JSON');
-  }
-  if (typeof doc !== 'object' || doc === null || Array.isArray(doc)) throw invalid('not a JSON object');
-  const d = doc as { manifests?: unknown; layers?: unknown };
-  const list = (v: unknown, name: string): { digest: string }[] | undefined => {
-    if (v === undefined) return undefined;
-    if (!Array.isArray(v)) throw invalid(`${name} is not an array`);
-    for (const x of v) {
-      if (typeof x !== 'object' || x === null || typeof (x as { digest?: unknown }).digest !== 'string' || !tryParseDigest((x as { digest: string }).digest)) {
-        throw invalid(`${name} holds an entry without a valid digest`);
-      }
-    }
-    return v as { digest: string }[];
-  };
-  return { manifests: list(d.manifests, 'manifests') as ManifestJson['manifests'], layers: list(d.layers, 'layers') };
+/**
+ * The digests of a manifest's descriptors, each one this proxy can fetch by (the manifest model
+ * admits any algorithm of the OCI grammar); one it cannot is the upstream's fault (502).
+ */
+function fetchableDigests(descriptors: readonly Descriptor[], list: 'manifests' | 'layers'): Digest[] {
+  return descriptors.map((d) => {
+    const digest = tryParseDigest(d.digest);
+    if (!digest) throw new RegistryError('MANIFEST_INVALID', { status: 502, message: `upstream manifest is not usable: ${list} holds an entry without a valid digest` });
+    return digest;
+  });
 }
 
 /** A path inside a layer: relative, no "..", no NUL; percent-escapes decoded. */

@@ -36,7 +36,7 @@ export interface ManifestCacheOptions {
   revalidateTimeoutMs: number;
   log: Logger;
   /** sees every manifest served, with the upstream and repository it was served for (e.g. to learn which layers are eStargz) */
-  onManifest?: ((body: Buffer, repo: Repository) => void) | undefined;
+  onManifest?: ((manifest: ParsedManifest, repo: Repository) => void) | undefined;
   now?: () => number;
 }
 
@@ -59,7 +59,7 @@ export class ManifestCache {
   /** GET or HEAD of a manifest by tag or digest, honouring the client's Accept list. */
   async get(repo: Repository, ref: Reference, accept: readonly string[], signal?: AbortSignal): Promise<ServedManifest> {
     const served = await this.lookup(repo, ref, accept, signal);
-    this.opts.onManifest?.(served.body, repo);
+    this.opts.onManifest?.(served.manifest, repo);
     return served;
   }
 

@@ -2,19 +2,18 @@
 // when we can, fetch once when we cannot, and keep what we fetched only once it is verified.
 import type { BlobStore, MetadataStore } from '../cache/blob-store.js';
 import type { Digest } from '../oci/digest.js';
-import { isRegistryError } from '../oci/errors.js';
-import { OCI_INDEX } from '../oci/media-types.js';
 import type { RangeRequest } from '../oci/range.js';
 import type { Reference } from '../oci/reference.js';
 import type { Logger } from '../lib/log.js';
 import type { Repository } from '../upstreams/repository.js';
-import type { Manifest, TagPage } from '../upstreams/upstream.js';
+import type { TagPage } from '../upstreams/upstream.js';
 import { BlobCache, type RangedParts, type ServedBlob } from './blob-cache.js';
 import { LayerFiles, type LayerFile } from './layer-files.js';
 import { LazyLayers } from '../lazy/layers.js';
 import type { LazyFormat } from '../lazy/format.js';
 import { estargzFormat } from '../lazy/formats/estargz.js';
 import { ManifestCache, type ServedManifest } from './manifest-cache.js';
+import { referrers, type Referrers } from './referrers.js';
 
 export interface PullThroughOptions {
   store: BlobStore;
@@ -45,7 +44,7 @@ export class PullThrough {
     const formats = opts.formats ?? [estargzFormat];
     const lazy = e && new LazyLayers({ formats, dir: e.sparseDir, prefetch: e.prefetch, fillAfterRange: e.fillAfterRange ?? false, maxBytes: e.maxSparseBytes, maxIndexBytes: e.maxIndexBytes, maxTocBytes: e.maxTocBytes, log: opts.log });
     this.lazy = lazy;
-    this.manifests = new ManifestCache({ ...opts, onManifest: lazy && ((body, repo) => lazy.learn(body, repo)) });
+    this.manifests = new ManifestCache({ ...opts, onManifest: lazy && ((manifest, repo) => lazy.learn(manifest, repo)) });
     this.blobs = new BlobCache({ ...opts, lazy });
     this.files = new LayerFiles({ store: opts.store, blobs: this.blobs, manifests: this.manifests, formats });
   }
@@ -95,29 +94,8 @@ export class PullThrough {
     return repo.tags(page, { signal });
   }
 
-  /**
-   * The upstream's referrers index; when it has no referrers API, the index that pushing clients
-   * keep under the referrers tag schema instead (distribution-spec 1.1 "Unavailable Referrers
-   * API": a client whose referrers request gets a 404 MUST fall back to that tag). Undefined when
-   * neither exists.
-   */
-  async referrers(repo: Repository, digest: Digest, artifactType: string | undefined, signal?: AbortSignal): Promise<Manifest | undefined> {
-    return (await repo.referrers(digest, artifactType, { signal })) ?? referrersTag(repo, digest, signal);
-  }
-}
-
-/**
- * The image index at the referrers tag schema's tag, `<alg>-<ref>` with `<ref>` cut to 64
- * characters. Anything there but an image index means no referrers, as the spec says; failures
- * other than a 404 are the upstream's and go to the client.
- */
-async function referrersTag(repo: Repository, digest: Digest, signal?: AbortSignal): Promise<Manifest | undefined> {
-  const tag = `${digest.algorithm}-${digest.hex.slice(0, 64)}`;
-  try {
-    const index = await repo.getManifest({ kind: 'tag', tag }, [OCI_INDEX], { signal });
-    return index.mediaType === OCI_INDEX ? index : undefined;
-  } catch (e) {
-    if (isRegistryError(e) && e.status === 404) return undefined;
-    throw e;
+  /** The referrers of a manifest, parsed (see referrers.ts). */
+  referrers(repo: Repository, digest: Digest, artifactType: string | undefined, signal?: AbortSignal): Promise<Referrers> {
+    return referrers(repo, digest, artifactType, signal);
   }
 }

@@ -17,8 +17,8 @@ import { LRUCache } from 'lru-cache';
 import { LruIndex } from '../cache/lru-index.js';
 import { removeSparse, sparseBytes } from '../cache/sparse-blob.js';
 import { tryParseDigest, type Digest } from '../oci/digest.js';
+import type { ParsedManifest } from '../oci/manifest.js';
 import type { Repository } from '../upstreams/repository.js';
-import type { Descriptor } from '../oci/manifest.js';
 import type { LayerClaim, LazyFormat, LazyIndex } from './format.js';
 import { ClaimRefuted, Layer, refutesClaim, upstreamSpans, type LazyLayer } from './layer.js';
 import type { Logger } from '../lib/log.js';
@@ -109,11 +109,11 @@ export class LazyLayers {
   }
 
   /** Notes the layers a manifest served for `repo` claims a format for (called for every manifest served). */
-  learn(manifest: Buffer, repo: Repository): void {
+  learn(manifest: ParsedManifest, repo: Repository): void {
     const who = repo.key;
-    for (const layer of layerDescriptors(manifest)) {
+    for (const layer of manifest.layers ?? []) {
       const digest = tryParseDigest(layer.digest);
-      if (!digest) continue;
+      if (!digest || !Number.isSafeInteger(layer.size) || layer.size <= 0) continue;
       for (const format of this.formats.values()) {
         const claim = format.claim(layer);
         if (!claim) continue;
@@ -382,26 +382,4 @@ function recordPath(dir: string, digest: Digest): string {
 function claimOfRecord(record: LayerRecord, first: string | undefined): LayerClaim | undefined {
   const format = record.format ?? first;
   return format === undefined ? undefined : { format, index: record.tocDigest, size: record.size };
-}
-
-/** The layer descriptors of a manifest's JSON, with sizes that can be claimed (positive integers) and their string annotations. */
-function layerDescriptors(manifest: Buffer): Descriptor[] {
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(manifest.toString('utf8'));
-  } catch {
-    return [];
-  }
-  const layers = (parsed as { layers?: unknown } | null)?.layers;
-  if (!Array.isArray(layers)) return [];
-  const out: Descriptor[] = [];
-  for (const l of layers as ({ mediaType?: unknown; digest?: unknown; size?: unknown; annotations?: unknown } | null)[]) {
-    if (typeof l?.digest !== 'string' || !Number.isSafeInteger(l.size) || (l.size as number) <= 0) continue;
-    const annotations: Record<string, string> = {};
-    if (typeof l.annotations === 'object' && l.annotations !== null) {
-      for (const [k, v] of Object.entries(l.annotations)) if (typeof v === 'string') annotations[k] = v;
-    }
-    out.push({ ...(typeof l.mediaType === 'string' ? { mediaType: l.mediaType } : {}), digest: l.digest, size: l.size as number, annotations });
-  }
-  return out;
 }

@@ -4,7 +4,6 @@ import type { Writable } from 'node:stream';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { parseDigest } from '../oci/digest.js';
 import { RegistryError } from '../oci/errors.js';
-import { parseManifest, type Descriptor, type ParsedManifest } from '../oci/manifest.js';
 import { OCI_INDEX, parseAccept } from '../oci/media-types.js';
 import { parseReference } from '../oci/reference.js';
 import type { PullThrough } from '../core/pull-through.js';
@@ -18,7 +17,6 @@ import type { TagPage } from '../upstreams/upstream.js';
 /** The Docker-Distribution-API-Version every answer carries. */
 export const API_VERSION = 'registry/2.0';
 const READ_METHODS = new Set(['GET', 'HEAD']);
-const EMPTY_INDEX = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: OCI_INDEX, manifests: [] }));
 
 type Endpoint =
   | { kind: 'manifests' | 'blobs' | 'referrers'; name: string; ref: string }
@@ -144,37 +142,13 @@ function pageLocally(tags: string[], page: { n?: number; last?: string }): Pick<
 async function referrers(cache: PullThrough, repo: Repository, refText: string, query: URLSearchParams, reply: FastifyReply, signal: AbortSignal) {
   const digest = parseDigest(refText);
   const artifactType = query.get('artifactType') ?? undefined;
-  const index = await cache.referrers(repo, digest, artifactType, signal);
-  const body = index?.body ?? EMPTY_INDEX;
-  const doc = referrersIndex(repo.upstream.name, body);
+  const { body, index } = await cache.referrers(repo, digest, artifactType, signal);
   reply.type(OCI_INDEX);
   if (artifactType === undefined) return reply.send(body);
   // the upstream may not have filtered, and filtering again is harmless
   reply.header('oci-filters-applied', 'artifactType');
-  const kept = doc.manifests.filter((m) => m.artifactType === artifactType);
-  return reply.send(kept.length === doc.manifests.length ? body : Buffer.from(JSON.stringify({ ...doc, manifests: kept })));
-}
-
-/** The upstream's referrers answer as an index, or a 502: anything else is not passed on as one. */
-function referrersIndex(upstream: string, body: Buffer): ParsedManifest & { manifests: Descriptor[] } {
-  let doc: ParsedManifest;
-  try {
-    // held to an index's structure (manifests, each a descriptor), which is all a client reads of it
-    doc = parseManifest(body, 'application/json');
-  } catch (e) {
-    if (!(e instanceof RegistryError)) throw e;
-    throw notAnIndex(upstream, (e.detail as { reason: string }).reason);
-  }
-  if (!doc.manifests) throw notAnIndex(upstream, 'manifests is missing');
-  return doc as ParsedManifest & { manifests: Descriptor[] };
-}
-
-function notAnIndex(upstream: string, reason: string): RegistryError {
-  return new RegistryError('MANIFEST_INVALID', {
-    status: 502,
-    message: `upstream "${upstream}" sent a referrers answer that is not an image index: ${reason}`,
-    detail: { upstream, reason },
-  });
+  const kept = index.manifests.filter((m) => m.artifactType === artifactType);
+  return reply.send(kept.length === index.manifests.length ? body : Buffer.from(JSON.stringify({ ...index, manifests: kept })));
 }
 
 /**
