@@ -45,7 +45,7 @@ export interface BlobCacheOptions {
   unverifiedRanges?: boolean | undefined;
   /** redirect GETs of cached blobs to pre-signed URLs valid this long (stores with presign only) */
   redirectTtlSeconds?: number | undefined;
-  /** eStargz layers served lazily; absent when lazy serving is off */
+  /** layers served lazily (eStargz); absent when lazy serving is off */
   lazy?: LazyLayers | undefined;
   now?: () => number;
 }
@@ -186,8 +186,8 @@ export class BlobCache {
   }
 
   /**
-   * The lazy eStargz view of an uncached layer, or undefined: cached (use the blob), not claimed
-   * eStargz by this upstream and repository, or not servable lazily under that claim (then the
+   * The lazy view of an uncached layer, or undefined: cached (use the blob), not claimed lazy
+   * (eStargz) by this upstream and repository, or not servable lazily under that claim (then the
    * blob is served plainly, like any other).
    */
   async lazyLayer(repo: Repository, digest: Digest): Promise<LazyLayer | undefined> {
@@ -241,11 +241,11 @@ export class BlobCache {
     const fill = await Fill.start(this.opts.store, digest, { size: layer.index.blobSize, body: wholeFromSparse(layer, openGap) });
     fill.done.then(
       () => {
-        this.opts.log.info({ ...repo.where, digest: digest.value, fromSparse: layer.sparse.cachedBytes }, 'eStargz layer cached whole');
+        this.opts.log.info({ ...repo.where, digest: digest.value, fromSparse: layer.sparse.cachedBytes }, 'lazy layer cached whole');
         void this.opts.lazy?.forget(digest);
       },
       (e: Error) => {
-        this.opts.log.warn({ ...repo.where, digest: digest.value, err: e.message }, 'eStargz layer fill failed; nothing cached');
+        this.opts.log.warn({ ...repo.where, digest: digest.value, err: e.message }, 'lazy layer fill failed; nothing cached');
         if (e instanceof VerificationError) void this.opts.lazy?.discard(digest); // the next fill starts afresh
       },
     );

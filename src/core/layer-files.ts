@@ -1,12 +1,14 @@
-// Single files out of layers and images, without pulling them. For an eStargz layer only that
-// file's chunks are fetched (through the lazy layer's sparse copy, verified against the TOC); a
-// plain tar+gzip layer is fetched whole (verified, and cached for next time) and scanned. For an
-// image, layers are searched from the top down, honouring whiteouts and opaque directories.
+// Single files out of layers and images, without pulling them. For a layer whose index names its
+// files (a LazyFormat's files facet: eStargz) only that file's units are fetched (through the lazy
+// layer's sparse copy, verified against the index); a plain tar+gzip layer is fetched whole
+// (verified, and cached for next time) and scanned. For an image, layers are searched from the
+// top down, honouring whiteouts and opaque directories.
 import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { LRUCache } from 'lru-cache';
 import type { BlobStore } from '../cache/blob-store.js';
-import { checkPieces, cleanPath, EstargzError, fileChunks, mergeChunkRanges, openEstargz, whiteoutOf, type EstargzIndex, type RangeSource, type Whiteout } from '../estargz/index.js';
+import { cleanPath, EstargzError, whiteoutOf, type Whiteout } from '../estargz/index.js';
+import { FormatRefusal, type FileIndex, type LazyFormat, type LazyIndex, type RangeSource } from '../lazy/format.js';
 import { ByteReader, maybeGunzip, tarEntries, TarError, TarPathsBuilder, type RawTarEntry, type TarPathInfo } from '../tar/index.js';
 import { tryParseDigest, type Digest } from '../oci/digest.js';
 import { RegistryError } from '../oci/errors.js';
@@ -49,7 +51,7 @@ export const LISTINGS_MAX_BYTES = 128 << 20;
 export const LISTING_MAX_BYTES = 32 << 20;
 /** Heap per whiteout beyond its characters (a Set entry and its string, measured ~160 bytes on Node 20). */
 const WHITEOUT_BYTES = 160;
-/** An eStargz index holds about 1.2 times its TOC JSON on the heap, plus the JSON itself (measured). */
+/** An index holds about 1.2 times its size on the heap, plus itself (measured on eStargz TOC JSON). */
 const TOC_INDEX_FACTOR = 2.5;
 
 export class LayerFiles {
@@ -57,12 +59,15 @@ export class LayerFiles {
   private readonly building = new SingleFlight<Listing>();
 
   constructor(
-    private readonly deps: { store: BlobStore; blobs: BlobCache; manifests: ManifestCache },
+    /** `formats`: the lazy formats whose indexes can list a layer's files, tried in this order */
+    private readonly deps: { store: BlobStore; blobs: BlobCache; manifests: ManifestCache; formats: readonly LazyFormat[] },
   ) {}
 
-  /** The TOC of an eStargz layer, as JSON bytes (verified). */
+  /** The index of a layer as its format's document (eStargz: the TOC JSON), verified. */
   async toc(repo: Repository, digest: Digest): Promise<Buffer> {
-    return (await this.estargzIndex(repo, digest)).tocJson;
+    const doc = (await this.layerIndex(repo, digest)).document;
+    if (!doc) throw new RegistryError('BLOB_UNKNOWN', { message: 'the index of this layer is no document', detail: { digest: digest.value } });
+    return doc;
   }
 
   async layerFile(repo: Repository, digest: Digest, rawPath: string): Promise<LayerFile> {
@@ -110,25 +115,38 @@ export class LayerFiles {
     });
   }
 
-  /** eStargz layers are listed from their TOC; plain layers, and eStargz layers whose TOC cannot be used, from their tar. */
+  /** Layers whose index names their files are listed from it; plain layers, and layers whose index cannot be used, from their tar. */
   private async buildListing(repo: Repository, digest: Digest): Promise<Listing> {
-    // a TOC too large to list in memory is listed from the tar, which can be scanned instead
-    const index = await this.estargzIndex(repo, digest, LISTING_MAX_BYTES / TOC_INDEX_FACTOR).catch((e: unknown) => {
-      if (e instanceof EstargzError) return undefined; // the blob itself is verified: its tar is the truth
+    // an index too large to list in memory is listed from the tar, which can be scanned instead
+    const index = await this.layerIndex(repo, digest, LISTING_MAX_BYTES / TOC_INDEX_FACTOR).catch((e: unknown) => {
+      if (e instanceof FormatRefusal) return undefined; // the blob itself is verified: its tar is the truth
       throw e;
     });
-    return index ? estargzListing(index, () => this.currentSource(repo, digest)) : tarListing(this.deps.store, digest);
-  }
-
-  /** The verified index of an eStargz layer; EstargzError ('not-estargz' for a plain layer) when there is none. */
-  private async estargzIndex(repo: Repository, digest: Digest, maxTocBytes?: number): Promise<EstargzIndex> {
-    const lazy = await this.deps.blobs.lazyLayer(repo, digest);
-    if (lazy) return lazy.index;
-    return openEstargz(await this.cachedSource(repo, digest), { maxTocBytes });
+    return index?.files ? indexListing(index, index.files, () => this.currentSource(repo, digest)) : tarListing(this.deps.store, digest);
   }
 
   /**
-   * Where an eStargz layer's bytes come from now: the cache once it holds the blob, else the lazy
+   * The verified index of a layer: the lazy layer's, else of the first format that opens the
+   * cached blob; FormatRefusal (eStargz: 'not-estargz' for a plain layer) when none does.
+   */
+  private async layerIndex(repo: Repository, digest: Digest, maxIndexBytes?: number): Promise<LazyIndex> {
+    const lazy = await this.deps.blobs.lazyLayer(repo, digest);
+    if (lazy) return lazy.index;
+    const source = await this.cachedSource(repo, digest);
+    let refusal = new FormatRefusal('', 'no lazy format reads this layer', { digest: digest.value });
+    for (const format of this.deps.formats) {
+      try {
+        return await format.open(source, { maxIndexBytes });
+      } catch (e) {
+        if (!(e instanceof FormatRefusal)) throw e;
+        refusal = e;
+      }
+    }
+    throw refusal;
+  }
+
+  /**
+   * Where a lazy layer's bytes come from now: the cache once it holds the blob, else the lazy
    * layer (the `prepare`d spans fetched and verified into its sparse copy, which stays open until
    * `release`), else the whole layer, fetched into the cache.
    */
@@ -201,26 +219,22 @@ class Whiteouts {
   }
 }
 
-function estargzListing(index: EstargzIndex, current: () => Promise<LayerSource>): Listing {
+function indexListing(index: LazyIndex, files: FileIndex, current: () => Promise<LayerSource>): Listing {
   const whiteouts = new Whiteouts();
-  for (const e of index.entries) whiteouts.add(e.path);
+  for (const path of files.paths()) whiteouts.add(path);
   return {
-    bytes: index.tocJson.length * TOC_INDEX_FACTOR + whiteouts.bytes,
-    probe: async (path) => ({ has: index.lookup(path) !== undefined && !whiteoutOf(path), hides: whiteouts.hides(path) }),
+    bytes: index.indexBytes * TOC_INDEX_FACTOR + whiteouts.bytes,
+    probe: async (path) => ({ has: files.has(path) && !whiteoutOf(path), hides: whiteouts.hides(path) }),
     async open(path) {
-      const entry = index.resolve(path);
-      if (!entry || entry.type !== 'reg') throw notRegular(path);
-      checkPieces(index, entry.chunks); // a piece too large or without a digest is an error response, not a cut-off 200
+      const file = files.file(path); // a piece too large or without a digest is an error response, not a cut-off 200
+      if (!file) throw notRegular(path);
       const src = await current();
-      // every chunk is fetched and verified before the headers go out, so a bad one is an error response, not a cut-off 200
-      for (const g of mergeChunkRanges(entry.chunks)) await src.prepare?.(g.start, g.end);
-      const chunks = fileChunks(index, src, entry.path);
-      // streamed: each slice is inflated when the client is ready for it; a piece's end only once it is verified
-      const body = Readable.from((async function* () {
-        for await (const { data } of chunks) yield data;
-      })());
+      // every unit is fetched and verified before the headers go out, so a bad one is an error response, not a cut-off 200
+      for (const g of file.spans) await src.prepare?.(g.start, g.end);
+      // streamed: each slice is read when the client is ready for it, and handed on only once verified
+      const body = Readable.from(file.read(src));
       if (src.release) body.once('close', src.release);
-      return { path, size: entry.size, mode: entry.mode, digest: entry.digest ?? '', body };
+      return { path, size: file.size, mode: file.mode, digest: file.digest ?? '', body };
     },
   };
 }

@@ -10,6 +10,8 @@ import type { TagPage } from '../upstreams/upstream.js';
 import { BlobCache, type RangedParts, type ServedBlob } from './blob-cache.js';
 import { LayerFiles, type LayerFile } from './layer-files.js';
 import { LazyLayers } from '../lazy/layers.js';
+import type { LazyFormat } from '../lazy/format.js';
+import { estargzFormat } from '../lazy/formats/estargz.js';
 import { ManifestCache, type ServedManifest } from './manifest-cache.js';
 import { referrers, type Referrers } from './referrers.js';
 
@@ -25,6 +27,8 @@ export interface PullThroughOptions {
   redirectTtlSeconds?: number | undefined;
   /** lazy serving of eStargz layers: where their sparse copies live; absent to turn it off */
   estargz?: { sparseDir: string; prefetch: boolean; fillAfterRange?: boolean; maxSparseBytes?: number; maxIndexBytes?: number; maxTocBytes?: number } | undefined;
+  /** the lazy formats, for lazy serving and the file API (default: eStargz and zstd:chunked) */
+  formats?: readonly LazyFormat[] | undefined;
   log: Logger;
   now?: () => number;
 }
@@ -37,18 +41,19 @@ export class PullThrough {
 
   constructor(opts: PullThroughOptions) {
     const e = opts.estargz;
-    const lazy = e && new LazyLayers({ dir: e.sparseDir, prefetch: e.prefetch, fillAfterRange: e.fillAfterRange ?? false, maxBytes: e.maxSparseBytes, maxIndexBytes: e.maxIndexBytes, maxTocBytes: e.maxTocBytes, log: opts.log });
+    const formats = opts.formats ?? [estargzFormat];
+    const lazy = e && new LazyLayers({ formats, dir: e.sparseDir, prefetch: e.prefetch, fillAfterRange: e.fillAfterRange ?? false, maxBytes: e.maxSparseBytes, maxIndexBytes: e.maxIndexBytes, maxTocBytes: e.maxTocBytes, log: opts.log });
     this.lazy = lazy;
     this.manifests = new ManifestCache({ ...opts, onManifest: lazy && ((manifest, repo) => lazy.learn(manifest, repo)) });
     this.blobs = new BlobCache({ ...opts, lazy });
-    this.files = new LayerFiles({ store: opts.store, blobs: this.blobs, manifests: this.manifests });
+    this.files = new LayerFiles({ store: opts.store, blobs: this.blobs, manifests: this.manifests, formats });
   }
 
   async close(): Promise<void> {
     await this.lazy?.close();
   }
 
-  /** The TOC JSON of an eStargz layer. */
+  /** The TOC JSON of an eStargz layer (the index document of a lazy format). */
   layerToc(repo: Repository, digest: Digest): Promise<Buffer> {
     return this.files.toc(repo, digest);
   }

@@ -1,13 +1,15 @@
-// One eStargz layer served lazily: its TOC, verified against the manifest's annotation, and a
-// sparse copy of the compressed bytes. A Range fetches only the compressed ranges that cover it,
-// widened to whole chunks, verifies every chunk against the TOC and keeps it in the sparse copy,
-// so no byte is fetched twice. Only verified bytes are kept: the prologue (the tar headers before
-// the first chunk, which no digest covers) passes through to the client that asked for it and is
-// fetched again the next time. LazyLayers (lazy-layers.ts) decides which layers are lazy and owns
-// their copies; every read goes through the upstream and repository of the request (a FetchSpan).
+// One layer served lazily: its index (of some LazyFormat, see format.ts), checked against the
+// manifest's claim, and a sparse copy of the compressed bytes. A Range fetches only the
+// compressed ranges that cover it, widened to whole units, verifies every unit against the index
+// and keeps it in the sparse copy, so no byte is fetched twice. Only verified bytes are kept: a
+// unit no digest covers by itself (the eStargz prologue: tar headers before the first chunk)
+// passes through to the client that asked for it and is fetched again the next time; a layer
+// with more such bytes than MAX_UNVERIFIED_BYTES is served plainly. LazyLayers (layers.ts)
+// decides which layers are lazy and owns their copies; every read goes through the upstream and
+// repository of the request (a FetchSpan).
 import { Readable } from 'node:stream';
 import { SparseBlob } from '../cache/sparse-blob.js';
-import { openEstargz, alignRange, prefetchRange, segments, segmentsFor, verifyRange, EstargzError, type EstargzIndex, type RangeSource } from '../estargz/index.js';
+import { FormatRefusal, type LayerClaim, type LazyFormat, type LazyIndex, type RangeSource } from './format.js';
 import type { Digest } from '../oci/digest.js';
 import { RegistryError } from '../oci/errors.js';
 import { firstLast, type ByteRange } from '../oci/range.js';
@@ -17,14 +19,8 @@ import type { Logger } from '../lib/log.js';
 
 /** Upstream ranges are fetched (and held in memory for verification) in pieces up to this size, one at a time per request. */
 const MAX_FETCH_BYTES = 16 << 20;
-/** The unverifiable prologue is held in memory while it passes through; a layer with a longer one is served plainly. */
-const MAX_PROLOGUE_BYTES = 4 << 20;
-
-/** What a manifest says about an eStargz layer. */
-export interface LayerInfo {
-  tocDigest: string;
-  size: number;
-}
+/** Unverifiable units are held in memory while they pass through; a layer with more of them is served plainly. */
+const MAX_UNVERIFIED_BYTES = 4 << 20;
 
 /** Exactly the bytes [span.start, span.end) of the blob, from one upstream and repository. */
 export type FetchSpan = (span: ByteRange, signal?: AbortSignal) => Promise<Buffer>;
@@ -32,13 +28,13 @@ export type FetchSpan = (span: ByteRange, signal?: AbortSignal) => Promise<Buffe
 /** One lazily served layer, as one request (upstream and repository) sees it. */
 export interface LazyLayer {
   readonly digest: Digest;
-  readonly index: EstargzIndex;
+  readonly index: LazyIndex;
   readonly sparse: SparseBlob;
-  /** Makes the verifiable segments of [start, end) (half-open) present, fetching and verifying what is missing. */
+  /** Makes the verifiable units of [start, end) (half-open) present, fetching and verifying what is missing. */
   ensure(start: number, end: number, signal?: AbortSignal): Promise<void>;
-  /** [start, end) (half-open): ensured, with the prologue part fetched (unkept) before the stream is returned. */
+  /** [start, end) (half-open): ensured, with the unverifiable parts fetched (unkept) before the stream is returned. */
   read(start: number, end: number, signal?: AbortSignal): Promise<Readable>;
-  /** A RangeSource that reads through the sparse copy (for the file API, which reads only chunks). */
+  /** A RangeSource that reads through the sparse copy (for the file API, which reads only verifiable units). */
   source(): RangeSource;
   /** Keeps the sparse copy open (and its index counted), even if the layer is forgotten meanwhile, until the returned release is called. */
   hold(): () => void;
@@ -47,12 +43,12 @@ export interface LazyLayer {
 /** The upstream answered a ranged request with other bytes than asked for (or the whole blob). */
 class RangeIgnored extends Error {}
 
-/** What the upstream or the blob says contradicts the manifest's claim (size, TOC, footer, chunk digests). */
+/** What the upstream or the blob says contradicts the manifest's claim (size, index, digests). */
 export class ClaimRefuted extends Error {}
 
 /** Whether a failed open shows the claim wrong, or the blob absent there (served plainly, not tried again for a while), not just an upstream failing now. */
 export function refutesClaim(e: unknown): boolean {
-  return e instanceof EstargzError || e instanceof ClaimRefuted || e instanceof RangeIgnored || (e instanceof RegistryError && (e.status === 404 || e.status === 416));
+  return e instanceof FormatRefusal || e instanceof ClaimRefuted || e instanceof RangeIgnored || (e instanceof RegistryError && (e.status === 404 || e.status === 416));
 }
 
 /** Ranged reads of `digest` through one upstream and repository; the answer must be exactly the span, of a blob of `size` bytes. */
@@ -75,10 +71,10 @@ export function upstreamSpans(repo: Repository, digest: Digest, size: number): F
 
 export interface OpenOptions {
   dir: string;
-  /** the largest TOC JSON to open; a larger one refutes the claim (the layer is served plainly) */
-  maxTocBytes: number;
-  /** called once the TOC is verified, before any byte is kept: may refuse (throw) */
-  verified(index: EstargzIndex): Promise<void>;
+  /** the largest index to open (LazyIndex.indexBytes); a larger one refutes the claim (the layer is served plainly) */
+  maxIndexBytes: number;
+  /** called once the index is verified, before any byte is kept: may refuse (throw) */
+  verified(index: LazyIndex): Promise<void>;
 }
 
 export class Layer {
@@ -89,18 +85,18 @@ export class Layer {
 
   private constructor(
     readonly digest: Digest,
-    readonly claim: LayerInfo,
-    readonly index: EstargzIndex,
+    readonly claim: LayerClaim,
+    readonly index: LazyIndex,
     readonly sparse: SparseBlob,
     /** told after every read and fetch, for the budget */
     private readonly onUse: (layer: Layer) => void,
   ) {}
 
-  /** Opens the layer through `fetch`: footer and TOC, checked against the claim. Throws when it cannot be served lazily. */
-  static async open(fetch: FetchSpan, digest: Digest, claim: LayerInfo, opts: OpenOptions, onUse: (layer: Layer) => void): Promise<Layer> {
+  /** Opens the layer through `fetch`: its index, checked against the claim. Throws when it cannot be served lazily. */
+  static async open(fetch: FetchSpan, format: LazyFormat, digest: Digest, claim: LayerClaim, opts: OpenOptions, onUse: (layer: Layer) => void): Promise<Layer> {
     const sparse = await SparseBlob.open(opts.dir, digest, claim.size);
     try {
-      // the footer and TOC come through a recording source; they are kept once the TOC digest matched
+      // the index comes through a recording source; what it read is kept once the index matched the claim
       const seen: { start: number; bytes: Buffer }[] = [];
       const tail: RangeSource = {
         size: claim.size,
@@ -111,10 +107,9 @@ export class Layer {
           return bytes;
         },
       };
-      const index = await openEstargz(tail, { expectedTocDigest: claim.tocDigest, maxTocBytes: opts.maxTocBytes });
-      if (index.chunks.some((c) => c.digest === undefined)) throw new ClaimRefuted('the TOC has pieces without a chunk digest: nothing to verify them against');
-      const prologue = segments(index)[0];
-      if (prologue?.kind === 'prologue' && prologue.end > MAX_PROLOGUE_BYTES) throw new ClaimRefuted(`the layer's unverifiable prologue is ${prologue.end} bytes long`);
+      const index = await format.open(tail, { claim, maxIndexBytes: opts.maxIndexBytes });
+      const unverified = index.units({ start: 0, end: index.blobSize }).reduce((n, u) => (u.verifiable ? n : n + u.end - u.start), 0);
+      if (unverified > MAX_UNVERIFIED_BYTES) throw new ClaimRefuted(`the layer has ${unverified} bytes no digest covers on their own`);
       await opts.verified(index);
       const layer = new Layer(digest, claim, index, sparse, onUse);
       await layer.keepTail(seen);
@@ -186,7 +181,7 @@ export class Layer {
 
   async ensure(fetch: FetchSpan, start: number, end: number, signal?: AbortSignal): Promise<void> {
     if (end <= start) return;
-    const aligned = alignRange(this.index, start, end);
+    const aligned = this.index.align({ start, end });
     for (;;) {
       const overlapping = this.inflight.filter((f) => f.span.start < aligned.end && f.span.end > aligned.start);
       if (overlapping.length === 0) break;
@@ -206,34 +201,39 @@ export class Layer {
     this.onUse(this);
   }
 
-  /** [start, end): the verified part from the sparse copy, the prologue part fetched now and passed through, never kept. */
+  /**
+   * [start, end): the verified parts from the sparse copy, the unverifiable ones fetched now
+   * (before the stream is returned, so a failure is an error answer) and passed through, never kept.
+   */
   private async read(fetch: FetchSpan, start: number, end: number, signal?: AbortSignal): Promise<Readable> {
     await this.ensure(fetch, start, end, signal);
-    const first = segments(this.index)[0];
-    const prologueEnd = first?.kind === 'prologue' ? first.end : 0;
-    const head = start < prologueEnd ? await this.fetchChecked(fetch, { start, end: Math.min(end, prologueEnd) }, signal) : undefined;
+    const parts: (ByteRange | Buffer)[] = [];
+    for (const run of runs(this.index.units({ start, end }), start, end)) {
+      parts.push(run.verifiable ? run : await this.fetchChecked(fetch, run, signal));
+    }
     const sparse = this.sparse;
-    const from = Math.max(start, prologueEnd);
     return Readable.from(
       (async function* () {
-        if (head) yield head;
-        if (from < end) yield* sparse.stream(from, end);
+        for (const p of parts) {
+          if (Buffer.isBuffer(p)) yield p;
+          else yield* sparse.stream(p.start, p.end);
+        }
       })(),
       { objectMode: false },
     );
   }
 
-  /** A gap (segment-aligned, since only whole segments are ever kept) cut into fetchable pieces on segment boundaries; the prologue is never fetched to be kept. */
+  /** A gap (unit-aligned, since only whole units are ever kept) cut into fetchable pieces on unit boundaries; unverifiable units are never fetched to be kept. */
   private pieces(gap: ByteRange): ByteRange[] {
     const out: ByteRange[] = [];
     let current: ByteRange | undefined;
-    for (const seg of segmentsFor(this.index, gap.start, gap.end)) {
-      if (current && (seg.kind === 'prologue' || seg.end - current.start > MAX_FETCH_BYTES)) {
+    for (const unit of this.index.units(gap)) {
+      if (current && (!unit.verifiable || unit.end - current.start > MAX_FETCH_BYTES)) {
         out.push(current);
         current = undefined;
       }
-      if (seg.kind === 'prologue') continue;
-      current = current ? { start: current.start, end: seg.end } : { start: seg.start, end: seg.end };
+      if (!unit.verifiable) continue;
+      current = current ? { start: current.start, end: unit.end } : { start: unit.start, end: unit.end };
     }
     if (current) out.push(current);
     return out;
@@ -242,14 +242,14 @@ export class Layer {
   private async fetchVerified(fetch: FetchSpan, span: ByteRange, signal?: AbortSignal): Promise<void> {
     const bytes = await this.fetchChecked(fetch, span, signal);
     try {
-      const report = await verifyRange(this.index, span.start, bytes); // throws on any chunk, TOC or footer mismatch
-      // only what was checked is kept (pieces() leaves the prologue out, and open() refuses pieces without digests)
-      for (const v of report.verified) await this.sparse.write(v.start, bytes.subarray(v.start - span.start, v.end - span.start));
+      const verified = await this.index.verify(span.start, bytes); // throws on any unit that contradicts the index
+      // only what was checked is kept (pieces() leaves unverifiable units out)
+      for (const v of verified) await this.sparse.write(v.start, bytes.subarray(v.start - span.start, v.end - span.start));
     } catch (e) {
-      if (!(e instanceof EstargzError)) throw e;
+      if (!(e instanceof FormatRefusal)) throw e;
       throw new RegistryError('UNKNOWN', {
         status: 502,
-        message: 'upstream sent eStargz content that does not match its TOC',
+        message: e.message,
         detail: { digest: this.digest.value, start: span.start, end: span.end, ...e.detail },
         cause: e,
       });
@@ -266,25 +266,25 @@ export class Layer {
     }
   }
 
-  /** Keeps the verified TOC and footer bytes that opening the layer fetched. */
+  /** Keeps the bytes of the verified index that opening the layer fetched. */
   private async keepTail(seen: { start: number; bytes: Buffer }[]): Promise<void> {
-    const from = this.index.dataEnd;
+    const { start: from, end: to } = this.index.indexSpan;
     for (const { start, bytes } of seen) {
       const a = Math.max(start, from);
-      const b = start + bytes.length;
-      if (b > a && !this.sparse.covers(a, b)) await this.sparse.write(a, bytes.subarray(a - start));
+      const b = Math.min(start + bytes.length, to);
+      if (b > a && !this.sparse.covers(a, b)) await this.sparse.write(a, bytes.subarray(a - start, b - start));
     }
   }
 
-  /** Fetches the range before the .prefetch.landmark in the background, through `fetch`. */
+  /** Fetches the range the layer asks to have first (eStargz: before the .prefetch.landmark) in the background, through `fetch`. */
   prefetch(fetch: FetchSpan, log: Logger): void {
-    const range = prefetchRange(this.index);
+    const range = this.index.prefetch();
     if (!range) return;
     const release = this.hold();
     this.ensure(fetch, range.start, range.end)
       .then(
-        () => log.info({ digest: this.digest.value, bytes: range.end }, 'eStargz prefetch range cached'),
-        (e: Error) => log.warn({ digest: this.digest.value, err: e.message }, 'eStargz prefetch failed'),
+        () => log.info({ digest: this.digest.value, format: this.claim.format, bytes: range.end }, 'lazy layer prefetch range cached'),
+        (e: Error) => log.warn({ digest: this.digest.value, format: this.claim.format, err: e.message }, 'lazy layer prefetch failed'),
       )
       .finally(release);
   }
@@ -317,4 +317,18 @@ export function wholeFromSparse(layer: LazyLayer, openGap: (span: ByteRange) => 
     })(),
     { objectMode: false },
   );
+}
+
+/** The units clipped to [start, end), neighbours of the same kind joined. */
+function runs(units: readonly { start: number; end: number; verifiable: boolean }[], start: number, end: number): { start: number; end: number; verifiable: boolean }[] {
+  const out: { start: number; end: number; verifiable: boolean }[] = [];
+  for (const u of units) {
+    const a = Math.max(u.start, start);
+    const b = Math.min(u.end, end);
+    if (b <= a) continue;
+    const last = out[out.length - 1];
+    if (last && last.verifiable === u.verifiable && last.end === a) last.end = b;
+    else out.push({ start: a, end: b, verifiable: u.verifiable });
+  }
+  return out;
 }

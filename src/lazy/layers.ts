@@ -1,29 +1,30 @@
-// eStargz layers served lazily. A manifest that passes through claims which of its layers are
-// eStargz (the containerd.io/snapshot/stargz/toc.digest annotation, and the layer's size); the
-// claim holds for that upstream and repository only. A Range on such a layer, uncached, opens it
-// under the claim of the requesting upstream and repository: the TOC must match the annotation,
-// the footer and the size the blob's, else the layer is served plainly and the claim is set aside
-// for a while. A verified layer's claim is recorded beside its sparse copy
-// (<dir>/<alg>/<hex>.layer, with the upstreams and repositories that made it), so a restart
-// keeps serving it lazily to them; another claim about the same blob (a different TOC) never
-// reads that copy and is served plainly. Open layers' indexes are bounded by their estimated
-// memory in total (estargz.maxIndexMemory), sparse copies by their bytes on disk
-// (estargz.maxSparseSize). Once the blob is cached whole, the layer is forgotten.
+// Layers served lazily, in any of the LazyFormats handed in (format.ts). A manifest that passes
+// through claims which of its layers a format can serve (eStargz: the
+// containerd.io/snapshot/stargz/toc.digest annotation, and the layer's size); the claim holds
+// for that upstream and repository only. A Range on such a layer, uncached, opens it under the
+// claim of the requesting upstream and repository: the index must match the claim, the size the
+// blob's, else the layer is served plainly and the claim is set aside for a while. A verified
+// layer's claim is recorded beside its sparse copy (<dir>/<alg>/<hex>.layer, with the upstreams
+// and repositories that made it), so a restart keeps serving it lazily to them; another claim
+// about the same blob (a different index) never reads that copy and is served plainly. Open
+// layers' indexes are bounded by their estimated memory in total (estargz.maxIndexMemory),
+// sparse copies by their bytes on disk (estargz.maxSparseSize). Once the blob is cached whole,
+// the layer is forgotten.
 import { access, mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { randomUUID } from 'node:crypto';
 import { basename, join } from 'node:path';
 import { LRUCache } from 'lru-cache';
 import { LruIndex } from '../cache/lru-index.js';
 import { removeSparse, sparseBytes } from '../cache/sparse-blob.js';
-import { TOC_DIGEST_ANNOTATION, type EstargzIndex } from '../estargz/index.js';
 import { tryParseDigest, type Digest } from '../oci/digest.js';
 import type { ParsedManifest } from '../oci/manifest.js';
 import type { Repository } from '../upstreams/repository.js';
-import { ClaimRefuted, Layer, refutesClaim, upstreamSpans, type LayerInfo, type LazyLayer } from './layer.js';
+import type { LayerClaim, LazyFormat, LazyIndex } from './format.js';
+import { ClaimRefuted, Layer, refutesClaim, upstreamSpans, type LazyLayer } from './layer.js';
 import type { Logger } from '../lib/log.js';
 import { SparseBudget } from './sparse-budget.js';
 
-/** An open index costs about this many bytes of memory per byte of TOC JSON (parsed entries, lookups, the raw JSON; measured on large TOCs: 4-6). */
+/** An open index costs about this many bytes of memory per byte of index (eStargz: parsed entries, lookups, the raw TOC JSON; measured on large TOCs: 4-6). */
 export const INDEX_BYTES_PER_TOC_BYTE = 6;
 export const DEFAULT_MAX_INDEX_BYTES = 256 << 20;
 export const DEFAULT_MAX_TOC_BYTES = 16 << 20;
@@ -34,7 +35,9 @@ const REFUTED_MS = 10 * 60_000;
 const MAX_CLAIMANTS = 64;
 
 export interface LazyLayersOptions {
-  /** where sparse copies (and the records of which layers are eStargz) live */
+  /** the formats layers may be served lazily in, tried in this order (none: nothing is lazy) */
+  formats?: readonly LazyFormat[];
+  /** where sparse copies (and the records of which layers are lazy) live */
   dir: string;
   log: Logger;
   /** fetch the range before a .prefetch.landmark on first touch */
@@ -45,17 +48,24 @@ export interface LazyLayersOptions {
   maxBytes?: number;
   /** the memory the indexes of open layers may take together, estimated (INDEX_BYTES_PER_TOC_BYTE) */
   maxIndexBytes?: number;
-  /** the largest TOC JSON a lazily served layer may have */
+  /** the largest index (eStargz: TOC JSON) a lazily served layer may have */
   maxTocBytes?: number;
 }
 
-/** What the record beside a sparse copy says: the claim its bytes were verified under, and who made it. */
-interface LayerRecord extends LayerInfo {
+/**
+ * What the record beside a sparse copy says: the claim its bytes were verified under, and who
+ * made it. The claim's index is stored as `tocDigest`, as before there were formats; a record
+ * without `format` is of the first format.
+ */
+interface LayerRecord {
+  format?: string;
+  tocDigest: string;
+  size: number;
   claimants: string[];
 }
 
 interface OpenLayer {
-  claim: LayerInfo;
+  claim: LayerClaim;
   layer: Promise<Layer>;
   /** upstream and repository pairs whose claim this layer is (also in the record) */
   claimants: Set<string>;
@@ -64,12 +74,12 @@ interface OpenLayer {
 /** Not now: the layers' indexes fill estargz.maxIndexMemory and are all in use. */
 class MemoryFull extends Error {}
 
-const sameClaim = (a: LayerInfo, b: LayerInfo): boolean => a.tocDigest === b.tocDigest && a.size === b.size;
-const claimId = (who: string, digest: Digest, c: LayerInfo): string => `${who}\n${digest.value}\n${c.tocDigest}\n${c.size}`;
+const sameClaim = (a: LayerClaim, b: LayerClaim): boolean => a.format === b.format && a.index === b.index && a.size === b.size;
+const claimId = (who: string, digest: Digest, c: LayerClaim): string => `${who}\n${digest.value}\n${c.format}\n${c.index}\n${c.size}`;
 
 export class LazyLayers {
   /** upstream, repository and layer digest → what that repository's manifests said about the layer */
-  private readonly claims = new LRUCache<string, LayerInfo>({ max: 100_000 });
+  private readonly claims = new LRUCache<string, LayerClaim>({ max: 100_000 });
   /** claims whose layer failed to open: served plainly, not tried again for a while */
   private readonly refuted = new LRUCache<string, true>({ max: 10_000, ttl: REFUTED_MS });
   /** by layer digest: one open layer (one sparse copy) per blob */
@@ -84,8 +94,10 @@ export class LazyLayers {
   private readonly ready: Promise<void>;
   private opening = 0;
   private readonly waiting: (() => void)[] = [];
+  private readonly formats: ReadonlyMap<string, LazyFormat>;
 
   constructor(private readonly opts: LazyLayersOptions) {
+    this.formats = new Map((opts.formats ?? []).map((f) => [f.name, f]));
     this.budget = new SparseBudget(opts.maxBytes ?? Infinity);
     this.maxIndexBytes = opts.maxIndexBytes ?? DEFAULT_MAX_INDEX_BYTES;
     this.memory = new LruIndex(this.maxIndexBytes, (digest) => this.unload(digest));
@@ -96,21 +108,24 @@ export class LazyLayers {
     return this.opts.fillAfterRange ?? false;
   }
 
-  /** Notes the eStargz layers a manifest served for `repo` claims (called for every manifest served). */
+  /** Notes the layers a manifest served for `repo` claims a format for (called for every manifest served). */
   learn(manifest: ParsedManifest, repo: Repository): void {
     const who = repo.key;
-    for (const l of manifest.layers ?? []) {
-      const toc = l.annotations?.[TOC_DIGEST_ANNOTATION];
-      const digest = tryParseDigest(l.digest);
-      if (!digest || toc === undefined || !Number.isSafeInteger(l.size) || l.size <= 0 || !tryParseDigest(toc)) continue;
-      const claim = { tocDigest: toc, size: l.size };
-      if (!this.refuted.has(claimId(who, digest, claim))) this.claims.set(`${who}\n${digest.value}`, claim);
+    for (const layer of manifest.layers ?? []) {
+      const digest = tryParseDigest(layer.digest);
+      if (!digest || !Number.isSafeInteger(layer.size) || layer.size <= 0) continue;
+      for (const format of this.formats.values()) {
+        const claim = format.claim(layer);
+        if (!claim) continue;
+        if (!this.refuted.has(claimId(who, digest, claim))) this.claims.set(`${who}\n${digest.value}`, claim);
+        break;
+      }
     }
   }
 
   /**
-   * The lazy layer as `repo` (an upstream and repository) sees it (opening its TOC on first use), or undefined: not
-   * claimed eStargz there, or not servable lazily under that claim (then it is served plainly).
+   * The lazy layer as `repo` (an upstream and repository) sees it (opening its index on first use), or undefined: not
+   * claimed lazy there, or not servable lazily under that claim (then it is served plainly).
    */
   async layer(repo: Repository, digest: Digest): Promise<LazyLayer | undefined> {
     const who = repo.key;
@@ -170,19 +185,19 @@ export class LazyLayers {
   }
 
   /** The claim of `who` about the layer: from a manifest it served, else from the record of a copy verified under its claim. */
-  private async claimOf(who: string, digest: Digest): Promise<LayerInfo | undefined> {
+  private async claimOf(who: string, digest: Digest): Promise<LayerClaim | undefined> {
     const claim = this.claims.get(`${who}\n${digest.value}`) ?? (await this.recordedClaim(who, digest));
     return claim && !this.refuted.has(claimId(who, digest, claim)) ? claim : undefined;
   }
 
-  private async recordedClaim(who: string, digest: Digest): Promise<LayerInfo | undefined> {
+  private async recordedClaim(who: string, digest: Digest): Promise<LayerClaim | undefined> {
     const entry = this.open.get(digest.value);
     if (entry?.claimants.has(who)) return entry.claim;
     const record = await this.readRecord(digest);
-    return record?.claimants.includes(who) ? { tocDigest: record.tocDigest, size: record.size } : undefined;
+    return record?.claimants.includes(who) ? claimOfRecord(record, this.opts.formats?.[0]?.name) : undefined;
   }
 
-  private startOpen(repo: Repository, digest: Digest, claim: LayerInfo): OpenLayer {
+  private startOpen(repo: Repository, digest: Digest, claim: LayerClaim): OpenLayer {
     const entry: OpenLayer = { claim, layer: undefined as unknown as Promise<Layer>, claimants: new Set([repo.key]) };
     entry.layer = this.openLayer(repo, digest, entry);
     this.open.set(digest.value, entry);
@@ -191,13 +206,13 @@ export class LazyLayers {
         this.open.delete(digest.value);
         this.memory.remove(digest.value);
       }
-      const where = { ...repo.where, digest: digest.value, tocDigest: claim.tocDigest, size: claim.size, err: (e as Error).message };
+      const where = { ...repo.where, digest: digest.value, format: claim.format, index: claim.index, size: claim.size, err: (e as Error).message };
       if (refutesClaim(e)) {
         this.refuted.set(claimId(repo.key, digest, claim), true);
         this.claims.delete(`${repo.key}\n${digest.value}`);
-        this.opts.log.warn(where, 'eStargz claim of a manifest does not hold; serving the layer plainly');
+        this.opts.log.warn(where, 'lazy claim of a manifest does not hold; serving the layer plainly');
       } else {
-        this.opts.log.warn(where, 'eStargz layer could not be opened lazily now; serving it plainly');
+        this.opts.log.warn(where, 'lazy layer could not be opened now; serving it plainly');
       }
     });
     return entry;
@@ -207,17 +222,20 @@ export class LazyLayers {
     await this.ready;
     await this.pruning.get(digest.value);
     const [record, copy] = await Promise.all([this.readRecord(digest), this.hasSparseCopy(digest)]);
-    if (copy && record && !sameClaim(record, entry.claim)) throw new ClaimRefuted('the sparse copy of this layer was verified under another TOC digest or size');
+    const recorded = record && claimOfRecord(record, this.opts.formats?.[0]?.name);
+    if (copy && recorded && !sameClaim(recorded, entry.claim)) throw new ClaimRefuted('the sparse copy of this layer was verified under another claim (index or size)');
     if (copy && !record) await this.dropCopy(digest); // a copy that no record vouches for (only a crash leaves one)
-    if (record && sameClaim(record, entry.claim)) for (const c of record.claimants) entry.claimants.add(c);
+    if (record && recorded && sameClaim(recorded, entry.claim)) for (const c of record.claimants) entry.claimants.add(c);
+    const format = this.formats.get(entry.claim.format);
+    if (!format) throw new ClaimRefuted(`no lazy format ${entry.claim.format}`);
     const fetch = upstreamSpans(repo, digest, entry.claim.size);
     await this.turn();
     let pinned = false;
     try {
       if (this.pinnedBytes() >= this.maxIndexBytes) throw new MemoryFull('the indexes of the layers in use fill estargz.maxIndexMemory'); // before parsing a TOC for nothing
-      const layer = await Layer.open(fetch, digest, entry.claim, {
+      const layer = await Layer.open(fetch, format, digest, entry.claim, {
         dir: this.opts.dir,
-        maxTocBytes: this.opts.maxTocBytes ?? DEFAULT_MAX_TOC_BYTES,
+        maxIndexBytes: this.opts.maxTocBytes ?? DEFAULT_MAX_TOC_BYTES,
         verified: async (index) => {
           this.reserve(digest.value, index);
           pinned = true;
@@ -234,9 +252,9 @@ export class LazyLayers {
   }
 
   /** Counts a verified index against estargz.maxIndexMemory (pinned until the open ends), giving up unused others. */
-  private reserve(digest: string, index: EstargzIndex): void {
-    const bytes = index.tocJson.length * INDEX_BYTES_PER_TOC_BYTE;
-    if (bytes > this.maxIndexBytes) throw new ClaimRefuted(`its TOC would take about ${bytes} bytes of memory, more than estargz.maxIndexMemory`);
+  private reserve(digest: string, index: LazyIndex): void {
+    const bytes = index.indexBytes * INDEX_BYTES_PER_TOC_BYTE;
+    if (bytes > this.maxIndexBytes) throw new ClaimRefuted(`its index would take about ${bytes} bytes of memory, more than estargz.maxIndexMemory`);
     this.memory.pin(digest);
     this.memory.add(digest, bytes);
     if (this.memory.bytes > this.maxIndexBytes) {
@@ -267,7 +285,7 @@ export class LazyLayers {
     void entry.layer.then((l) => l.end('close'), () => undefined);
   }
 
-  /** One of OPENS_AT_ONCE turns to read and parse a TOC (a hand-rolled semaphore: p-limit is not a dependency). */
+  /** One of OPENS_AT_ONCE turns to read and parse an index (a hand-rolled semaphore: p-limit is not a dependency). */
   private async turn(): Promise<void> {
     if (this.opening >= OPENS_AT_ONCE) await new Promise<void>((resolve) => this.waiting.push(resolve));
     this.opening++;
@@ -282,7 +300,7 @@ export class LazyLayers {
   private join(entry: OpenLayer, layer: Layer, who: string): void {
     if (entry.claimants.has(who)) return;
     entry.claimants.add(who);
-    this.persist(layer.digest, entry).catch((e: Error) => this.opts.log.warn({ digest: layer.digest.value, err: e.message }, 'could not record an eStargz layer'));
+    this.persist(layer.digest, entry).catch((e: Error) => this.opts.log.warn({ digest: layer.digest.value, err: e.message }, 'could not record a lazy layer'));
   }
 
   /** Notes a read of a layer's sparse copy, and gives up the least recently used others beyond the budget. */
@@ -311,18 +329,20 @@ export class LazyLayers {
   private async readRecord(digest: Digest): Promise<LayerRecord | undefined> {
     const saved = await readFile(recordPath(this.opts.dir, digest), 'utf8')
       .then((t) => JSON.parse(t) as Partial<LayerRecord> | null)
-      .catch(() => undefined); // none (not eStargz, or never opened), or unreadable: not known
+      .catch(() => undefined); // none (not lazy, or never opened), or unreadable: not known
     if (typeof saved?.tocDigest !== 'string' || !tryParseDigest(saved.tocDigest) || !Number.isSafeInteger(saved.size)) return undefined;
     const claimants = Array.isArray(saved.claimants) ? saved.claimants.filter((c): c is string => typeof c === 'string') : [];
-    return { tocDigest: saved.tocDigest, size: saved.size as number, claimants };
+    return { ...(typeof saved.format === 'string' ? { format: saved.format } : {}), tocDigest: saved.tocDigest, size: saved.size as number, claimants };
   }
 
   /**
    * At start: removes the copies an earlier run moved aside (SparseBlob.moveAside) but ended
-   * before removing, and notes the size and last use (mtime) of every copy for the budget.
+   * before removing, and notes the size of every copy for the budget, in the order of their last
+   * use (mtime).
    */
   private async scan(): Promise<void> {
     const entries = await readdir(this.opts.dir, { recursive: true, withFileTypes: true }).catch(() => []);
+    const copies: { digest: string; bytes: number; mtime: number }[] = [];
     for (const e of entries) {
       if (!e.isFile()) continue;
       const path = join(e.parentPath, e.name);
@@ -334,8 +354,9 @@ export class LazyLayers {
       const digest = hex && tryParseDigest(`${basename(e.parentPath)}:${hex}`);
       if (!digest) continue;
       const [bytes, mtime] = await Promise.all([sparseBytes(this.opts.dir, digest), stat(path).then((s) => s.mtimeMs, () => 0)]);
-      this.budget.note(digest.value, bytes, mtime);
+      copies.push({ digest: digest.value, bytes, mtime });
     }
+    for (const c of copies.sort((a, b) => a.mtime - b.mtime)) this.budget.note(c.digest, c.bytes);
   }
 
   private hasSparseCopy(digest: Digest): Promise<boolean> {
@@ -343,7 +364,8 @@ export class LazyLayers {
   }
 
   private async persist(digest: Digest, entry: OpenLayer): Promise<void> {
-    const record: LayerRecord = { ...entry.claim, claimants: [...entry.claimants].slice(-MAX_CLAIMANTS) };
+    const { format, index, size } = entry.claim;
+    const record: LayerRecord = { format, tocDigest: index, size, claimants: [...entry.claimants].slice(-MAX_CLAIMANTS) };
     const path = recordPath(this.opts.dir, digest);
     await mkdir(join(this.opts.dir, digest.algorithm), { recursive: true });
     const tmp = `${path}.${randomUUID()}.tmp`;
@@ -354,4 +376,10 @@ export class LazyLayers {
 
 function recordPath(dir: string, digest: Digest): string {
   return join(dir, digest.algorithm, `${digest.hex}.layer`);
+}
+
+/** The claim a record holds; `first` names the format of records written before formats had names. */
+function claimOfRecord(record: LayerRecord, first: string | undefined): LayerClaim | undefined {
+  const format = record.format ?? first;
+  return format === undefined ? undefined : { format, index: record.tocDigest, size: record.size };
 }

@@ -1,41 +1,37 @@
-// The disk that the sparse copies of lazily read eStargz layers may take (estargz.maxSparseSize).
-// Each copy's present bytes and last use are noted; past the budget, the least recently used
-// copies other than the one just used are given up. Their layers stay lazy: a later read of one
-// fetches its chunks again.
+// The disk that the sparse copies of lazily read layers may take (estargz.maxSparseSize). Each
+// copy's present bytes are noted as it is used, in an LruIndex that keeps them in order of use;
+// past the budget, the least recently used copies other than the one just used are given up.
+// Their layers stay lazy: a later read of one fetches its units again.
+import { LruIndex } from '../cache/lru-index.js';
 
 export class SparseBudget {
-  private readonly copies = new Map<string, { bytes: number; usedAt: number }>();
-  private sum = 0;
+  /** Unbounded itself: the budget never evicts on its own, over() says what to give up. */
+  private readonly copies = new LruIndex(Infinity, () => undefined);
 
-  constructor(
-    private readonly maxBytes: number,
-    private readonly now: () => number = Date.now,
-  ) {}
+  constructor(private readonly maxBytes: number) {}
 
-  note(digest: string, bytes: number, usedAt = this.now()): void {
-    this.sum += bytes - (this.copies.get(digest)?.bytes ?? 0);
-    this.copies.set(digest, { bytes, usedAt });
+  /** A copy used now holds `bytes`: it becomes the most recently used. */
+  note(digest: string, bytes: number): void {
+    this.copies.add(digest, bytes);
   }
 
   drop(digest: string): void {
-    this.sum -= this.copies.get(digest)?.bytes ?? 0;
-    this.copies.delete(digest);
+    this.copies.remove(digest);
   }
 
   get total(): number {
-    return this.sum;
+    return this.copies.bytes;
   }
 
   /** The copies to give up, least recently used first, until the rest fit; never `keep`. */
   over(keep: string): string[] {
     let total = this.total;
-    if (total <= this.maxBytes) return [];
     const victims: string[] = [];
-    for (const [digest, c] of [...this.copies].sort((a, b) => a[1].usedAt - b[1].usedAt)) {
+    for (const digest of this.copies.keys()) {
       if (total <= this.maxBytes) break;
       if (digest === keep) continue;
       victims.push(digest);
-      total -= c.bytes;
+      total -= this.copies.sizeOf(digest) ?? 0;
     }
     return victims;
   }

@@ -5,13 +5,16 @@ import { RegistryError } from '../oci/errors.js';
 import { EstargzError } from '../estargz/index.js';
 import { TarError } from '../tar/index.js';
 import { layerErrorToRegistryError } from './estargz-errors.js';
+import { FormatRefusal } from '../lazy/format.js';
 import { diskError } from '../cache/disk-writes.js';
 
 export function toRegistryError(err: unknown): RegistryError {
   if (err instanceof RegistryError) return err;
   const disk = diskError(err);
   if (disk) return disk;
-  if (err instanceof EstargzError || err instanceof TarError) return layerErrorToRegistryError(err);
+  // a lazy format's refusal is answered as the format's own error it wraps
+  const format = err instanceof FormatRefusal ? err.cause : err;
+  if (format instanceof EstargzError || format instanceof TarError) return layerErrorToRegistryError(format);
   const status = (err as FastifyError | undefined)?.statusCode;
   if (status === 413) return new RegistryError('UNSUPPORTED', { message: 'request body too large' });
   if (status !== undefined && status >= 400 && status < 500) {
