@@ -7,7 +7,7 @@ import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { LRUCache } from 'lru-cache';
 import type { BlobStore } from '../cache/blob-store.js';
-import { cleanPath, EstargzError, whiteoutOf, type Whiteout } from '../estargz/index.js';
+import { cleanPath, whiteoutOf, type Whiteout } from '../estargz/index.js';
 import { FormatRefusal, type FileIndex, type LazyFormat, type LazyIndex, type RangeSource } from '../lazy/format.js';
 import { ByteReader, maybeGunzip, tarEntries, TarError, TarPathsBuilder, type RawTarEntry, type TarPathInfo } from '../tar/index.js';
 import { tryParseDigest, type Digest } from '../oci/digest.js';
