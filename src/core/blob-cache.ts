@@ -238,7 +238,16 @@ export class BlobCache {
       }
       return part.body;
     };
-    const fill = await Fill.start(this.opts.store, digest, { size: layer.index.blobSize, body: wholeFromSparse(layer, openGap) });
+    // held while the fill reads the sparse copy: an eviction for the index budget meanwhile must not close it under the fill
+    const release = layer.hold();
+    let fill: Fill;
+    try {
+      fill = await Fill.start(this.opts.store, digest, { size: layer.index.blobSize, body: wholeFromSparse(layer, openGap) });
+    } catch (e) {
+      release();
+      throw e;
+    }
+    void fill.done.catch(() => undefined).finally(release);
     fill.done.then(
       () => {
         this.opts.log.info({ ...repo.where, digest: digest.value, fromSparse: layer.sparse.cachedBytes }, 'lazy layer cached whole');

@@ -43,7 +43,7 @@ interface Listing {
 }
 
 /**
- * Listings are cached up to this many bytes in total (estimated: see tar-paths.ts,
+ * Listings are cached up to this many bytes in total (estimated: see tar/paths.ts,
  * WHITEOUT_BYTES and TOC_INDEX_FACTOR), least recently used out first.
  */
 export const LISTINGS_MAX_BYTES = 128 << 20;
@@ -248,7 +248,7 @@ function infoOf(e: RawTarEntry): TarPathInfo {
 }
 
 /**
- * One pass over a cached plain layer collects its paths (compactly, see tar-paths.ts) and
+ * One pass over a cached plain layer collects its paths (compactly, see tar/paths.ts) and
  * whiteouts. Beyond LISTING_MAX_BYTES the pass stops and the layer is listed by scanning it again
  * for every lookup instead.
  */

@@ -4,7 +4,7 @@ import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
 import { RegistryError } from '../oci/errors.js';
 import { EstargzError } from '../estargz/index.js';
 import { TarError } from '../tar/index.js';
-import { layerErrorToRegistryError } from './estargz-errors.js';
+import { layerErrorToRegistryError } from './layer-errors.js';
 import { FormatRefusal } from '../lazy/format.js';
 import { diskError } from '../cache/disk-writes.js';
 
