@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import type { BlobStore } from './cache/blob-store.js';
 import { ConfigError, loadConfig, type Config } from './config.js';
-import { createApp, openBucket } from './main.js';
+import { createApp, loggerOptions, openBucket } from './main.js';
 import { FsBlobStore } from './cache/fs-store.js';
 import { verifyStore } from './cache/verify.js';
 
@@ -79,7 +79,8 @@ async function main(argv: string[]): Promise<number> {
     throw e;
   }
   if (command === 'verify') return verify(config.cache);
-  const app = await createApp(config);
+  // a person watching a terminal reads lines; anything else (a file, journald, a collector) gets JSON
+  const app = await createApp(config, loggerOptions(config.logLevel, { pretty: process.stdout.isTTY === true }));
   const stop = async () => {
     await app.close();
     process.exit(0);

@@ -120,6 +120,12 @@ const estargzSchema = mapping({
   maxTocSize: size.prefault('16MiB'),
 });
 
+/** GET /metrics */
+const metricsSchema = mapping({
+  /** label cache requests with the repository name: one series per repository pulled (off: bounded) */
+  repositoryLabels: bool.prefault(false),
+});
+
 /** The config file: every setting, its type and its default. */
 const configSchema = mapping({
   listen: listen.prefault('0.0.0.0:5000'),
@@ -130,6 +136,7 @@ const configSchema = mapping({
   timeouts: timeoutsSchema.prefault({}),
   retries: retries.prefault(2),
   estargz: estargzSchema.prefault({}),
+  metrics: metricsSchema.prefault({}),
   logLevel: text.prefault('info'),
 });
 

@@ -10,10 +10,11 @@ import type { S3Health } from './cache/s3-client.js';
 import type { Config } from './config.js';
 import { PullThrough } from './core/pull-through.js';
 import { Router, type RoutedUpstream } from './core/routing.js';
-import { registerMetrics } from './proxy/metrics.js';
+import pinoPretty from 'pino-pretty';
+import { Metrics } from './proxy/metrics.js';
+import { requestLogger, upstreamObserver } from './proxy/request-log.js';
 import { buildServer } from './proxy/server.js';
 import { createUpstream } from './upstreams/index.js';
-import type { UpstreamCall } from './upstreams/registry-client.js';
 
 export interface App {
   server: FastifyInstance;
@@ -62,24 +63,32 @@ export async function openBucket(s3: NonNullable<Config['cache']['s3']>, spoolDi
   return { store, location, health, close: () => client.destroy() };
 }
 
-/** Pino options: credentials never reach the log, whatever a request carries. */
-export function loggerOptions(level: string): FastifyServerOptions['logger'] {
+/**
+ * Pino options: credentials never reach the log, whatever a request carries. JSON lines, one per
+ * event, for log collectors; `pretty` (the CLI sets it when stdout is a terminal): one coloured
+ * line per event for a person, through pino-pretty in this thread (the redaction applies before
+ * either). Synchronous, so nothing is lost when the process exits.
+ */
+export function loggerOptions(level: string, o: { pretty?: boolean } = {}): FastifyServerOptions['logger'] {
   return {
     level,
     redact: { paths: ['req.headers.authorization', 'headers.authorization', '*.password', '*.token'], censor: '[redacted]' },
+    ...(o.pretty ? { stream: pinoPretty({ sync: true, colorize: true, translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname' }) } : {}),
   };
 }
 
 export async function createApp(config: Config, logger: FastifyServerOptions['logger'] = loggerOptions(config.logLevel)): Promise<App> {
   let server: FastifyInstance | undefined;
+  // what the core logs while serving a request carries that request's id (request-log.ts)
   const log = {
-    info: (obj: object, msg?: string) => server?.log.info(obj, msg),
-    warn: (obj: object, msg?: string) => server?.log.warn(obj, msg),
+    info: (obj: object, msg?: string) => (requestLogger() ?? server?.log)?.info(obj, msg),
+    warn: (obj: object, msg?: string) => (requestLogger() ?? server?.log)?.warn(obj, msg),
   };
   const stores = await createStores(config.cache, log);
   const { store, meta } = stores;
-  const onResponse = (e: UpstreamCall) => server?.log.info(e, 'upstream');
-  const upstreams: RoutedUpstream[] = config.upstreams.map((u) => ({ config: u, client: createUpstream(u, config, onResponse) }));
+  const metrics = new Metrics(config.metrics);
+  const observer = upstreamObserver(metrics, () => server?.log);
+  const upstreams: RoutedUpstream[] = config.upstreams.map((u) => ({ config: u, client: createUpstream(u, config, observer) }));
   const fallback = upstreams.find((u) => u.config.name === config.defaultUpstream) ?? upstreams[0]!;
   const router = new Router(upstreams, fallback);
   const redirectTtlSeconds = config.cache.s3?.redirect ? config.cache.s3.redirectTtlMs / 1000 : undefined;
@@ -87,8 +96,8 @@ export async function createApp(config: Config, logger: FastifyServerOptions['lo
     ? { sparseDir: join(config.cache.dir, 'sparse'), prefetch: config.estargz.prefetch, fillAfterRange: config.estargz.fillAfterRange, maxSparseBytes: config.estargz.maxSparseSize, maxIndexBytes: config.estargz.maxIndexMemory, maxTocBytes: config.estargz.maxTocSize }
     : undefined;
   const cache = new PullThrough({ store, meta, ...config.cache, redirectTtlSeconds, estargz, log });
-  server = buildServer({ router, cache, logger });
-  registerMetrics(server, { upstreams, s3: stores.s3Health });
+  server = buildServer({ router, cache, logger, metrics });
+  metrics.watch({ upstreams, s3: stores.s3Health, store, activity: () => cache.activity() });
   return {
     server,
     s3Health: stores.s3Health,

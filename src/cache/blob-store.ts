@@ -12,6 +12,13 @@ export interface BlobInfo {
   size: number;
 }
 
+export interface StoreUsage {
+  bytes: number;
+  entries: number;
+  /** blobs removed to stay within the size bound, since start-up */
+  evictions: number;
+}
+
 /** A cached blob opened for reading; the store keeps it from eviction until the stream closes. */
 export interface BlobReader {
   size: number;
@@ -42,6 +49,11 @@ export interface BlobStore {
    */
   presign?(digest: Digest, ttlSeconds: number): Promise<string | undefined>;
   delete(digest: Digest): Promise<void>;
+  /**
+   * Optional: what a bounded store holds now and has evicted since start-up, for the metrics.
+   * Undefined, or no method, for a store that cannot tell cheaply (an S3 bucket).
+   */
+  usage?(): StoreUsage | undefined;
   /** Every cached digest ("sha256:..."). */
   list(): AsyncIterable<string>;
   /** A directory for in-progress fills, on the same filesystem as the store when it has one. */

@@ -9,7 +9,7 @@ import { tryParseDigest } from '../oci/digest.js';
 import type { Readable, Writable } from 'node:stream';
 import type { ByteRange } from '../oci/range.js';
 import { pumpFile } from './file-pump.js';
-import type { BlobInfo, BlobReader, BlobStore } from './blob-store.js';
+import type { BlobInfo, BlobReader, BlobStore, StoreUsage } from './blob-store.js';
 import { LruIndex } from './lru-index.js';
 
 const READ_BUFFER = 1 << 20;
@@ -29,6 +29,7 @@ export class FsBlobStore implements BlobStore {
   private readonly blobDir: string;
   private readonly index: LruIndex;
   private readonly touched = new Map<string, number>();
+  private evictions = 0;
 
   private constructor(private readonly opts: FsBlobStoreOptions) {
     this.blobDir = join(opts.dir, 'blobs');
@@ -48,6 +49,10 @@ export class FsBlobStore implements BlobStore {
 
   get usedBytes(): number {
     return this.index.bytes;
+  }
+
+  usage(): StoreUsage {
+    return { bytes: this.index.bytes, entries: this.index.count, evictions: this.evictions };
   }
 
   async stat(digest: Digest): Promise<BlobInfo | undefined> {
@@ -148,6 +153,7 @@ export class FsBlobStore implements BlobStore {
       if (!isNotFound(e)) throw e;
     }
     this.touched.delete(key);
+    this.evictions++;
     this.opts.onEvict?.(key);
   }
 

@@ -5,7 +5,7 @@ import { Readable, Writable } from 'node:stream';
 import { finished } from 'node:stream/promises';
 import type { Digest } from '../oci/digest.js';
 import type { ByteRange } from '../oci/range.js';
-import type { BlobInfo, BlobReader, BlobStore, BlobWriter, ManifestRecord, MetadataStore, TagRecord } from './blob-store.js';
+import type { BlobInfo, BlobReader, BlobStore, BlobWriter, ManifestRecord, MetadataStore, StoreUsage, TagRecord } from './blob-store.js';
 
 export class MemoryBlobStore implements BlobStore {
   private readonly blobs = new Map<string, Buffer>();
@@ -61,6 +61,13 @@ export class MemoryBlobStore implements BlobStore {
 
   async delete(digest: Digest): Promise<void> {
     this.blobs.delete(digest.value);
+  }
+
+  /** Unbounded: it never evicts. */
+  usage(): StoreUsage {
+    let bytes = 0;
+    for (const b of this.blobs.values()) bytes += b.length;
+    return { bytes, entries: this.blobs.size, evictions: 0 };
   }
 
   async *list(): AsyncIterable<string> {

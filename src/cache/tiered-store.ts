@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { Transform } from 'node:stream';
 import type { Digest } from '../oci/digest.js';
 import type { ByteRange } from '../oci/range.js';
-import type { BlobInfo, BlobReader, BlobStore, BlobWriter } from './blob-store.js';
+import type { BlobInfo, BlobReader, BlobStore, BlobWriter, StoreUsage } from './blob-store.js';
 import type { Logger } from '../lib/log.js';
 
 export class TieredBlobStore implements BlobStore {
@@ -70,6 +70,11 @@ export class TieredBlobStore implements BlobStore {
 
   async delete(digest: Digest): Promise<void> {
     await Promise.all([this.local.delete(digest), this.remote.delete(digest)]);
+  }
+
+  /** The local tier's: the bounded one (the bucket's size is the bucket's business). */
+  usage(): StoreUsage | undefined {
+    return this.local.usage?.();
   }
 
   async *list(): AsyncIterable<string> {

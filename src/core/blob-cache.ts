@@ -16,6 +16,7 @@ import { ensureAll, lazyRange, wholeFromSparse, type LazyLayer } from '../lazy/l
 import type { LazyLayers } from '../lazy/layers.js';
 import type { Logger } from '../lib/log.js';
 import { SingleFlight } from '../lib/single-flight.js';
+import type { Served } from './served.js';
 
 /** A range starting within this distance of a fill's progress waits for the fill. */
 const NEAR_FILL_BYTES = 8 << 20;
@@ -27,9 +28,17 @@ export interface ServedBlob {
   body: Readable;
   /** instead of `body`, when the store can send the bytes more cheaply (see BlobReader.pipeTo) */
   pipeTo?: ((sink: Writable) => Promise<void>) | undefined;
+  served: Exclude<Served, 'stale'>;
+}
+
+/** A blob's size for a HEAD; undefined when the upstream did not say. */
+export interface BlobHead {
+  size: number | undefined;
+  served: Exclude<Served, 'stale' | 'lazy'>;
 }
 
 export interface RangedParts {
+  served: 'hit' | 'lazy';
   size: number;
   parts: { range: ByteRange; open(): Promise<Readable> }[];
   /** to call once the answer ended (or will not be sent) */
@@ -53,19 +62,28 @@ export interface BlobCacheOptions {
 export class BlobCache {
   /** fills in progress, by digest, until they settle (not just until they start) */
   private readonly fills = new SingleFlight<Fill>();
+  /** the fills downloading now (until they settle), for inFlight() */
+  private readonly running = new Set<Fill>();
   private readonly now: () => number;
 
   constructor(private readonly opts: BlobCacheOptions) {
     this.now = opts.now ?? Date.now;
   }
 
+  /** The fills downloading now, and the bytes they have written so far. */
+  inFlight(): { fills: number; bytes: number } {
+    let bytes = 0;
+    for (const fill of this.running) bytes += fill.bytesWritten;
+    return { fills: this.running.size, bytes };
+  }
+
   /** HEAD of a blob: its size, from the cache, a fill or the upstream, without starting a fill. */
-  async size(repo: Repository, digest: Digest, signal?: AbortSignal): Promise<number | undefined> {
+  async size(repo: Repository, digest: Digest, signal?: AbortSignal): Promise<BlobHead> {
     const cached = await this.opts.store.stat(digest);
-    if (cached) return cached.size;
+    if (cached) return { size: cached.size, served: 'hit' };
     const fill = this.fills.peek(digest.value);
-    if (fill) return (await fill).size;
-    return repo.headBlob(digest, { signal });
+    if (fill) return { size: (await fill).size, served: 'coalesced' };
+    return { size: await repo.headBlob(digest, { signal }), served: 'miss' };
   }
 
   /** A pre-signed URL for a cached blob, in redirect mode; undefined otherwise or when it is not cached. */
@@ -107,7 +125,7 @@ export class BlobCache {
       if (!reader) throw new Error(`${digest.value} left the cache while being served`);
       return reader.stream;
     };
-    return { size, parts: satisfiable.map((range) => ({ range, open: () => open(range) })), release };
+    return { served: lazy ? 'lazy' : 'hit', size, parts: satisfiable.map((range) => ({ range, open: () => open(range) })), release };
   }
 
   /** A blob or one range of it. A range that cannot be satisfied throws RANGE_INVALID. */
@@ -116,7 +134,7 @@ export class BlobCache {
     if (cached) {
       const r = range && satisfy(range, cached.size);
       const reader = await this.opts.store.open(digest, r);
-      if (reader) return { size: reader.size, range: r, get body() { return reader.stream; }, pipeTo: reader.pipeTo };
+      if (reader) return { served: 'hit', size: reader.size, range: r, get body() { return reader.stream; }, pipeTo: reader.pipeTo };
       // evicted between stat and open: fetch it again
     }
     if (range) {
@@ -125,17 +143,18 @@ export class BlobCache {
         const r = satisfy(range, lazy.index.blobSize);
         const body = await lazyRange(lazy, r);
         this.fillAfterLazyRead(repo, digest);
-        return { size: lazy.index.blobSize, range: r, body };
+        return { served: 'lazy', size: lazy.index.blobSize, range: r, body };
       }
       const ranged = this.opts.unverifiedRanges ? await this.rangeOnMiss(repo, digest, range) : undefined;
       if (ranged) return ranged;
     }
+    const joined = this.fills.peek(digest.value) !== undefined;
     const fill = await this.fill(repo, digest);
     const r = range && fill.size !== undefined ? satisfy(range, fill.size) : undefined;
     await this.firstByte(repo, fill, r?.start ?? 0);
     const unverified = this.opts.unverifiedRanges === true;
     const pipeTo = fill.size === undefined ? undefined : (sink: Writable) => fill.pipeTo(r, sink, unverified);
-    return { size: fill.size, range: r, get body() { return fill.reader(r, unverified); }, pipeTo };
+    return { served: joined ? 'coalesced' : 'miss', size: fill.size, range: r, get body() { return fill.reader(r, unverified); }, pipeTo };
   }
 
   /**
@@ -164,7 +183,7 @@ export class BlobCache {
       const r = satisfy(range, fill.size);
       if (r.start <= fill.bytesWritten + NEAR_FILL_BYTES) {
         await this.firstByte(repo, fill, r.start);
-        return { size: fill.size, range: r, body: fill.reader(r, true) };
+        return { served: 'coalesced', size: fill.size, range: r, body: fill.reader(r, true) };
       }
     } else if (!fill && this.opts.fillOnRange && 'start' in range && range.start < NEAR_FILL_BYTES) {
       return undefined; // the head of the blob: the fill we start now gets there first
@@ -177,7 +196,7 @@ export class BlobCache {
     if (!running && this.opts.fillOnRange) {
       this.fill(repo, digest).catch((e: Error) => this.opts.log.warn({ ...repo.where, digest: digest.value, err: e.message }, 'background fill failed to start'));
     }
-    return { size: part.size, range: part.range, body: part.body };
+    return { served: 'miss', size: part.size, range: part.range, body: part.body };
   }
 
   /** Joins the fill of this digest in progress, or starts one. */
@@ -202,6 +221,13 @@ export class BlobCache {
     this.fill(repo, digest).catch((e: Error) => this.opts.log.warn({ ...repo.where, digest: digest.value, err: e.message }, 'background fill failed to start'));
   }
 
+  /** Counts the fill in inFlight() until it settles. */
+  private track(fill: Fill): Fill {
+    this.running.add(fill);
+    void fill.done.catch(() => undefined).finally(() => this.running.delete(fill));
+    return fill;
+  }
+
   private async startFill(repo: Repository, digest: Digest): Promise<Fill> {
     const started = await this.opts.lazy?.started(repo, digest);
     if (started) return this.fillFromSparse(repo, digest, started);
@@ -219,7 +245,7 @@ export class BlobCache {
       }
       return part.body;
     };
-    const fill = await Fill.start(this.opts.store, digest, { size: res.size, body: res.body, resume });
+    const fill = this.track(await Fill.start(this.opts.store, digest, { size: res.size, body: res.body, resume }));
     const t0 = this.now();
     fill.done.then(
       () => this.opts.log.info({ ...repo.where, digest: digest.value, bytes: fill.bytesWritten, resumes: fill.resumes, ms: this.now() - t0 }, 'blob cached'),
@@ -242,7 +268,7 @@ export class BlobCache {
     const release = layer.hold();
     let fill: Fill;
     try {
-      fill = await Fill.start(this.opts.store, digest, { size: layer.index.blobSize, body: wholeFromSparse(layer, openGap) });
+      fill = this.track(await Fill.start(this.opts.store, digest, { size: layer.index.blobSize, body: wholeFromSparse(layer, openGap) }));
     } catch (e) {
       release();
       throw e;

@@ -17,6 +17,7 @@ import type { Reference } from '../oci/reference.js';
 import type { Manifest, Upstream } from '../upstreams/upstream.js';
 import type { Repository } from '../upstreams/repository.js';
 import type { Logger } from '../lib/log.js';
+import type { Served } from './served.js';
 
 export interface ServedManifest {
   digest: string;
@@ -24,8 +25,8 @@ export interface ServedManifest {
   body: Buffer;
   /** the body, parsed and checked */
   manifest: ParsedManifest;
-  /** served from cache because the upstream could not be asked */
-  stale: boolean;
+  /** how it was served; `stale`: from cache because the upstream could not be asked */
+  served: Exclude<Served, 'lazy'>;
 }
 
 export interface ManifestCacheOptions {
@@ -40,11 +41,12 @@ export interface ManifestCacheOptions {
   now?: () => number;
 }
 
-type Held = Omit<ServedManifest, 'stale'>;
+type Held = Omit<ServedManifest, 'served'>;
 
 interface Resolved {
   record: TagRecord;
-  stale: boolean;
+  /** hit: the cached record (revalidated or not); miss: fetched; stale: the cached record, the upstream failing */
+  served: ServedManifest['served'];
   /** the manifest itself, when resolving fetched it (already parsed: not read back and parsed again) */
   fetched?: Held | undefined;
 }
@@ -66,13 +68,14 @@ export class ManifestCache {
   }
 
   private async lookup(repo: Repository, ref: Reference, accept: readonly string[], signal?: AbortSignal): Promise<ServedManifest> {
-    if (ref.kind === 'digest') return { ...(await this.byDigest(repo, ref.digest, signal)), stale: false };
+    if (ref.kind === 'digest') return this.byDigest(repo, ref.digest, signal);
     const first = await this.tagRecord(repo, ref.tag, accept);
     const held = first.fetched ?? (await this.held(parseDigest(first.record.digest)));
-    if (held) return { ...held, stale: first.stale };
+    if (held) return { ...held, served: first.served };
     // not held after all (evicted meanwhile, or an invalid copy `held` just dropped): resolved afresh
-    const { record, stale } = await this.tagRecord(repo, ref.tag, accept);
-    return { ...(await this.byDigest(repo, parseDigest(record.digest), signal)), stale };
+    const { record, served } = await this.tagRecord(repo, ref.tag, accept);
+    const m = await this.byDigest(repo, parseDigest(record.digest), signal);
+    return served === 'stale' ? { ...m, served } : m;
   }
 
   private async tagRecord(repo: Repository, tag: string, accept: readonly string[]): Promise<Resolved> {
@@ -91,16 +94,19 @@ export class ManifestCache {
     const variant = accept === MANIFEST_TYPES ? tag : `${tag}\0accept=${[...accept].sort().join(',')}`;
     const cached = await this.opts.meta.getTag(repo.upstream.name, repo.name, variant);
     const usable = cached !== undefined && (await this.have(parseDigest(cached.digest)));
-    if (usable && this.now() - cached.checkedAt < this.opts.tagTtlMs) return { record: cached, stale: false };
+    if (usable && this.now() - cached.checkedAt < this.opts.tagTtlMs) return { record: cached, served: 'hit' };
     if (usable && !repo.upstream.healthy()) {
       this.opts.log.warn({ ...repo.where, tag }, 'upstream is failing; serving the cached tag without asking it');
-      return { record: cached, stale: true };
+      return { record: cached, served: 'stale' };
     }
     if (usable && this.conserving(repo.upstream)) {
       this.opts.log.info({ ...repo.where, tag }, 'upstream rate limit is low; serving the cached tag without revalidation');
-      return { record: cached, stale: false };
+      return { record: cached, served: 'hit' };
     }
-    return this.tagLookups.run(`${repo.key}\0${variant}`, () => this.refreshTag(repo, tag, variant, accept, usable ? cached : undefined));
+    const key = `${repo.key}\0${variant}`;
+    const joined = this.tagLookups.peek(key) !== undefined;
+    const resolved = await this.tagLookups.run(key, () => this.refreshTag(repo, tag, variant, accept, usable ? cached : undefined));
+    return joined && resolved.served === 'miss' ? { ...resolved, served: 'coalesced' } : resolved;
   }
 
   private async refreshTag(repo: Repository, tag: string, variant: string, accept: readonly string[], cached: TagRecord | undefined): Promise<Resolved> {
@@ -113,7 +119,7 @@ export class ManifestCache {
         if (head.digest === cached.digest) {
           const record = { ...cached, checkedAt: this.now() };
           await this.opts.meta.putTag(repo.upstream.name, repo.name, variant, record);
-          return { record, stale: false };
+          return { record, served: 'hit' };
         }
       }
       const m = await repo.getManifest(ref, accept, { signal });
@@ -123,11 +129,11 @@ export class ManifestCache {
       const manifest = await this.keep(repo, m);
       const record: TagRecord = { digest: m.digest.value, mediaType: m.mediaType, size: m.body.length, checkedAt: this.now() };
       await this.opts.meta.putTag(repo.upstream.name, repo.name, variant, record);
-      return { record, stale: false, fetched: { digest: m.digest.value, mediaType: m.mediaType, body: m.body, manifest } };
+      return { record, served: 'miss', fetched: { digest: m.digest.value, mediaType: m.mediaType, body: m.body, manifest } };
     } catch (e) {
       if (!cached || !(e instanceof RegistryError) || !isUpstreamFailure(e)) throw e;
       this.opts.log.warn({ ...repo.where, tag, code: e.code, err: e.message }, 'tag revalidation failed; serving the cached manifest');
-      return { record: cached, stale: true };
+      return { record: cached, served: 'stale' };
     }
   }
 
@@ -138,11 +144,12 @@ export class ManifestCache {
     return rl.remaining <= Math.max(1, Math.floor(rl.limit / 10)) && this.now() < rl.seenAt + rl.windowSeconds * 1000;
   }
 
-  private async byDigest(repo: Repository, digest: Digest, signal?: AbortSignal): Promise<Held> {
+  private async byDigest(repo: Repository, digest: Digest, signal?: AbortSignal): Promise<ServedManifest> {
     const held = await this.held(digest);
-    if (held) return held;
+    if (held) return { ...held, served: 'hit' };
+    const joined = this.digestFetches.peek(digest.value) !== undefined;
     // the fetch is shared, so it runs on no client's signal: one client leaving must not fail the rest
-    return this.digestFetches.run(
+    const fetched = await this.digestFetches.run(
       digest.value,
       async () => {
         const m = await repo.getManifest({ kind: 'digest', digest }, MANIFEST_TYPES);
@@ -150,6 +157,7 @@ export class ManifestCache {
       },
       { signal },
     );
+    return { ...fetched, served: joined ? 'coalesced' : 'miss' };
   }
 
   /**

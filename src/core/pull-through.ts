@@ -7,7 +7,7 @@ import type { Reference } from '../oci/reference.js';
 import type { Logger } from '../lib/log.js';
 import type { Repository } from '../upstreams/repository.js';
 import type { TagPage } from '../upstreams/upstream.js';
-import { BlobCache, type RangedParts, type ServedBlob } from './blob-cache.js';
+import { BlobCache, type BlobHead, type RangedParts, type ServedBlob } from './blob-cache.js';
 import { LayerFiles, type LayerFile } from './layer-files.js';
 import { LazyLayers } from '../lazy/layers.js';
 import type { LazyFormat } from '../lazy/format.js';
@@ -33,6 +33,17 @@ export interface PullThroughOptions {
   now?: () => number;
 }
 
+export interface Activity {
+  /** blob downloads into the cache running now */
+  fillsInFlight: number;
+  /** the bytes those have received so far */
+  fillBytesInFlight: number;
+  /** bytes of lazy layers fetched from upstreams since start-up */
+  lazyBytesFetched: number;
+  /** bytes of lazy layers served to clients' ranges since start-up */
+  lazyBytesServed: number;
+}
+
 export class PullThrough {
   private readonly manifests: ManifestCache;
   private readonly blobs: BlobCache;
@@ -51,6 +62,13 @@ export class PullThrough {
 
   async close(): Promise<void> {
     await this.lazy?.close();
+  }
+
+  /** What the cache is doing now and has done since start-up, for the metrics read at a scrape. */
+  activity(): Activity {
+    const fills = this.blobs.inFlight();
+    const lazy = this.lazy?.bytes ?? { fetched: 0, served: 0 };
+    return { fillsInFlight: fills.fills, fillBytesInFlight: fills.bytes, lazyBytesFetched: lazy.fetched, lazyBytesServed: lazy.served };
   }
 
   /** The TOC JSON of an eStargz layer (the index document of a lazy format). */
@@ -86,7 +104,7 @@ export class PullThrough {
     return this.blobs.redirect(digest);
   }
 
-  blobSize(repo: Repository, digest: Digest, signal?: AbortSignal): Promise<number | undefined> {
+  blobSize(repo: Repository, digest: Digest, signal?: AbortSignal): Promise<BlobHead> {
     return this.blobs.size(repo, digest, signal);
   }
 

@@ -122,8 +122,11 @@ export class Layer {
     }
   }
 
-  /** This layer as a request through `fetch` sees it; `pin` is called on hold and returns its unpin. */
-  view(fetch: FetchSpan, pin: () => () => void): LazyLayer {
+  /**
+   * This layer as a request through `fetch` sees it; `pin` is called on hold and returns its
+   * unpin; `served` is told the bytes each read hands to its stream.
+   */
+  view(fetch: FetchSpan, pin: () => () => void, served: (bytes: number) => void = () => undefined): LazyLayer {
     const hold = (): (() => void) => {
       const unpin = pin();
       const release = this.hold();
@@ -140,7 +143,7 @@ export class Layer {
       read: async (start, end, signal) => {
         const release = hold();
         try {
-          const body = await this.read(fetch, start, end, signal);
+          const body = await this.read(fetch, start, end, served, signal);
           body.once('close', release);
           return body;
         } catch (e) {
@@ -205,7 +208,7 @@ export class Layer {
    * [start, end): the verified parts from the sparse copy, the unverifiable ones fetched now
    * (before the stream is returned, so a failure is an error answer) and passed through, never kept.
    */
-  private async read(fetch: FetchSpan, start: number, end: number, signal?: AbortSignal): Promise<Readable> {
+  private async read(fetch: FetchSpan, start: number, end: number, served: (bytes: number) => void, signal?: AbortSignal): Promise<Readable> {
     await this.ensure(fetch, start, end, signal);
     const parts: (ByteRange | Buffer)[] = [];
     for (const run of runs(this.index.units({ start, end }), start, end)) {
@@ -215,8 +218,15 @@ export class Layer {
     return Readable.from(
       (async function* () {
         for (const p of parts) {
-          if (Buffer.isBuffer(p)) yield p;
-          else yield* sparse.stream(p.start, p.end);
+          if (Buffer.isBuffer(p)) {
+            served(p.length);
+            yield p;
+            continue;
+          }
+          for await (const chunk of sparse.stream(p.start, p.end) as AsyncIterable<Buffer>) {
+            served(chunk.length);
+            yield chunk;
+          }
         }
       })(),
       { objectMode: false },

@@ -20,7 +20,7 @@ import { tryParseDigest, type Digest } from '../oci/digest.js';
 import type { ParsedManifest } from '../oci/manifest.js';
 import type { Repository } from '../upstreams/repository.js';
 import type { LayerClaim, LazyFormat, LazyIndex } from './format.js';
-import { ClaimRefuted, Layer, refutesClaim, upstreamSpans, type LazyLayer } from './layer.js';
+import { ClaimRefuted, Layer, refutesClaim, upstreamSpans, type FetchSpan, type LazyLayer } from './layer.js';
 import type { Logger } from '../lib/log.js';
 import { SparseBudget } from './sparse-budget.js';
 
@@ -95,6 +95,8 @@ export class LazyLayers {
   private opening = 0;
   private readonly waiting: (() => void)[] = [];
   private readonly formats: ReadonlyMap<string, LazyFormat>;
+  private fetchedBytes = 0;
+  private servedBytes = 0;
 
   constructor(private readonly opts: LazyLayersOptions) {
     this.formats = new Map((opts.formats ?? []).map((f) => [f.name, f]));
@@ -106,6 +108,11 @@ export class LazyLayers {
 
   get fillAfterRange(): boolean {
     return this.opts.fillAfterRange ?? false;
+  }
+
+  /** Bytes of lazy layers fetched from upstreams (indexes, ranges, prefetches) and served to clients' ranges, since start-up. */
+  get bytes(): { fetched: number; served: number } {
+    return { fetched: this.fetchedBytes, served: this.servedBytes };
   }
 
   /** Notes the layers a manifest served for `repo` claims a format for (called for every manifest served). */
@@ -138,7 +145,7 @@ export class LazyLayers {
         if (!sameClaim(layer.claim, claim)) return undefined; // its copy holds bytes verified under another claim
         this.join(entry, layer, who);
         // the caller holds it before any I/O of its own: an eviction cannot close it in between
-        return layer.view(upstreamSpans(repo, digest, claim.size), () => this.pin(digest.value));
+        return layer.view(this.counted(upstreamSpans(repo, digest, claim.size)), () => this.pin(digest.value), (n) => void (this.servedBytes += n));
       }
       if (sameClaim(entry.claim, claim)) return undefined; // this claim failed to open (the opener logged why)
       // another claim failed to open: this one gets its turn
@@ -228,7 +235,7 @@ export class LazyLayers {
     if (record && recorded && sameClaim(recorded, entry.claim)) for (const c of record.claimants) entry.claimants.add(c);
     const format = this.formats.get(entry.claim.format);
     if (!format) throw new ClaimRefuted(`no lazy format ${entry.claim.format}`);
-    const fetch = upstreamSpans(repo, digest, entry.claim.size);
+    const fetch = this.counted(upstreamSpans(repo, digest, entry.claim.size));
     await this.turn();
     let pinned = false;
     try {
@@ -269,6 +276,15 @@ export class LazyLayers {
     let n = 0;
     for (const digest of this.memory.keys()) if (this.memory.isPinned(digest)) n += this.memory.sizeOf(digest) ?? 0;
     return n;
+  }
+
+  /** `fetch`, its bytes counted as fetched. */
+  private counted(fetch: FetchSpan): FetchSpan {
+    return async (span, signal) => {
+      const bytes = await fetch(span, signal);
+      this.fetchedBytes += bytes.length;
+      return bytes;
+    };
   }
 
   /** Pins a layer's index while a request holds it; returns the unpin. */

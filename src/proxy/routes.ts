@@ -10,6 +10,7 @@ import type { PullThrough } from '../core/pull-through.js';
 import { contentRange, parseRange, parseRanges } from '../oci/range.js';
 import { parseFileEndpoint, serveFileEndpoint } from './file-routes.js';
 import { rangesBody } from './multipart.js';
+import { outcome, type RouteKind } from './request-log.js';
 import type { Router } from '../core/routing.js';
 import type { Repository } from '../upstreams/repository.js';
 import type { TagPage } from '../upstreams/upstream.js';
@@ -31,15 +32,24 @@ export function registerRoutes(app: FastifyInstance, deps: { router: Router; cac
   });
 
   // HEAD is routed explicitly: Fastify's automatic HEAD would recompute Content-Length from an empty body
-  app.route({ method: ['GET', 'HEAD'], url: '/v2/', handler: async (_req, reply) => reply.type('application/json').send({}) });
+  app.route({ method: ['GET', 'HEAD'], url: '/v2/', handler: async (req, reply) => {
+    outcome(req).route = 'base';
+    return reply.type('application/json').send({});
+  } });
 
   app.route({ method: ['GET', 'HEAD'], url: '/v2/*', handler: async (req, reply) => {
     const [path, query] = splitUrl(req.url);
+    const o = outcome(req);
     const files = parseFileEndpoint(path.slice('/v2/'.length));
-    if (files) return serveFileEndpoint(deps.cache, deps.router.route(files.name, query.get('ns') ?? undefined), files, query, req, reply);
+    if (files) {
+      o.route = 'files';
+      const repo = routed(deps.router, req, files.name, query);
+      return serveFileEndpoint(deps.cache, repo, files, query, req, reply);
+    }
     const endpoint = parseEndpoint(path.slice('/v2/'.length));
     if (endpoint.kind === 'uploads') throw new RegistryError('UNSUPPORTED', { message: 'uploads are not supported by a pull-through cache' });
-    const repo = deps.router.route(endpoint.name, query.get('ns') ?? undefined);
+    o.route = ROUTE_KIND[endpoint.kind];
+    const repo = routed(deps.router, req, endpoint.name, query);
     const signal = abortOnClose(reply);
     switch (endpoint.kind) {
       case 'manifests':
@@ -54,16 +64,26 @@ export function registerRoutes(app: FastifyInstance, deps: { router: Router; cac
   } });
 }
 
+const ROUTE_KIND: Record<'manifests' | 'blobs' | 'tags' | 'referrers', RouteKind> = { manifests: 'manifest', blobs: 'blob', tags: 'tags', referrers: 'referrers' };
+
+/** The repository a client's name stands for, noted in the request's outcome. */
+function routed(router: Router, req: FastifyRequest, name: string, query: URLSearchParams): Repository {
+  const repo = router.route(name, query.get('ns') ?? undefined);
+  Object.assign(outcome(req), { upstream: repo.upstream.name, repository: repo.name });
+  return repo;
+}
+
 async function manifest(cache: PullThrough, repo: Repository, refText: string, req: FastifyRequest, reply: FastifyReply, signal: AbortSignal) {
   const ref = parseReference(refText);
   const m = await cache.manifest(repo, ref, parseAccept(req.headers.accept), signal);
+  outcome(req).cache = m.served;
   reply.headers({
     'content-type': m.mediaType,
     'docker-content-digest': m.digest,
     etag: `"${m.digest}"`,
     'content-length': String(m.body.length),
   });
-  if (m.stale) reply.header('warning', '110 pullthrough "Response is Stale"');
+  if (m.served === 'stale') reply.header('warning', '110 pullthrough "Response is Stale"');
   return reply.send(req.method === 'HEAD' ? undefined : m.body);
 }
 
@@ -71,21 +91,27 @@ async function blob(cache: PullThrough, repo: Repository, refText: string, req: 
   const digest = parseDigest(refText);
   reply.headers({ 'docker-content-digest': digest.value, 'accept-ranges': 'bytes', 'content-type': 'application/octet-stream', etag: `"${digest.value}"` });
   if (req.method === 'HEAD') {
-    const size = await cache.blobSize(repo, digest, signal);
-    if (size !== undefined) reply.header('content-length', String(size));
+    const head = await cache.blobSize(repo, digest, signal);
+    outcome(req).cache = head.served;
+    if (head.size !== undefined) reply.header('content-length', String(head.size));
     return reply.send();
   }
   const location = await cache.blobRedirect(digest);
-  if (location) return reply.code(307).header('location', location).header('cache-control', 'no-store').send();
+  if (location) {
+    outcome(req).cache = 'hit';
+    return reply.code(307).header('location', location).header('cache-control', 'no-store').send();
+  }
   const ranges = parseRanges(req.headers.range);
   if (ranges && ranges.length > 1) {
     const multi = await cache.blobRanges(repo, digest, ranges);
     if (multi) {
+      outcome(req).cache = multi.served;
       const body = rangesBody(multi);
       return reply.code(206).headers(body.headers).send(body.stream);
     }
   }
   const b = await cache.blob(repo, digest, parseRange(req.headers.range));
+  outcome(req).cache = b.served;
   if (b.range) {
     reply.code(206).header('content-range', contentRange(b.range, b.size));
     reply.header('content-length', String(b.range.end - b.range.start));

@@ -73,14 +73,15 @@ function asHttpWrites(asked: RangeRequest): { start: number; end: number | undef
 /**
  * The body, held to exactly `length` bytes: nothing past them is ever passed on, and the last byte
  * is held back until the upstream's body ended, so that a body longer or shorter than announced
- * errors instead of looking complete.
+ * errors instead of looking complete. `onBytes` is told of every chunk received.
  */
-export function exactly(ctx: ErrorContext, body: Readable, length: number): Readable {
+export function exactly(ctx: ErrorContext, body: Readable, length: number, onBytes?: (bytes: number) => void): Readable {
   let received = 0;
   let last: Buffer | undefined;
   const cut = new Transform({
     transform(chunk: Buffer, _enc: BufferEncoding, done: TransformCallback) {
       received += chunk.length;
+      onBytes?.(chunk.length);
       if (received > length) return done(framingError(ctx, `sent more than the ${length} bytes it announced`, { length }));
       if (received === length && chunk.length > 0) {
         last = chunk.subarray(chunk.length - 1);
@@ -94,4 +95,15 @@ export function exactly(ctx: ErrorContext, body: Readable, length: number): Read
     },
   });
   return pipeline(body, cut, () => undefined); // errors reach the reader through `cut`
+}
+
+/** The body as it is, `onBytes` told of every chunk received (for a body of no announced length). */
+export function counted(body: Readable, onBytes: (bytes: number) => void): Readable {
+  const count = new Transform({
+    transform(chunk: Buffer, _enc: BufferEncoding, done: TransformCallback) {
+      onBytes(chunk.length);
+      done(null, chunk);
+    },
+  });
+  return pipeline(body, count, () => undefined);
 }

@@ -2,8 +2,14 @@
 // through RegistryClient; kinds differ in where their credentials come from (kinds/).
 import { Authenticator } from './auth/authenticator.js';
 import { adapterFor, type UpstreamConfig } from './kinds/index.js';
-import { RegistryClient, upstreamAgent, type UpstreamCall } from './registry-client.js';
+import { RegistryClient, upstreamAgent, type UpstreamBytes, type UpstreamCall } from './registry-client.js';
 import type { Upstream } from './upstream.js';
+
+/** What the client reports of its traffic (see RegistryClientOptions); it never logs itself. */
+export interface UpstreamObserver {
+  onResponse?: ((e: UpstreamCall) => void) | undefined;
+  onBytes?: ((e: UpstreamBytes) => void) | undefined;
+}
 
 export interface UpstreamDeps {
   /** ms clock for token and credential lifetimes, injectable for tests */
@@ -13,7 +19,7 @@ export interface UpstreamDeps {
 export function createUpstream(
   u: UpstreamConfig,
   config: { timeouts: Parameters<typeof upstreamAgent>[0]; retries: number },
-  onResponse?: (e: UpstreamCall) => void,
+  observer: UpstreamObserver = {},
   deps: UpstreamDeps = {},
 ): Upstream {
   const dispatcher = upstreamAgent(config.timeouts);
@@ -27,5 +33,5 @@ export function createUpstream(
     deniedHint: adapter.deniedHint,
     ...(deps.now ? { now: deps.now } : {}),
   });
-  return new RegistryClient({ name: u.name, url: u.url, authenticator, dispatcher, retries: config.retries, onResponse, deniedHint: adapter.deniedHint });
+  return new RegistryClient({ name: u.name, url: u.url, authenticator, dispatcher, retries: config.retries, onResponse: observer.onResponse, onBytes: observer.onBytes, deniedHint: adapter.deniedHint });
 }

@@ -11,7 +11,7 @@ import { RegistryError } from '../oci/errors.js';
 import { referenceString, type Reference } from '../oci/reference.js';
 import type { Authenticator } from './auth/authenticator.js';
 import { errorFromResponse, errorFromTransport, header, isRetryable, verificationError, type ErrorContext, type ResourceKind } from './errors.js';
-import { answeredRange, exactly, wholeLength } from './framing.js';
+import { answeredRange, counted, exactly, wholeLength } from './framing.js';
 import { rangeHeader, type RangeRequest } from '../oci/range.js';
 import { CircuitBreaker } from '../lib/circuit-breaker.js';
 import { discard, type BlobResponse, type CallOptions, type Manifest, type ManifestHead, type RateLimit, type TagPage, type Upstream } from './upstream.js';
@@ -34,12 +34,16 @@ export interface RegistryClientOptions {
   backoffMs?: number;
   /** called once per upstream response (after auth and redirects); the client itself never logs */
   onResponse?: (e: UpstreamCall) => void;
+  /** called as body bytes of blobs (chunk by chunk) and manifests (whole) arrive */
+  onBytes?: (e: UpstreamBytes) => void;
   /** what this upstream's credential needs, added to DENIED messages (see adapters.ts) */
   deniedHint?: string | undefined;
 }
 
 export interface UpstreamCall {
   upstream: string;
+  /** what was asked for */
+  kind: ResourceKind;
   method: string;
   path: string;
   status: number;
@@ -51,6 +55,13 @@ export interface UpstreamCall {
   rateLimitLimit?: number | undefined;
   /** true when less than a tenth of the announced limit remains */
   rateLimitLow?: boolean | undefined;
+}
+
+/** Body bytes received from an upstream. */
+export interface UpstreamBytes {
+  upstream: string;
+  kind: 'blob' | 'manifest';
+  bytes: number;
 }
 
 type Headers = Record<string, string | string[] | undefined>;
@@ -94,6 +105,7 @@ export class RegistryClient implements Upstream {
     const res = await this.send(ctx, 'GET', `/v2/${repo}/manifests/${referenceString(ref)}`, { accept: accept.join(', ') }, o.signal);
     if (res.status !== 200) throw await errorFromResponse(ctx, res.status, res.headers, res.body);
     const body = await readBounded(res.body, MAX_MANIFEST_BYTES, ctx);
+    this.opts.onBytes?.({ upstream: this.name, kind: 'manifest', bytes: body.length });
     const expected = ref.kind === 'digest' ? ref.digest : tryParseDigest(header(res.headers, 'docker-content-digest') ?? '');
     const digest = digestOf(body, expected?.algorithm ?? 'sha256');
     if (expected && digest.value !== expected.value) throw verificationError(ctx, expected.value, digest.value);
@@ -122,14 +134,17 @@ export class RegistryClient implements Upstream {
     const headers: Record<string, string> = o.range ? { range: rangeHeader(o.range) } : {};
     const res = await this.send(ctx, 'GET', `/v2/${repo}/blobs/${digest.value}`, headers, o.signal);
     if (res.status !== 200 && !(res.status === 206 && o.range)) throw await errorFromResponse(ctx, res.status, res.headers, res.body);
+    const onBytes = this.opts.onBytes;
+    const received = onBytes && ((bytes: number) => onBytes({ upstream: this.name, kind: 'blob', bytes }));
     try {
       if (res.status === 200) {
         // also when the upstream ignored a Range: `range` stays undefined and the body is whole
         const length = wholeLength(ctx, res.headers, digest, o.size) ?? o.size;
-        return { size: length, range: undefined, body: length === undefined ? res.body : exactly(ctx, res.body, length) };
+        if (length !== undefined) return { size: length, range: undefined, body: exactly(ctx, res.body, length, received) };
+        return { size: length, range: undefined, body: received ? counted(res.body, received) : res.body };
       }
       const { range, total } = answeredRange(ctx, res.headers, o.range!, o.size);
-      return { size: total ?? o.size, range, body: exactly(ctx, res.body, range.end - range.start) };
+      return { size: total ?? o.size, range, body: exactly(ctx, res.body, range.end - range.start, received) };
     } catch (e) {
       res.body.on('error', () => undefined);
       res.body.destroy(); // never reuse a connection that lied about a length
@@ -192,6 +207,7 @@ export class RegistryClient implements Upstream {
         if (rateLimit) this.lastRateLimit = rateLimit;
         this.opts.onResponse?.({
           upstream: this.name,
+          kind: ctx.kind,
           method,
           path,
           status: res.status,

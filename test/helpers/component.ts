@@ -1,11 +1,17 @@
 // The proxy in-process for component tests: the real PullThrough, Router and Fastify server over a
 // FakeUpstream and memory stores, driven through `app.inject()`: no process, no socket, no registry.
 // The clock is the test's: `clock.advance(ms)` moves the tag TTL and the upstream's health window.
+// The edge is wired as main.ts wires it: metrics (GET /metrics), the upstream's calls observed, and
+// the server's log lines (pino JSON, with main.ts's redaction) recorded.
+import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { MemoryBlobStore, MemoryMetadataStore } from '../../src/cache/memory-store.js';
 import type { UpstreamConfig, UpstreamType } from '../../src/config.js';
 import { PullThrough, type PullThroughOptions } from '../../src/core/pull-through.js';
 import { Router } from '../../src/core/routing.js';
+import { loggerOptions } from '../../src/main.js';
+import { Metrics } from '../../src/proxy/metrics.js';
+import { upstreamObserver } from '../../src/proxy/request-log.js';
 import { buildServer } from '../../src/proxy/server.js';
 import { FakeUpstream } from './fake-upstream.js';
 import { makeTempDir, removeDir, type Test } from './util.js';
@@ -29,11 +35,18 @@ export interface Component {
   clock: Clock;
   /** what the core logged */
   logs: LogLine[];
+  /** what the server logged (request completions, upstream calls, errors), each line parsed */
+  serverLogs: Record<string, unknown>[];
+  metrics: Metrics;
 }
 
 export interface ComponentOptions extends Partial<Pick<PullThroughOptions, 'tagTtlMs' | 'revalidateTimeoutMs' | 'fillOnRange' | 'unverifiedRanges'>> {
   /** the fake's type as configured (dockerhub adds library/ to bare names); default "registry" */
   type?: UpstreamType;
+  /** metrics.repositoryLabels */
+  repositoryLabels?: boolean;
+  /** serve eStargz layers lazily (sparse copies in the spool directory, no prefetch) */
+  estargz?: boolean;
 }
 
 export async function component(t: Test, o: ComponentOptions = {}): Promise<Component> {
@@ -57,16 +70,22 @@ export async function component(t: Test, o: ComponentOptions = {}): Promise<Comp
     revalidateTimeoutMs: o.revalidateTimeoutMs ?? 1_000,
     fillOnRange: o.fillOnRange ?? false,
     unverifiedRanges: o.unverifiedRanges,
+    estargz: o.estargz ? { sparseDir: join(spool, 'sparse'), prefetch: false } : undefined,
     log,
     now: clock.now,
   });
-  const app = buildServer({ router: new Router([routed], routed), cache });
+  const serverLogs: Record<string, unknown>[] = [];
+  const logger = { ...(loggerOptions('debug') as object), stream: { write: (line: string) => void serverLogs.push(JSON.parse(line) as Record<string, unknown>) } };
+  const metrics = new Metrics({ repositoryLabels: o.repositoryLabels ?? false });
+  const app = buildServer({ router: new Router([routed], routed), cache, logger, metrics });
+  upstream.observer = upstreamObserver(metrics, () => app.log);
+  metrics.watch({ upstreams: [routed], store, activity: () => cache.activity() });
   t.teardown(async () => {
     await app.close();
     await cache.close();
     await removeDir(spool);
   });
-  return { app, upstream, store, meta, clock, logs };
+  return { app, upstream, store, meta, clock, logs, serverLogs, metrics };
 }
 
 /** The OCI error codes of an answer's body (empty when it has none). */

@@ -15,6 +15,7 @@ import { satisfy, type RangeRequest } from '../../src/oci/range.js';
 import { referenceString, type Reference } from '../../src/oci/reference.js';
 import { errorFromResponse, errorFromTransport, framingError, verificationError, type ErrorContext, type ResourceKind } from '../../src/upstreams/errors.js';
 import type { BlobResponse, CallOptions, Manifest, ManifestHead, RateLimit, TagPage, Upstream } from '../../src/upstreams/upstream.js';
+import type { UpstreamObserver } from '../../src/upstreams/index.js';
 
 export type Method = 'headManifest' | 'getManifest' | 'headBlob' | 'getBlob' | 'tags' | 'referrers';
 const METHODS: readonly Method[] = ['headManifest', 'getManifest', 'headBlob', 'getBlob', 'tags', 'referrers'];
@@ -72,6 +73,8 @@ export class FakeUpstream implements Upstream {
   honoursAccept = true;
   /** false: `n` and `last` are ignored and every tag listed, as docker-registry 2.8 does */
   pagesTags = true;
+  /** told of every answer and of body bytes as they are read, as RegistryClient tells its observer (a transport failure is no answer) */
+  observer: UpstreamObserver = {};
 
   private readonly repos = new Map<string, Repo>();
   private readonly faults = new Map<Method, Fault>();
@@ -152,14 +155,17 @@ export class FakeUpstream implements Upstream {
   async headManifest(repo: string, ref: Reference, accept: readonly string[], o: CallOptions = {}): Promise<ManifestHead> {
     const ctx = await this.enter('headManifest', 'manifest', repo, referenceString(ref), o);
     const found = this.manifest(repo, ref, accept);
-    if (!found) throw await errorFromResponse(ctx, 404, {}, Readable.from([])); // a HEAD has no envelope
+    if (!found) throw await this.refuse(ctx, 'HEAD', 404, {}, Readable.from([])); // a HEAD has no envelope
+    this.answered(ctx, 'HEAD', 200);
     return { digest: found.digest, mediaType: found.mediaType, size: found.body.length };
   }
 
   async getManifest(repo: string, ref: Reference, accept: readonly string[], o: CallOptions = {}): Promise<Manifest> {
     const ctx = await this.enter('getManifest', 'manifest', repo, referenceString(ref), o);
     const found = this.manifest(repo, ref, accept);
-    if (!found) throw await this.notFound(ctx, repo, 'MANIFEST_UNKNOWN');
+    if (!found) throw await this.notFound(ctx, 'GET', repo, 'MANIFEST_UNKNOWN');
+    this.answered(ctx, 'GET', 200);
+    this.observer.onBytes?.({ upstream: this.name, kind: 'manifest', bytes: found.body.length });
     const digest = digestOf(found.body);
     // the client checks the body against the digest asked for, or the one the upstream announced
     if (digest.value !== found.digest) throw verificationError(ctx, found.digest, digest.value);
@@ -169,31 +175,35 @@ export class FakeUpstream implements Upstream {
   async headBlob(repo: string, digest: Digest, o: CallOptions = {}): Promise<number | undefined> {
     const ctx = await this.enter('headBlob', 'blob', repo, digest.value, o);
     const bytes = this.blob(repo, digest);
-    if (!bytes) throw await errorFromResponse(ctx, 404, {}, Readable.from([]));
+    if (!bytes) throw await this.refuse(ctx, 'HEAD', 404, {}, Readable.from([]));
+    this.answered(ctx, 'HEAD', 200);
     return bytes.length;
   }
 
   async getBlob(repo: string, digest: Digest, o: CallOptions & { range?: RangeRequest; size?: number | undefined } = {}): Promise<BlobResponse> {
     const ctx = await this.enter('getBlob', 'blob', repo, digest.value, o, o.range);
     const bytes = this.blob(repo, digest);
-    if (!bytes) throw await this.notFound(ctx, repo, 'BLOB_UNKNOWN');
-    if (o.size !== undefined && o.size !== bytes.length) {
-      throw framingError(ctx, `sent ${bytes.length} bytes for a blob of ${o.size}`);
-    }
-    if (!o.range || this.ignoreRanges) return { size: bytes.length, range: undefined, body: chunked(bytes) };
+    if (!bytes) throw await this.notFound(ctx, 'GET', repo, 'BLOB_UNKNOWN');
+    const received = (n: number): void => this.observer.onBytes?.({ upstream: this.name, kind: 'blob', bytes: n });
     let range;
-    try {
-      range = satisfy(o.range, bytes.length);
-    } catch {
-      throw await errorFromResponse(ctx, 416, { 'content-range': `bytes */${bytes.length}` }, Readable.from([]));
+    if (o.range && !this.ignoreRanges) {
+      try {
+        range = satisfy(o.range, bytes.length);
+      } catch {
+        throw await this.refuse(ctx, 'GET', 416, { 'content-range': `bytes */${bytes.length}` }, Readable.from([]));
+      }
     }
-    return { size: bytes.length, range, body: chunked(bytes.subarray(range.start, range.end)) };
+    this.answered(ctx, 'GET', range ? 206 : 200);
+    if (o.size !== undefined && o.size !== bytes.length) throw framingError(ctx, `sent ${bytes.length} bytes for a blob of ${o.size}`);
+    if (!range) return { size: bytes.length, range: undefined, body: chunked(bytes, received) };
+    return { size: bytes.length, range, body: chunked(bytes.subarray(range.start, range.end), received) };
   }
 
   async tags(repo: string, page: { n?: number; last?: string }, o: CallOptions = {}): Promise<TagPage> {
     const ctx = await this.enter('tags', 'tags', repo, undefined, o);
     const r = this.repos.get(repo);
-    if (!r) throw await this.notFound(ctx, repo, 'NAME_UNKNOWN');
+    if (!r) throw await this.notFound(ctx, 'GET', repo, 'NAME_UNKNOWN');
+    this.answered(ctx, 'GET', 200);
     const all = [...r.tags.keys()].sort();
     if (!this.pagesTags) return { name: repo, tags: all, next: undefined };
     const after = all.filter((t) => page.last === undefined || t > page.last);
@@ -204,7 +214,8 @@ export class FakeUpstream implements Upstream {
   }
 
   async referrers(repo: string, digest: Digest, artifactType: string | undefined, o: CallOptions = {}): Promise<Manifest | undefined> {
-    await this.enter('referrers', 'referrers', repo, digest.value, o);
+    const ctx = await this.enter('referrers', 'referrers', repo, digest.value, o);
+    this.answered(ctx, 'GET', this.referrersApi ? 200 : 404);
     if (!this.referrersApi) return undefined;
     const manifests = [...(this.repos.get(repo)?.manifests ?? new Map<string, StoredManifest>())].flatMap(([d, m]) => {
       const doc = JSON.parse(m.body.toString()) as { subject?: Descriptor; artifactType?: string; config?: Descriptor };
@@ -242,8 +253,8 @@ export class FakeUpstream implements Upstream {
     }
     if (fault?.status !== undefined) {
       this.outcome(fault.status < 500);
-      const headers = fault.retryAfter ? { 'retry-after': fault.retryAfter } : {};
-      throw await errorFromResponse(ctx, fault.status, headers, envelope(fault.code));
+      const headers: Record<string, string> = fault.retryAfter ? { 'retry-after': fault.retryAfter } : {};
+      throw await this.refuse(ctx, method.startsWith('head') ? 'HEAD' : 'GET', fault.status, headers, envelope(fault.code));
     }
     this.outcome(true);
     return ctx;
@@ -254,8 +265,32 @@ export class FakeUpstream implements Upstream {
     else this.circuit.failed();
   }
 
-  private notFound(ctx: ErrorContext, repo: string, code: OciCode) {
-    return errorFromResponse(ctx, 404, {}, envelope(this.repos.has(repo) ? code : 'NAME_UNKNOWN'));
+  private notFound(ctx: ErrorContext, method: 'GET' | 'HEAD', repo: string, code: OciCode) {
+    return this.refuse(ctx, method, 404, {}, envelope(this.repos.has(repo) ? code : 'NAME_UNKNOWN'));
+  }
+
+  /** An answer other than a success: reported, then classified as RegistryClient classifies it. */
+  private refuse(ctx: ErrorContext, method: 'GET' | 'HEAD', status: number, headers: Record<string, string>, body: Readable) {
+    this.answered(ctx, method, status);
+    return errorFromResponse(ctx, status, headers, body);
+  }
+
+  /** Reports an answer to the observer, as RegistryClient reports its responses. */
+  private answered(ctx: ErrorContext, method: 'GET' | 'HEAD', status: number): void {
+    const segment = { manifest: 'manifests', blob: 'blobs', referrers: 'referrers', tags: 'tags', token: 'token' }[ctx.kind];
+    const path = ctx.kind === 'tags' ? `/v2/${ctx.repo}/tags/list` : `/v2/${ctx.repo}/${segment}/${ctx.ref ?? ''}`;
+    const rl = this.announced;
+    this.observer.onResponse?.({
+      upstream: this.name,
+      kind: ctx.kind,
+      method,
+      path,
+      status,
+      ms: 0,
+      attempt: 0,
+      rateLimitRemaining: rl?.remaining,
+      ...(rl ? { rateLimitLimit: rl.limit, rateLimitLow: rl.remaining < rl.limit / 10 } : {}),
+    });
   }
 
   private repo(name: string): Repo {
@@ -283,9 +318,16 @@ function envelope(code: OciCode | undefined): Readable {
   return Readable.from(code ? [Buffer.from(JSON.stringify({ errors: [{ code, message: code }] }))] : []);
 }
 
-/** A body in chunks, as it would arrive off a socket. */
-function chunked(bytes: Buffer): Readable {
+/** A body in chunks, as it would arrive off a socket; `received` is told of each as it is read. */
+function chunked(bytes: Buffer, received?: (n: number) => void): Readable {
   const chunks: Buffer[] = [];
   for (let at = 0; at < bytes.length; at += CHUNK) chunks.push(bytes.subarray(at, at + CHUNK));
-  return Readable.from(chunks);
+  return Readable.from(
+    (function* () {
+      for (const c of chunks) {
+        received?.(c.length);
+        yield c;
+      }
+    })(),
+  );
 }

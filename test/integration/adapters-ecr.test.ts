@@ -102,7 +102,7 @@ t.test('token lifecycle on an injectable clock: half-life renewal, fallback, exp
     password: undefined,
     aws: { accessKeyId: KEY_ID, secretAccessKey: SECRET, sessionToken: undefined, region: 'us-east-1', endpoint: api.url, public: false },
   };
-  const up = createUpstream(u, { timeouts: { connectMs: 5000, headersMs: 10_000, bodyMs: 10_000 }, retries: 0 }, undefined, { now: () => clock });
+  const up = createUpstream(u, { timeouts: { connectMs: 5000, headersMs: 10_000, bodyMs: 10_000 }, retries: 0 }, {}, { now: () => clock });
   t.teardown(() => up.close());
   const head = () => up.headManifest('team/app', { kind: 'tag', tag: 'v1' }, [OCI_MANIFEST]);
 

@@ -93,7 +93,7 @@ t.test('a key Google refuses: DENIED naming the service account, not the key', a
 t.test('access-token lifecycle on an injectable clock', async (t) => {
   let clock = Date.now();
   const u: UpstreamConfig = { name: HOST, url: hop.url, type: 'gar', aliases: [], username: undefined, password: undefined, serviceAccountJson: oauth.serviceAccountJson };
-  const up = createUpstream(u, { timeouts: { connectMs: 5000, headersMs: 10_000, bodyMs: 10_000 }, retries: 0 }, undefined, { now: () => clock });
+  const up = createUpstream(u, { timeouts: { connectMs: 5000, headersMs: 10_000, bodyMs: 10_000 }, retries: 0 }, {}, { now: () => clock });
   t.teardown(() => up.close());
   const head = () => up.headManifest('proj/repo/third', { kind: 'tag', tag: 'v1' }, [OCI_MANIFEST]);
   t.equal((await head()).digest, image.top.digest);

@@ -1,0 +1,38 @@
+// Reading a /metrics answer (the Prometheus text format) in tests.
+
+export interface Sample {
+  name: string;
+  labels: Record<string, string>;
+  value: number;
+}
+
+/** Every sample line of a scrape. */
+export function samples(text: string): Sample[] {
+  const out: Sample[] = [];
+  for (const line of text.split('\n')) {
+    const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$/.exec(line);
+    if (!m) continue;
+    const labels: Record<string, string> = {};
+    for (const [, k, v] of (m[2] ?? '').matchAll(/([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"/g)) labels[k!] = v!;
+    out.push({ name: m[1]!, labels, value: Number(m[3]) });
+  }
+  return out;
+}
+
+/**
+ * The value of the one series of `name` whose labels are exactly `labels`; 0 when there is none
+ * (a counter that never moved). Throws when the labels match more than one.
+ */
+export function valueOf(text: string, name: string, labels: Record<string, string> = {}): number {
+  const want = Object.entries(labels).sort().join('|');
+  const hits = samples(text).filter((s) => s.name === name && Object.entries(s.labels).sort().join('|') === want);
+  if (hits.length > 1) throw new Error(`${name} ${want}: ${hits.length} series`);
+  return hits[0]?.value ?? 0;
+}
+
+/** The series (name and labels) of the samples whose names start with one of `prefixes`. */
+export function seriesOf(text: string, prefixes: readonly string[]): string[] {
+  return samples(text)
+    .filter((s) => prefixes.some((p) => s.name.startsWith(p)))
+    .map((s) => `${s.name}{${Object.entries(s.labels).sort().map(([k, v]) => `${k}="${v}"`).join(',')}}`);
+}
