@@ -10,8 +10,8 @@ import type { S3Health } from './cache/s3-client.js';
 import type { Config } from './config.js';
 import { PullThrough } from './core/pull-through.js';
 import { Router, type RoutedUpstream } from './core/routing.js';
-import pinoPretty from 'pino-pretty';
 import { Metrics } from './proxy/metrics.js';
+import { prettyStream } from './proxy/pretty-log.js';
 import { requestLogger, upstreamObserver } from './proxy/request-log.js';
 import { buildServer } from './proxy/server.js';
 import { createUpstream } from './upstreams/index.js';
@@ -66,14 +66,14 @@ export async function openBucket(s3: NonNullable<Config['cache']['s3']>, spoolDi
 /**
  * Pino options: credentials never reach the log, whatever a request carries. JSON lines, one per
  * event, for log collectors; `pretty` (the CLI sets it when stdout is a terminal): one coloured
- * line per event for a person, through pino-pretty in this thread (the redaction applies before
- * either). Synchronous, so nothing is lost when the process exits.
+ * line per event for a person (proxy/pretty-log.ts), written in this thread, so nothing is lost
+ * when the process exits. The redaction applies before either.
  */
 export function loggerOptions(level: string, o: { pretty?: boolean } = {}): FastifyServerOptions['logger'] {
   return {
     level,
     redact: { paths: ['req.headers.authorization', 'headers.authorization', '*.password', '*.token'], censor: '[redacted]' },
-    ...(o.pretty ? { stream: pinoPretty({ sync: true, colorize: true, translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname' }) } : {}),
+    ...(o.pretty ? { stream: prettyStream() } : {}),
   };
 }
 
