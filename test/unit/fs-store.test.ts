@@ -116,6 +116,9 @@ t.test('maxBytes evicts least-recently-used files from disk', async (t) => {
   t.ok(existsSync(blobPath(dir, c)));
   t.equal(store.usedBytes, 80);
   t.ok(store.usedBytes <= 100);
+  t.same(store.usage(), { bytes: 80, entries: 2, evictions: 1 }, 'usage (for /metrics): what is held, and the one eviction');
+  await store.delete(a);
+  t.same(store.usage(), { bytes: 40, entries: 1, evictions: 1 }, 'a delete is no eviction');
 });
 
 t.test('a blob being read is not evicted until its stream closes', async (t) => {

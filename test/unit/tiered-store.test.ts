@@ -137,3 +137,15 @@ t.test('S3Health: after the cooldown one request at a time probes the bucket, th
   answer('late');
   t.equal(await probe, 'late', 'a late probe still gets its answer');
 });
+
+t.test("usage (for /metrics) is the local tier's: the bounded one", async (t) => {
+  const { remote, tiered } = await tiers(t);
+  const bytes = randomBytes(100);
+  const d = digestOf(bytes);
+  await putAs(remote, d, bytes);
+  t.same(tiered.usage(), { bytes: 0, entries: 0, evictions: 0 }, 'a blob only in the bucket is not counted');
+  const file = join(tiered.spoolDir, `in-${randomUUID()}`);
+  await writeFile(file, bytes);
+  await tiered.ingest(d, file, bytes.length);
+  t.same(tiered.usage(), { bytes: 100, entries: 1, evictions: 0 }, 'stored in both: counted once');
+});
