@@ -84,7 +84,7 @@ export class Readiness {
 
   private async resultOf(s: CheckState): Promise<CheckResult> {
     if (!s.running && this.now() - s.at >= this.intervalMs) s.running = this.run(s);
-    if (s.running) await Promise.race([s.running, delay(this.answerWithinMs)]);
+    if (s.running) await waitAtMost(s.running, this.answerWithinMs);
     // asked after the write: the write may have changed it (a bucket's probe that succeeded)
     const known = s.check.known?.();
     if (known) return failed(s.check.name, known);
@@ -111,7 +111,12 @@ function failed(check: string, e: unknown): CheckResult {
   return { check, ok: false, reason: 'the write check failed' };
 }
 
-const delay = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms).unref());
+/** Resolves when `p` settles or `ms` passed, whichever comes first (a probe is waiting: the timer is not unref'd). */
+async function waitAtMost(p: Promise<void>, ms: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([p, new Promise<void>((resolve) => (timer = setTimeout(resolve, ms)))]);
+  clearTimeout(timer);
+}
 
 async function withTimeout(p: Promise<void>, ms: number): Promise<void> {
   let timer: NodeJS.Timeout | undefined;

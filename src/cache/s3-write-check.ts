@@ -29,10 +29,18 @@ export function s3WriteCheck(o: S3Location): WriteCheck {
         await o.client.send(new DeleteObjectCommand({ Bucket: o.bucket, Key: key }), QUICK);
       } catch (e) {
         o.health.failed('readyz', { key }, e);
-        const { code, status } = describe(e);
-        throw new WriteCheckFailure(`the S3 bucket did not take a write (${[code, status].filter((x) => x !== undefined).join(' ') || 'no answer'})`, code);
+        const { code, status } = errorCode(e);
+        throw new WriteCheckFailure(`the S3 bucket did not take a write (${[code, status].filter((x) => x !== undefined).join(', ') || 'no answer'})`, code);
       }
       o.health.succeeded();
     },
   };
+}
+
+/** S3's error name (AccessDenied, NoSuchBucket) or the network's (ECONNREFUSED), and the HTTP status when there was one. */
+function errorCode(e: unknown): { code: string | undefined; status: number | undefined } {
+  const { code: named, status } = describe(e);
+  const errno = (e as { code?: unknown }).code;
+  const code = typeof errno === 'string' ? errno : named === 'Error' ? undefined : named;
+  return { code, status };
 }
