@@ -69,7 +69,7 @@ export class FsMetadataStore implements MetadataStore {
   private async read(path: string): Promise<unknown> {
     try {
       const record: unknown = JSON.parse(await readFile(path, 'utf8'));
-      this.stamps.stamp(path, path);
+      void this.stamps.stamp(path, path);
       return record;
     } catch (e) {
       if (isNotFound(e) || e instanceof SyntaxError) return undefined;
@@ -82,7 +82,7 @@ export class FsMetadataStore implements MetadataStore {
     await mkdir(join(path, '..'), { recursive: true });
     await mkdir(this.tmpDir, { recursive: true });
     await replaceFile(join(this.tmpDir, `meta-${randomUUID()}`), path, JSON.stringify(value));
-    this.stamps.stamp(path, path, true);
+    await this.stamps.stamp(path, path, true);
   }
 }
 

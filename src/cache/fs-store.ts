@@ -97,7 +97,7 @@ export class FsBlobStore implements BlobStore {
       this.index.unpin(key);
     };
     let stream: Readable | undefined;
-    if (this.opts.stampReads !== false) this.stamps.stamp(key, path);
+    if (this.opts.stampReads !== false) void this.stamps.stamp(key, path);
     // exactly one of `stream` or `pipeTo` is used; either one releases the pin and the descriptor
     return {
       size,
@@ -128,8 +128,8 @@ export class FsBlobStore implements BlobStore {
       await rm(file, { force: true });
       throw e;
     }
-    this.stamps.stamp(digest.value, path, true);
     this.index.add(digest.value, size);
+    await this.stamps.stamp(digest.value, path, true);
   }
 
   /**

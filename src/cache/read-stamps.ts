@@ -18,16 +18,20 @@ export class ReadStamps {
 
   constructor(private readonly now: () => number) {}
 
-  /** Sets `path`'s mtime to now, unless `key` was stamped within the last minute (`always`: regardless). Never fails. */
-  stamp(key: string, path: string, always = false): void {
+  /**
+   * Sets `path`'s mtime to now, unless `key` was stamped within the last minute (`always`:
+   * regardless). Never fails; a read need not wait for it (close() does), a write does.
+   */
+  stamp(key: string, path: string, always = false): Promise<void> {
     const now = this.now();
     const last = this.stamped.get(key);
-    if (!always && last !== undefined && now - last < STAMP_EVERY_MS) return;
+    if (!always && last !== undefined && now - last < STAMP_EVERY_MS) return Promise.resolve();
     this.stamped.set(key, now);
     const t = new Date(now);
     const done = utimes(path, t, t).catch(() => undefined); // a file removed meanwhile has no age to keep
     this.pending.add(done);
     void done.then(() => this.pending.delete(done));
+    return done;
   }
 
   forget(key: string): void {
