@@ -113,7 +113,8 @@ async function verify(cache: Config['cache']): Promise<number> {
   if (!cache.s3 || cache.s3.localTier) {
     // A running server may share the directory: no size bound here (this process must not evict
     // good blobs, whatever its maxSize says), and its fills in tmp/ are left alone.
-    await check(await FsBlobStore.open({ dir: cache.dir, maxBytes: Number.POSITIVE_INFINITY, keepSpool: true }), cache.dir);
+    // Nor may its reads count as a client's: they would make every blob look recently used.
+    await check(await FsBlobStore.open({ dir: cache.dir, maxBytes: Number.POSITIVE_INFINITY, keepSpool: true, stampReads: false }), cache.dir);
   }
   if (cache.s3) {
     // a spool directory of its own: opening a bucket store empties its spool, and a running

@@ -82,10 +82,15 @@ const s3Schema = mapping(
   '; credentials come from the AWS credential chain',
 ).transform(({ redirectTtl, endpoint, ...s3 }) => ({ ...s3, endpoint, redirectTtlMs: redirectTtl }));
 
+/** at least a minute: shorter would evict an image's layers between its manifest and their pulls */
+const maxAge = andThen(duration, (ms) => (ms >= 60_000 ? ms : new Problem('must be at least 1m (or absent: no age bound)')));
+
 const cacheSchema = mapping({
   /** default: $XDG_CACHE_HOME/pullthrough */
   dir: text.optional(),
   maxSize: size.prefault('50GiB'),
+  /** evict blobs, manifests and tag records nobody read for this long (the filesystem cache and the local tier); absent: no age bound */
+  maxAge: maxAge.optional(),
   /** how long a tag is served without asking the upstream again */
   tagTtl: duration.prefault('5m'),
   /** deadline for revalidating a cached tag; past it the cached manifest is served */
@@ -96,7 +101,7 @@ const cacheSchema = mapping({
   unverifiedRanges: bool.prefault(false),
   /** false or absent: the filesystem cache */
   s3: z.preprocess((v) => (v === false ? undefined : v), s3Schema.optional()),
-}).transform(({ tagTtl, revalidateTimeout, ...cache }) => ({ ...cache, tagTtlMs: tagTtl, revalidateTimeoutMs: revalidateTimeout }));
+}).transform(({ tagTtl, revalidateTimeout, maxAge, ...cache }) => ({ ...cache, maxAgeMs: maxAge, tagTtlMs: tagTtl, revalidateTimeoutMs: revalidateTimeout }));
 
 const timeoutsSchema = mapping({
   connect: duration.prefault('10s'),
