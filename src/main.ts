@@ -1,6 +1,7 @@
 // Composition root: config → stores and upstreams → server. No listen() here, so tests can start
 // the whole proxy in-process and pick their own port.
 import { join } from 'node:path';
+import type { Server as TlsServer } from 'node:tls';
 import type { FastifyInstance, FastifyServerOptions } from 'fastify';
 import type { BlobStore, MetadataStore } from './cache/blob-store.js';
 import type { Logger } from './lib/log.js';
@@ -12,6 +13,7 @@ import { PullThrough } from './core/pull-through.js';
 import { Router, type RoutedUpstream } from './core/routing.js';
 import { registerMetrics } from './proxy/metrics.js';
 import { buildServer } from './proxy/server.js';
+import { httpsOptions, logHandshakeFailures, readTls, reloadOnChange } from './proxy/tls.js';
 import { createUpstream } from './upstreams/index.js';
 import type { UpstreamCall } from './upstreams/registry-client.js';
 
@@ -87,12 +89,21 @@ export async function createApp(config: Config, logger: FastifyServerOptions['lo
     ? { sparseDir: join(config.cache.dir, 'sparse'), prefetch: config.estargz.prefetch, fillAfterRange: config.estargz.fillAfterRange, maxSparseBytes: config.estargz.maxSparseSize, maxIndexBytes: config.estargz.maxIndexMemory, maxTocBytes: config.estargz.maxTocSize }
     : undefined;
   const cache = new PullThrough({ store, meta, ...config.cache, redirectTtlSeconds, estargz, log });
-  server = buildServer({ router, cache, logger });
+  const tls = config.tls && readTls(config.tls);
+  server = buildServer({ router, cache, logger, https: tls && httpsOptions(tls) });
+  let stopReloading = (): void => undefined;
+  if (config.tls && tls) {
+    const tlsServer = server.server as unknown as TlsServer;
+    logHandshakeFailures(tlsServer, log);
+    stopReloading = reloadOnChange(tlsServer, config.tls, tls, log);
+    server.log.info({ tls: { cert: config.tls.cert, ...tls.certificate, clientCa: config.tls.clientCa ?? false } }, 'TLS certificate loaded');
+  }
   registerMetrics(server, { upstreams, s3: stores.s3Health });
   return {
     server,
     s3Health: stores.s3Health,
     async close() {
+      stopReloading();
       await server.close();
       await Promise.all(upstreams.map((u) => u.client.close()));
       await cache.close();
