@@ -5,8 +5,7 @@
 import { createHash, createPrivateKey, X509Certificate } from 'node:crypto';
 import { readFileSync, unwatchFile, watchFile, type Stats } from 'node:fs';
 import type { ServerOptions } from 'node:https';
-import type { Socket } from 'node:net';
-import { createSecureContext, type SecureContextOptions, type Server as TlsServer } from 'node:tls';
+import { createSecureContext, type SecureContextOptions, type Server as TlsServer, type TLSSocket } from 'node:tls';
 import type { Logger } from '../lib/log.js';
 
 export interface TlsFiles {
@@ -111,9 +110,21 @@ export function httpsOptions(material: TlsMaterial): ServerOptions {
  * its own error, and the operator by this line.
  */
 export function logHandshakeFailures(server: TlsServer, log: Logger): void {
-  server.on('tlsClientError', (err: NodeJS.ErrnoException, socket: Socket) => {
-    log.info({ remoteAddress: socket.remoteAddress, err: err.message, code: err.code }, 'TLS handshake failed');
+  server.on('tlsClientError', (err: NodeJS.ErrnoException, socket: TLSSocket) => {
+    log.info({ remoteAddress: socket.remoteAddress, code: err.code, reason: handshakeProblem(err, socket) }, 'TLS handshake failed');
   });
+}
+
+/** What went wrong, in words: OpenSSL's messages carry its source file and line around the reason. */
+function handshakeProblem(err: NodeJS.ErrnoException, socket: TLSSocket): string {
+  // Node checks the client's certificate after the handshake and hangs up on a bad one (the
+  // client sees the connection close); only the socket says why
+  if (socket.authorizationError) return `the client's certificate is not signed by tls.clientCa (${String(socket.authorizationError)})`;
+  if (err.code === 'ERR_SSL_HTTP_REQUEST') return 'plain HTTP on the HTTPS port';
+  if (err.code === 'ERR_SSL_PEER_DID_NOT_RETURN_A_CERTIFICATE') return 'the client sent no certificate, and tls.clientCa requires one';
+  const reason = /:error:[0-9A-F]+:[^:]*:[^:]*:([^:]+)/.exec(err.message)?.[1] ?? err.message;
+  if (err.code?.includes('_ALERT_')) return `the client ended the handshake (${reason}): does it trust the CA of this server's certificate?`;
+  return reason;
 }
 
 /** How often the files are looked at, and how long after a change they are read (a key written just after its certificate is read with it). */
