@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // Makes sure the CLI tools the integration tests drive are installed:
-// docker-registry, skopeo, htpasswd, openssl, and containerd with ctr. Installs missing ones with
+// docker-registry, skopeo, htpasswd, openssl, curl, and containerd with ctr. Installs missing ones with
 // apt-get (via sudo when not root), or exits nonzero explaining what to do.
 import { spawnSync } from 'node:child_process';
 import { accessSync, constants } from 'node:fs';
@@ -12,6 +12,7 @@ const TOOLS = {
   skopeo: 'skopeo',
   htpasswd: 'apache2-utils',
   openssl: 'openssl',
+  curl: 'curl',
   containerd: 'containerd',
   ctr: 'containerd',
 };

@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import t from 'tap';
 import { Client } from 'undici';
 import { LeakWatch, type CapturedProxy } from '../helpers/captured-proxy.js';
+import { startChildProxy } from '../helpers/child-proxy.js';
 import { curl } from '../helpers/curl.js';
 import { makeImage, MEDIA, pullImage, pushLayout } from '../helpers/images.js';
 import { startRegistry } from '../helpers/registry.js';
@@ -149,6 +150,15 @@ t.test('mTLS: clientCa requires a client certificate it signed', async (t) => {
   t.ok(refusals.includes('the client sent no certificate, and tls.clientCa requires one'), 'a client without a certificate is logged');
   t.ok(refusals.some((r) => /^the client's certificate is not signed by tls\.clientCa \([A-Z_]+\)$/.test(String(r))), 'so is one whose certificate another CA signed');
   t.match(logged(proxy, 'TLS certificate loaded')[0], { tls: { clientCa: pki.caCert } });
+});
+
+t.test('pullthrough serve --tls-cert FILE --tls-key FILE serves HTTPS', async (t) => {
+  const child = await startChildProxy(t, { upstreams: { registry: registry.url }, tls: { cert: pki.server.cert, key: pki.server.key, ca } });
+  t.match(child.url, /^https:/);
+  const r = await curl(['--cacert', pki.caCert, `${child.url}/v2/`]);
+  t.equal(r.code, 0, r.stderr);
+  t.equal(r.stdout, '{}');
+  t.equal((await peerCertificate(Number(new URL(child.url).port), ca)).serialNumber, pki.server.serial);
 });
 
 t.test('no proxy log, cache file or error body holds a private key', async (t) => {
