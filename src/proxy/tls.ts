@@ -3,7 +3,7 @@
 // a config error at start and a failed reload later; and reloaded when the files change, into
 // the running server (Node's setSecureContext: connections already open keep theirs).
 import { createHash, createPrivateKey, X509Certificate } from 'node:crypto';
-import { readFileSync, unwatchFile, watchFile, type Stats } from 'node:fs';
+import { readFileSync, unwatchFile, watchFile } from 'node:fs';
 import type { ServerOptions } from 'node:https';
 import { createSecureContext, type SecureContextOptions, type Server as TlsServer, type TLSSocket } from 'node:tls';
 import type { Logger } from '../lib/log.js';
@@ -140,23 +140,30 @@ const SETTLE_MS = 1000;
 export function reloadOnChange(server: TlsServer, files: TlsFiles, initial: TlsMaterial, log: Logger): () => void {
   let current = initial;
   let timer: NodeJS.Timeout | undefined;
+  let failing = false;
   const reload = (): void => {
     timer = undefined;
     let next: TlsMaterial;
     try {
       next = readTls(files);
+      if (next.digest !== current.digest) server.setSecureContext(next.context);
     } catch (e) {
       const file = e instanceof TlsFileError ? e.file : 'cert';
       log.warn({ tls: { setting: `tls.${file}`, path: files[file] }, err: (e as Error).message }, 'TLS certificate reload failed; still serving the previous certificate');
+      failing = true;
       return;
     }
-    if (next.digest === current.digest) return;
-    server.setSecureContext(next.context);
-    current = next;
-    log.info({ tls: { cert: files.cert, ...next.certificate } }, 'TLS certificate reloaded');
+    // the files as they were (a touch, or a failed rotation undone): nothing to reload
+    if (next.digest === current.digest) {
+      if (failing) log.info({ tls: { cert: files.cert, ...current.certificate } }, 'TLS files are usable again; serving the same certificate');
+    } else {
+      current = next;
+      log.info({ tls: { cert: files.cert, ...next.certificate } }, 'TLS certificate reloaded');
+    }
+    failing = false;
   };
-  const changed = (now: Stats, before: Stats): void => {
-    if (now.mtimeMs === before.mtimeMs && now.ino === before.ino && now.size === before.size && now.ctimeMs === before.ctimeMs) return;
+  // called when a file's stat changed (its inode, size, times; not its access time)
+  const changed = (): void => {
     clearTimeout(timer);
     timer = setTimeout(reload, SETTLE_MS).unref();
   };

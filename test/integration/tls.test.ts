@@ -5,7 +5,7 @@
 // clientCa is refused in the handshake. No proxy log holds a private key.
 //
 //   curl / skopeo / Node ──TLS──> pullthrough ──> docker-registry
-import { readFile, rename, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, readFile, rename, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import t from 'tap';
 import { Client } from 'undici';
@@ -115,6 +115,10 @@ t.test('replaced certificate files are reloaded: new handshakes see the new one,
   t.match(failed, { level: 40, tls: { setting: 'tls.key', path: files.key }, err: /is not the private key of the certificate/ }, 'the failed reload names the file and why');
   t.equal(await serialNow(), next.serial, 'the previous certificate is still served');
   t.equal(await v2(), 200);
+  // the botched rotation undone: said so, and nothing reloaded
+  await writeFile(files.key, await readFile(next.key));
+  await waitFor(() => logged(proxy, 'TLS files are usable again; serving the same certificate')[0], { timeoutMs: 20_000, intervalMs: 200, what: 'the files usable again' });
+  t.equal(logged(proxy, 'TLS certificate reloaded').length, 1, 'no second reload for the same files');
 
   // fixed in place (written over, not renamed): reloaded again
   const third = await pki.issue({ name: 'third' });
@@ -123,6 +127,27 @@ t.test('replaced certificate files are reloaded: new handshakes see the new one,
   await waitFor(async () => (await serialNow()) === third.serial, { timeoutMs: 20_000, intervalMs: 200, what: 'the third certificate' });
   t.pass('a file written in place is reloaded too');
   t.equal(connects, 1, 'no reconnect along the way');
+});
+
+t.test('a Kubernetes-style secret update (the ..data symlink swapped to a new directory) is reloaded', async (t) => {
+  // tls.crt -> ..data/tls.crt, ..data -> ..v1: the update writes ..v2 and renames a new ..data over the old
+  const secret = join(work, 'secret');
+  const version = async (name: string, from: Issued): Promise<void> => {
+    await mkdir(join(secret, name), { recursive: true });
+    await copyFile(from.cert, join(secret, name, 'tls.crt'));
+    await copyFile(from.key, join(secret, name, 'tls.key'));
+  };
+  await version('..v1', await pki.issue({ name: 'k8s-v1' }));
+  await symlink('..v1', join(secret, '..data'));
+  for (const f of ['tls.crt', 'tls.key']) await symlink(join('..data', f), join(secret, f));
+  const proxy = await tlsProxy(t, { cert: join(secret, 'tls.crt'), key: join(secret, 'tls.key') });
+  const port = portOf(proxy);
+  const v2 = await pki.issue({ name: 'k8s-v2', key: SECRETS.tlsNextServerKey });
+  await version('..v2', v2);
+  await symlink('..v2', join(secret, '..data_tmp'));
+  await rename(join(secret, '..data_tmp'), join(secret, '..data'));
+  await waitFor(async () => (await peerCertificate(port, ca)).serialNumber === v2.serial, { timeoutMs: 20_000, intervalMs: 200, what: 'the certificate behind the new symlink' });
+  t.pass('the certificate behind the swapped symlink is served');
 });
 
 t.test('mTLS: clientCa requires a client certificate it signed', async (t) => {
