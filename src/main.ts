@@ -13,7 +13,7 @@ import { PullThrough } from './core/pull-through.js';
 import { Router, type RoutedUpstream } from './core/routing.js';
 import { registerMetrics } from './proxy/metrics.js';
 import { buildServer } from './proxy/server.js';
-import { httpsOptions, logHandshakeFailures, readTls, reloadOnChange } from './proxy/tls.js';
+import { httpsOptions, readTls, serveTls } from './proxy/tls.js';
 import { createUpstream } from './upstreams/index.js';
 import type { UpstreamCall } from './upstreams/registry-client.js';
 
@@ -89,21 +89,16 @@ export async function createApp(config: Config, logger: FastifyServerOptions['lo
     ? { sparseDir: join(config.cache.dir, 'sparse'), prefetch: config.estargz.prefetch, fillAfterRange: config.estargz.fillAfterRange, maxSparseBytes: config.estargz.maxSparseSize, maxIndexBytes: config.estargz.maxIndexMemory, maxTocBytes: config.estargz.maxTocSize }
     : undefined;
   const cache = new PullThrough({ store, meta, ...config.cache, redirectTtlSeconds, estargz, log });
-  const tls = config.tls && readTls(config.tls);
-  server = buildServer({ router, cache, logger, https: tls && httpsOptions(tls) });
-  let stopReloading = (): void => undefined;
-  if (config.tls && tls) {
-    const tlsServer = server.server as unknown as TlsServer;
-    logHandshakeFailures(tlsServer, log);
-    stopReloading = reloadOnChange(tlsServer, config.tls, tls, log);
-    server.log.info({ tls: { cert: config.tls.cert, ...tls.certificate, clientCa: config.tls.clientCa ?? false } }, 'TLS certificate loaded');
-  }
+  const tls = config.tls && { files: config.tls, material: readTls(config.tls) };
+  server = buildServer({ router, cache, logger, https: tls && httpsOptions(tls.material) });
+  // Fastify types the server as HTTP's; with the https option it is Node's https.Server
+  const stopTls = tls ? serveTls(server.server as unknown as TlsServer, tls.files, tls.material, log) : () => undefined;
   registerMetrics(server, { upstreams, s3: stores.s3Health });
   return {
     server,
     s3Health: stores.s3Health,
     async close() {
-      stopReloading();
+      stopTls();
       await server.close();
       await Promise.all(upstreams.map((u) => u.client.close()));
       await cache.close();

@@ -105,11 +105,21 @@ export function httpsOptions(material: TlsMaterial): ServerOptions {
 }
 
 /**
+ * What the running server does about TLS: logs the certificate it starts with and the handshakes
+ * that fail, and reloads the files when they change, until the returned function is called.
+ */
+export function serveTls(server: TlsServer, files: TlsFiles, material: TlsMaterial, log: Logger): () => void {
+  log.info({ tls: { cert: files.cert, ...material.certificate, clientCa: files.clientCa ?? false } }, 'TLS certificate loaded');
+  logHandshakeFailures(server, log);
+  return reloadOnChange(server, files, material, log);
+}
+
+/**
  * A handshake that failed never becomes a request, so nothing else would log it: a client that
  * does not trust our certificate, or that has none of its own under mTLS, is told why only by
  * its own error, and the operator by this line.
  */
-export function logHandshakeFailures(server: TlsServer, log: Logger): void {
+function logHandshakeFailures(server: TlsServer, log: Logger): void {
   server.on('tlsClientError', (err: NodeJS.ErrnoException, socket: TLSSocket) => {
     log.info({ remoteAddress: socket.remoteAddress, code: err.code, reason: handshakeProblem(err, socket) }, 'TLS handshake failed');
   });
@@ -137,7 +147,7 @@ const SETTLE_MS = 1000;
  * rename or a symlink swapped over it (certbot's live/, Kubernetes' ..data), which a watch on
  * the old inode misses. A failed reload is logged and the server keeps what it has.
  */
-export function reloadOnChange(server: TlsServer, files: TlsFiles, initial: TlsMaterial, log: Logger): () => void {
+function reloadOnChange(server: TlsServer, files: TlsFiles, initial: TlsMaterial, log: Logger): () => void {
   let current = initial;
   let timer: NodeJS.Timeout | undefined;
   let failing = false;
