@@ -1,6 +1,7 @@
 // Composition root: config → stores and upstreams → server. No listen() here, so tests can start
 // the whole proxy in-process and pick their own port.
 import { join } from 'node:path';
+import type { Server as TlsServer } from 'node:tls';
 import type { FastifyInstance, FastifyServerOptions } from 'fastify';
 import type { BlobStore, MetadataStore } from './cache/blob-store.js';
 import type { Logger } from './lib/log.js';
@@ -15,6 +16,7 @@ import { Router, type RoutedUpstream } from './core/routing.js';
 import { registerHealth } from './proxy/health.js';
 import { registerMetrics } from './proxy/metrics.js';
 import { buildServer } from './proxy/server.js';
+import { httpsOptions, readTls, serveTls } from './proxy/tls.js';
 import { createUpstream } from './upstreams/index.js';
 import type { UpstreamCall } from './upstreams/registry-client.js';
 
@@ -119,7 +121,10 @@ export async function createApp(config: Config, logger: FastifyServerOptions['lo
     ? { sparseDir: join(config.cache.dir, 'sparse'), prefetch: config.estargz.prefetch, fillAfterRange: config.estargz.fillAfterRange, maxSparseBytes: config.estargz.maxSparseSize, maxIndexBytes: config.estargz.maxIndexMemory, maxTocBytes: config.estargz.maxTocSize }
     : undefined;
   const cache = new PullThrough({ store, meta, ...config.cache, redirectTtlSeconds, estargz, log });
-  server = buildServer({ router, cache, logger });
+  const tls = config.tls && { files: config.tls, material: readTls(config.tls) };
+  server = buildServer({ router, cache, logger, https: tls && httpsOptions(tls.material) });
+  // Fastify types the server as HTTP's; with the https option it is Node's https.Server
+  const stopTls = tls ? serveTls(server.server as unknown as TlsServer, tls.files, tls.material, log) : () => undefined;
   registerMetrics(server, { upstreams, s3: stores.s3Health });
   registerHealth(server, new Readiness(stores.checks));
   const retention = startRetention(config.cache.maxAgeMs, stores.expiring, log);
@@ -127,6 +132,7 @@ export async function createApp(config: Config, logger: FastifyServerOptions['lo
     server,
     s3Health: stores.s3Health,
     async close() {
+      stopTls();
       await server.close();
       await Promise.all(upstreams.map((u) => u.client.close()));
       await cache.close();
