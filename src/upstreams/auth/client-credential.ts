@@ -20,8 +20,9 @@ export class ClientCredential implements CredentialProvider {
   constructor(c: ClientCredentials) {
     this.username = c.username;
     this.#credentials = Object.freeze({ username: c.username, password: c.password });
-    // a username holds no ":" (RFC 7617), so "user:password" names exactly one pair
-    this.identity = `client:${createHmac('sha256', IDENTITY_KEY).update(`${c.username}:${c.password}`, 'utf8').digest('base64url')}`;
+    // the username's length first: each (username, password) pair hashes a text of its own
+    const text = `${c.username.length}:${c.username}:${c.password}`;
+    this.identity = `client:${createHmac('sha256', IDENTITY_KEY).update(text, 'utf8').digest('base64url')}`;
   }
 
   async get(): Promise<Credentials> {
