@@ -70,6 +70,10 @@ export function resolveUpstream(entry: UpstreamEntry, key: string, env: NodeJS.P
   const name = (entry.name as string | undefined) ?? kind.defaultName(apiUrl);
   const aliases = (entry.aliases as string[] | undefined) ?? kind.defaultAliases(name);
   const { username, password } = entry;
+  const passthrough = entry.clientCredentials === 'passthrough';
+  const passthroughTakesNone = () =>
+    new ConfigError(`${key}.clientCredentials`, 'is passthrough: each client\'s own credentials are used, so the upstream takes none of its own (remove username, password, awsAccessKeyId or serviceAccountJson)');
+  if (passthrough && (username !== undefined || password !== undefined)) throw passthroughTakesNone();
   if ((username === undefined) !== (password === undefined) && !kind.passwordAlone) {
     throw new ConfigError(`${key}.${username ? 'password' : 'username'}`, 'is empty while the other credential is set');
   }
@@ -80,10 +84,7 @@ export function resolveUpstream(entry: UpstreamEntry, key: string, env: NodeJS.P
     }
   }
   const settings = kind.resolveSettings(entry, apiUrl, key);
-  const passthrough = entry.clientCredentials === 'passthrough';
-  if (passthrough && (username !== undefined || password !== undefined || settings.serviceAccountJson !== undefined || settings.aws?.accessKeyId !== undefined)) {
-    throw new ConfigError(`${key}.clientCredentials`, 'is passthrough: each client\'s own credentials are used, so the upstream takes none of its own (remove username, password, awsAccessKeyId or serviceAccountJson)');
-  }
+  if (passthrough && (settings.serviceAccountJson !== undefined || settings.aws?.accessKeyId !== undefined)) throw passthroughTakesNone();
   // the environment's credentials are for upstreams that use configured ones
   const credentials = password === undefined && !passthrough ? kind.envCredentials(env) : undefined;
   return { name, url: apiUrl.origin, type: kind.type, aliases, username, password, ...(passthrough ? { clientCredentials: 'passthrough' as const } : {}), ...credentials, ...settings };
