@@ -94,13 +94,13 @@ t.test('htpasswd upstream', async (t) => {
 });
 
 t.test('token upstream', async (t) => {
-  const users: Record<string, string> = { alice: ALICE, carol: CAROL };
+  const users: Record<string, string> = { alice: ALICE, carol: CAROL, dave: DAVE };
   const registry = await startRegistry({ mode: 'token', username: 'alice', password: ALICE });
   t.teardown(() => registry.stop());
   await pushLayout(image.dir, `${registry.host}/team/app:v1`, { creds: creds.alice });
   const tokens = registry.tokenServer!;
   tokens.options.verifyCredentials = (u, pw) => users[u] === pw;
-  tokens.options.mayRead = (u, repo) => u === 'alice' || repo !== 'team/app';
+  tokens.options.mayRead = (u, repo) => u !== 'carol' || repo !== 'team/app';
   tokens.requests.length = 0;
   const hop = await startHop(registry.url);
   t.teardown(() => hop.close());
@@ -124,6 +124,11 @@ t.test('token upstream', async (t) => {
   t.equal(anonymous.status, 401, 'no credentials: challenged');
   t.equal(blobGets(hop), 0, 'the upstream got no blob GET for any of them');
   t.ok(tokens.requests.some((r) => r.user === 'carol') && tokens.requests.some((r) => r.status === 401), 'each asked for a token with its own credentials');
+
+  // refusals are answers, not failures: however many, the upstream does not count as down
+  for (let i = 0; i < 5; i++) t.equal((await watch.get(`${p.url}/v2/team/app/manifests/v1`, header(`alice:${WRONG}-${i}`))).status, 401);
+  const dave = await pullImage(ref, join(work, 'token-dave'), { creds: creds.dave });
+  t.same(dave.allDigests, image.allDigests, 'after five refused passwords a new valid user is still confirmed and served');
 });
 
 t.test('no secret in any log, cache file or error body', async (t) => {
