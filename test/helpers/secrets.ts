@@ -124,6 +124,12 @@ export const SECRETS = {
     '8VRdc8A+yUZz4tsgJKsv1F8Ku2dXdbfDz7GSYKy6ktmL9ZrwqlYdqtwN',
     '-----END PRIVATE KEY-----',
   ].join('\n'),
+  /** clientCredentials: passthrough: the upstream's users, whose own credentials clients send */
+  passthroughAlicePassword: 'pt-alice-Hq7Vn2Lx9Ws4Kd8Zb3Rm',
+  passthroughCarolPassword: 'pt-carol-Jt5Yp8Nc2Qv6Gx1Fs9Lw',
+  passthroughDavePassword: 'pt-dave-Ub4Xe7Mk3Ta9Hr2Vn6Pz',
+  /** a wrong password a client sends for alice */
+  passthroughWrongPassword: 'pt-wrong-Ck8Lq2Wd5Ys7Bn4Jh1Gx',
   /** part of every Google access token the OAuth stand-in issues */
   googleAccessTokenMark: 'gat-k0qwEDwz337oqkTrJ91dOyAIhdo4lPG8fA',
   /** part of the jti claim of every registry token the token server issues */
