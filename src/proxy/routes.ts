@@ -2,6 +2,7 @@
 // takes every /v2/ path and this module splits it into name, endpoint and reference.
 import type { Writable } from 'node:stream';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { parseBasic } from '../access/basic.js';
 import { parseDigest } from '../oci/digest.js';
 import { RegistryError } from '../oci/errors.js';
 import { OCI_INDEX, parseAccept } from '../oci/media-types.js';
@@ -34,6 +35,13 @@ export function registerRoutes(app: FastifyInstance, deps: { router: Router; cac
   // HEAD is routed explicitly: Fastify's automatic HEAD would recompute Content-Length from an empty body
   app.route({ method: ['GET', 'HEAD'], url: '/v2/', handler: async (req, reply) => {
     outcome(req).route = 'base';
+    // Clients learn here whether to send credentials (skopeo and podman send theirs only to a
+    // registry whose /v2/ challenged them): with a passthrough upstream, a client without any is
+    // challenged, as a registry with authentication does. Its credentials are checked by that
+    // upstream, on its first request for a repository.
+    if (deps.router.passthrough && !parseBasic(req.headers.authorization)) {
+      throw new RegistryError('UNAUTHORIZED', { message: 'send your credentials: an upstream of this cache uses each client\'s own (clientCredentials: passthrough)' });
+    }
     return reply.type('application/json').send({});
   } });
 
@@ -66,9 +74,12 @@ export function registerRoutes(app: FastifyInstance, deps: { router: Router; cac
 
 const ROUTE_KIND: Record<'manifests' | 'blobs' | 'tags' | 'referrers', RouteKind> = { manifests: 'manifest', blobs: 'blob', tags: 'tags', referrers: 'referrers' };
 
-/** The repository a client's name stands for, noted in the request's outcome. */
+/**
+ * The repository a client's name stands for, noted in the request's outcome. The client's Basic
+ * credentials are used only for an upstream with clientCredentials: passthrough (see Router.route).
+ */
 function routed(router: Router, req: FastifyRequest, name: string, query: URLSearchParams): Repository {
-  const repo = router.route(name, query.get('ns') ?? undefined);
+  const repo = router.route(name, query.get('ns') ?? undefined, parseBasic(req.headers.authorization));
   Object.assign(outcome(req), { upstream: repo.upstream.name, repository: repo.name });
   return repo;
 }
@@ -96,7 +107,7 @@ async function blob(cache: PullThrough, repo: Repository, refText: string, req: 
     if (head.size !== undefined) reply.header('content-length', String(head.size));
     return reply.send();
   }
-  const location = await cache.blobRedirect(digest);
+  const location = await cache.blobRedirect(repo, digest);
   if (location) {
     outcome(req).cache = 'hit';
     return reply.code(307).header('location', location).header('cache-control', 'no-store').send();

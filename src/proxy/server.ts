@@ -1,5 +1,6 @@
 // buildServer(deps): the Fastify instance, without listen(), so tests can inject() or listen on 0.
 import { STATUS_CODES, type IncomingMessage, type ServerResponse } from 'node:http';
+import type { ServerOptions as HttpsOptions } from 'node:https';
 import type { Duplex } from 'node:stream';
 import Fastify, { LogController, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest, type FastifyServerOptions } from 'fastify';
 import { RegistryError } from '../oci/errors.js';
@@ -16,6 +17,8 @@ export interface ServerDeps {
   logger?: FastifyServerOptions['logger'];
   /** counts every request, and answers GET /metrics */
   metrics?: Metrics | undefined;
+  /** HTTPS with these options (src/proxy/tls.ts); absent: plain HTTP */
+  https?: HttpsOptions | undefined;
 }
 
 /** What the request's URL looked like, for an error's detail (bounded: URLs can be long). */
@@ -72,7 +75,10 @@ function rawResponse(e: RegistryError): string {
 }
 
 export function buildServer(deps: ServerDeps): FastifyInstance {
+  // Fastify types an HTTPS instance apart from an HTTP one, but its requests and replies are the
+  // same (IncomingMessage, ServerResponse), which is all the routes use
   const app = Fastify({
+    ...(deps.https ? { https: deps.https } : {}),
     logger: deps.logger ?? false,
     routerOptions: { maxParamLength: 2048 },
     bodyLimit: 1 << 20,
@@ -82,7 +88,7 @@ export function buildServer(deps: ServerDeps): FastifyInstance {
     clientErrorHandler: clientError,
     // one completion line per request, with what the cache did (request-log.ts), instead of Fastify's two
     logController: new LogController({ disableRequestLogging: true }),
-  });
+  }) as FastifyInstance;
   // first: every request, refused ones included, gets its completion line and its count
   trackRequests(app, (r) => deps.metrics?.request(r));
   let closing = false;
