@@ -5,7 +5,10 @@ import { randomBytes } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
 import t from 'tap';
 import { request } from 'undici';
+import { Readiness } from '../../src/cache/readiness.js';
+import { registerHealth } from '../../src/proxy/health.js';
 import { component, type Component } from '../helpers/component.js';
+import { valueOf } from '../helpers/metrics.js';
 import { SECRETS } from '../helpers/secrets.js';
 import { waitFor } from '../helpers/util.js';
 
@@ -103,4 +106,16 @@ t.test('credentials a client sends never reach the log', async (t) => {
   t.ok(completions(c).length >= 4, 'the requests were logged');
   t.notMatch(text, SECRETS.registryPassword);
   t.notMatch(text, basic.slice('Basic '.length));
+});
+
+t.test('scrapes and health probes: counted under their route kind, logged at debug only', async (t) => {
+  const c = await component(t);
+  registerHealth(c.app, new Readiness([]));
+  for (const url of ['/healthz', '/readyz', '/metrics', '/nothing']) await c.app.inject({ url });
+  const levels = Object.fromEntries(completions(c).map((l) => [l.path, l.level]));
+  t.same(levels, { '/healthz': 20, '/readyz': 20, '/metrics': 20, '/nothing': 30 }, 'a 2xx outside /v2/ at debug; a 404 at info');
+  const m = (await c.app.inject({ url: '/metrics' })).payload;
+  t.equal(valueOf(m, 'pullthrough_http_requests_total', { route: 'health', status: '200' }), 2);
+  t.equal(valueOf(m, 'pullthrough_http_requests_total', { route: 'metrics', status: '200' }), 1);
+  t.equal(valueOf(m, 'pullthrough_http_requests_total', { route: 'other', status: '404' }), 1);
 });
