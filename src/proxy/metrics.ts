@@ -68,7 +68,7 @@ export class Metrics {
     this.cacheRequests = new Counter({ name: 'pullthrough_cache_requests_total', help: 'Manifests and blobs served, by what the cache did: hit, miss, coalesced (joined a fetch in flight), lazy, stale.', labelNames: cacheLabels, registers });
     this.servedBytes = new Counter({ name: 'pullthrough_cache_served_bytes_total', help: 'Body bytes of manifests and blobs sent to clients, by what the cache did.', labelNames: cacheLabels, registers });
     this.upstreamRequests = new Counter({ name: 'pullthrough_upstream_requests_total', help: 'Upstream responses (after auth and redirects, each retry counted), by upstream, what was asked for, method and status.', labelNames: ['upstream', 'type', 'method', 'status'], registers });
-    this.upstreamSeconds = new Histogram({ name: 'pullthrough_upstream_request_duration_seconds', help: 'Time from an upstream request to its response headers.', labelNames: ['upstream', 'type', 'method'], buckets: UPSTREAM_SECONDS, registers });
+    this.upstreamSeconds = new Histogram({ name: 'pullthrough_upstream_request_duration_seconds', help: 'Time from an upstream request to its response headers, by status class (2xx, 4xx, 5xx).', labelNames: ['upstream', 'type', 'method', 'status'], buckets: UPSTREAM_SECONDS, registers });
     this.upstreamReceived = new Counter({ name: 'pullthrough_upstream_received_bytes_total', help: 'Body bytes of blobs and manifests received from upstreams.', labelNames: ['upstream', 'type'], registers });
     const proxy = (name: string, help: string) => new Counter({ name: `registry_proxy_${name}_total`, help, labelNames: ['type'], registers });
     this.proxy = {
@@ -117,7 +117,7 @@ export class Metrics {
 
   upstreamCall(e: UpstreamCall): void {
     this.upstreamRequests.inc({ upstream: e.upstream, type: e.kind, method: e.method, status: String(e.status) });
-    this.upstreamSeconds.observe({ upstream: e.upstream, type: e.kind, method: e.method }, e.ms / 1000);
+    this.upstreamSeconds.observe({ upstream: e.upstream, type: e.kind, method: e.method, status: `${Math.floor(e.status / 100)}xx` }, e.ms / 1000);
   }
 
   upstreamBytes(e: UpstreamBytes): void {

@@ -174,6 +174,13 @@ t.test('cache.maxAge: a duration of at least a minute', async (t) => {
   t.match(configError({ config: await file('cache:\n  maxAge: 59s\n') })?.message, /^cache\.maxAge: must be at least 1m/, 'shorter: a ConfigError naming the key');
 });
 
+t.test('metrics.repositoryLabels: off unless set; a boolean', async (t) => {
+  t.equal(loadConfig({}, {}).metrics.repositoryLabels, false, 'off by default: label values stay bounded');
+  t.equal(loadConfig({ config: await file('metrics:\n  repositoryLabels: true\n') }, {}).metrics.repositoryLabels, true);
+  t.match(configError({ config: await file('metrics:\n  repositoryLabels: lots\n') })?.message, /^metrics\.repositoryLabels: /, 'not a boolean: a ConfigError naming the key');
+  t.match(configError({ config: await file('metrics:\n  port: 9090\n') })?.message, /^metrics\.port: /, 'an unknown key under metrics');
+});
+
 t.test('env references', async (t) => {
   const config = await file(`
 upstreams:
