@@ -8,7 +8,7 @@ import { join, resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { andThen, bool, ConfigError, duration, durationMs, httpUrl, list, mapping, optionalText, parseSettings, Problem, setting, size, sizeBytes, text } from './lib/settings.js';
-import { DEFAULT_UPSTREAM_ENTRY, resolveUpstream, upstreamEntrySchema } from './upstreams/kinds/index.js';
+import { DEFAULT_UPSTREAM_ENTRY, resolveUpstream, upstreamEntrySchema, type UpstreamConfig } from './upstreams/kinds/index.js';
 
 export { ConfigError } from './lib/settings.js';
 export { UPSTREAM_TYPES, type AwsUpstreamConfig, type UpstreamConfig, type UpstreamType } from './upstreams/kinds/index.js';
@@ -188,17 +188,40 @@ function withFlags(doc: Record<string, unknown>, flags: Flags): Record<string, u
     at[path[path.length - 1]!] = value;
   }
   if (flags.upstream?.length) {
-    doc.upstreams = flags.upstream.map(upstreamFromFlag);
+    doc.upstreams = flags.upstream.map((spec, i) => upstreamFromFlag(spec, i));
     delete doc.defaultUpstream;
   }
   return doc;
 }
 
-/** `[NAME=]URL`; a "=" after a "/" is part of the URL */
-function upstreamFromFlag(spec: string): Record<string, unknown> {
-  const eq = spec.indexOf('=');
-  const hasName = eq > 0 && !spec.slice(0, eq).includes('/');
-  return hasName ? { name: spec.slice(0, eq), url: spec.slice(eq + 1) } : { url: spec };
+/** What `--upstream` may set after the URL; credentials never (a command line is visible to every user). */
+const FLAG_OPTIONS = ['type'] as const;
+
+/**
+ * `[NAME=]URL[,type=TYPE]`. Options follow the first comma: an upstream URL counts only for its
+ * origin (scheme, host, port), where no comma can be, so none is cut short. A "=" after a "/" is
+ * part of the URL.
+ */
+function upstreamFromFlag(spec: string, i: number): Record<string, unknown> {
+  const [head = '', ...options] = spec.split(',');
+  const eq = head.indexOf('=');
+  const hasName = eq > 0 && !head.slice(0, eq).includes('/');
+  const entry: Record<string, unknown> = hasName ? { name: head.slice(0, eq), url: head.slice(eq + 1) } : { url: head };
+  for (const option of options) {
+    // the option alone is echoed, never the whole spec (a URL with credentials in it is refused, not repeated)
+    const [key = '', value] = option.split(/=(.*)/s);
+    if (!(FLAG_OPTIONS as readonly string[]).includes(key) || value === undefined) {
+      throw new ConfigError(`--upstream #${i + 1}`, `"${option}" is not an option (${FLAG_OPTIONS.map((o) => `${o}=…`).join(', ')})`);
+    }
+    if (key in entry) throw new ConfigError(`--upstream #${i + 1}`, `${key} is given twice`);
+    entry[key] = value;
+  }
+  return entry;
+}
+
+/** An upstream as `--upstream` writes it, with its type: the ready log line names upstreams so. */
+export function upstreamSpec(u: Pick<UpstreamConfig, 'name' | 'url' | 'type'>): string {
+  return `${u.name}=${u.url},type=${u.type}`;
 }
 
 /** The key a problem is reported under: the flag's name when a flag gave the value. */
