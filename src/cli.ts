@@ -7,6 +7,7 @@
 //
 // pullthrough serve [--listen HOST:PORT] [--cache-dir DIR] [--upstream [NAME=]URL[,type=TYPE]]... [--config FILE]
 // pullthrough verify [--cache-dir DIR] [--config FILE]
+// pullthrough warm [--server URL] IMAGE... [--platform OS/ARCH[/VARIANT]]... [--all-platforms]
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -15,13 +16,16 @@ import { ConfigError, loadConfig, upstreamSpec, UPSTREAM_TYPES, type Config } fr
 import { createApp, openBucket } from './main.js';
 import { FsBlobStore } from './cache/fs-store.js';
 import { verifyStore } from './cache/verify.js';
+import { runWarm } from './warm/command.js';
 
 const USAGE = `usage: pullthrough serve [options]
        pullthrough verify [--cache-dir DIR] [--config FILE]
+       pullthrough warm [--server URL] IMAGE... [--platform OS/ARCH[/VARIANT]]... [--all-platforms]
 
   serve                     run the proxy
   verify                    re-hash every cached blob (in the bucket too, with cache.s3); remove and
                             report the ones that do not match (exit code 1 when any did)
+  warm                      fill a running instance's cache with images (pullthrough warm --help)
 
   --listen HOST:PORT        address to listen on (default 0.0.0.0:5000)
   --cache-dir DIR           filesystem cache directory (default ~/.cache/pullthrough)
@@ -34,6 +38,8 @@ const USAGE = `usage: pullthrough serve [options]
 `;
 
 async function main(argv: string[]): Promise<number> {
+  // warm is a client of a running instance, with arguments of its own
+  if (argv[0] === 'warm') return runWarm(argv.slice(1));
   let parsed;
   try {
     parsed = parseArgs({

@@ -1,7 +1,7 @@
 // The only place an upstream's HTTP status, error envelope or transport failure becomes a
 // RegistryError. An upstream 401 never reaches clients as a 401: it becomes DENIED.
 import type { Readable } from 'node:stream';
-import { OCI_ERRORS, RegistryError, type OciCode } from '../oci/errors.js';
+import { OCI_ERRORS, parseErrorEnvelope, RegistryError, type OciCode } from '../oci/errors.js';
 
 export type ResourceKind = 'manifest' | 'blob' | 'tags' | 'referrers' | 'token';
 
@@ -141,12 +141,9 @@ async function readEnvelopeCodes(body: Readable): Promise<string[]> {
     body.on('error', () => undefined);
     body.destroy();
   }
-  try {
-    const parsed = JSON.parse(Buffer.concat(chunks).toString('utf8')) as { errors?: { code?: unknown }[] };
-    return (parsed.errors ?? []).map((e) => String(e.code)).filter((c) => c in OCI_ERRORS);
-  } catch {
-    return [];
-  }
+  return parseErrorEnvelope(Buffer.concat(chunks))
+    .map((e) => e.code)
+    .filter((c) => c in OCI_ERRORS);
 }
 
 export function header(headers: Record<string, string | string[] | undefined>, name: string): string | undefined {
