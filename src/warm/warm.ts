@@ -37,7 +37,7 @@ export async function warm(client: ServerClient, o: WarmOptions, progress: Progr
 
   const tasks = blobTasks(o.images.flatMap((i) => plans.get(i) ?? []));
   const tally = new Tally(tasks);
-  progress.begin(tally);
+  if (tasks.length > 0) progress.begin(tally);
   try {
     await forEachLimited(tasks, o.concurrency, async (task) => {
       task.state = 'fetching';
