@@ -208,11 +208,12 @@ function upstreamFromFlag(spec: string, i: number): Record<string, unknown> {
   const hasName = eq > 0 && !head.slice(0, eq).includes('/');
   const entry: Record<string, unknown> = hasName ? { name: head.slice(0, eq), url: head.slice(eq + 1) } : { url: head };
   for (const option of options) {
-    // the option alone is echoed, never the whole spec (a URL with credentials in it is refused, not repeated)
+    // only the option's key is echoed, never a value (someone may try ,password=…) nor the spec
     const [key = '', value] = option.split(/=(.*)/s);
-    if (!(FLAG_OPTIONS as readonly string[]).includes(key) || value === undefined) {
-      throw new ConfigError(`--upstream #${i + 1}`, `"${option}" is not an option (${FLAG_OPTIONS.map((o) => `${o}=…`).join(', ')})`);
+    if (!(FLAG_OPTIONS as readonly string[]).includes(key)) {
+      throw new ConfigError(`--upstream #${i + 1}`, `"${key.slice(0, 40)}" is not an option (${FLAG_OPTIONS.map((o) => `${o}=TYPE`).join(', ')})`);
     }
+    if (value === undefined) throw new ConfigError(`--upstream #${i + 1}`, `${key} needs a value (${key}=TYPE)`);
     if (key in entry) throw new ConfigError(`--upstream #${i + 1}`, `${key} is given twice`);
     entry[key] = value;
   }

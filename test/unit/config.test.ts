@@ -159,11 +159,11 @@ t.test('--upstream takes a type after a comma: [NAME=]URL[,type=TYPE]', async (t
   const bad: [string, string, RegExp][] = [
     ['docker.io=https://hub-mirror.internal,type=quay', '--upstream #1.type', /"quay" is not one of registry, dockerhub, ecr, gar, ghcr/],
     ['docker.io=https://hub-mirror.internal,type=', '--upstream #1.type', /is not one of/],
-    ['docker.io=https://hub-mirror.internal,kind=dockerhub', '--upstream #1', /"kind=dockerhub" is not an option \(type=…\)/],
-    ['docker.io=https://hub-mirror.internal,type', '--upstream #1', /"type" is not an option/],
+    ['docker.io=https://hub-mirror.internal,kind=dockerhub', '--upstream #1', /"kind" is not an option \(type=TYPE\)/],
+    ['docker.io=https://hub-mirror.internal,type', '--upstream #1', /type needs a value \(type=TYPE\)/],
     ['docker.io=https://hub-mirror.internal,type=dockerhub,type=registry', '--upstream #1', /type is given twice/],
-    ['docker.io=https://hub-mirror.internal,password=hunter2', '--upstream #1', /"password=hunter2" is not an option/],
-    ['docker.io=https://hub-mirror.internal,name=x', '--upstream #1', /"name=x" is not an option/],
+    ['docker.io=https://hub-mirror.internal,password=hunter2', '--upstream #1', /^--upstream #1: "password" is not an option \(type=TYPE\)$/],
+    ['docker.io=https://hub-mirror.internal,name=x', '--upstream #1', /"name" is not an option/],
   ];
   for (const [spec, key, message] of bad) {
     const e = configError({ upstream: [spec] });
