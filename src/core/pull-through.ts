@@ -1,5 +1,7 @@
 // The pull-through cache as a decorator over the local stores and an upstream: answer from cache
-// when we can, fetch once when we cannot, and keep what we fetched only once it is verified.
+// when we can, fetch once when we cannot, and keep what we fetched only once it is verified. For a
+// client of a passthrough upstream (its own credentials on the Repository handle), each entry
+// point first has the upstream confirm that the client may read what it asks for (client-access.ts).
 import type { BlobStore, MetadataStore } from '../cache/blob-store.js';
 import type { Digest } from '../oci/digest.js';
 import type { RangeRequest } from '../oci/range.js';
@@ -8,6 +10,7 @@ import type { Logger } from '../lib/log.js';
 import type { Repository } from '../upstreams/repository.js';
 import type { TagPage } from '../upstreams/upstream.js';
 import { BlobCache, type RangedParts, type ServedBlob } from './blob-cache.js';
+import { ClientAccess } from './client-access.js';
 import { LayerFiles, type LayerFile } from './layer-files.js';
 import { LazyLayers } from '../lazy/layers.js';
 import type { LazyFormat } from '../lazy/format.js';
@@ -38,8 +41,10 @@ export class PullThrough {
   private readonly blobs: BlobCache;
   private readonly files: LayerFiles;
   private readonly lazy: LazyLayers | undefined;
+  private readonly access: ClientAccess;
 
   constructor(opts: PullThroughOptions) {
+    this.access = new ClientAccess({ now: opts.now });
     const e = opts.estargz;
     const formats = opts.formats ?? [estargzFormat];
     const lazy = e && new LazyLayers({ formats, dir: e.sparseDir, prefetch: e.prefetch, fillAfterRange: e.fillAfterRange ?? false, maxBytes: e.maxSparseBytes, maxIndexBytes: e.maxIndexBytes, maxTocBytes: e.maxTocBytes, log: opts.log });
@@ -54,39 +59,52 @@ export class PullThrough {
   }
 
   /** The TOC JSON of an eStargz layer (the index document of a lazy format). */
-  layerToc(repo: Repository, digest: Digest): Promise<Buffer> {
+  async layerToc(repo: Repository, digest: Digest): Promise<Buffer> {
+    await this.access.confirm(repo, { kind: 'blob', digest });
     return this.files.toc(repo, digest);
   }
 
   /** One file of one layer. */
-  layerFile(repo: Repository, digest: Digest, path: string): Promise<LayerFile> {
+  async layerFile(repo: Repository, digest: Digest, path: string): Promise<LayerFile> {
+    await this.access.confirm(repo, { kind: 'blob', digest });
     return this.files.layerFile(repo, digest, path);
   }
 
-  /** One file of an image's root filesystem (platform "os/arch[/variant]" for an index). */
-  imageFile(repo: Repository, ref: Reference, path: string, platform: string): Promise<LayerFile> {
+  /**
+   * One file of an image's root filesystem (platform "os/arch[/variant]" for an index). The image
+   * confirmed, what it references is too (the platform's manifest and its layers).
+   */
+  async imageFile(repo: Repository, ref: Reference, path: string, platform: string): Promise<LayerFile> {
+    await this.access.confirm(repo, { kind: 'manifest', ref });
     return this.files.imageFile(repo, ref, path, platform);
   }
 
-  manifest(repo: Repository, ref: Reference, accept: readonly string[], signal?: AbortSignal): Promise<ServedManifest> {
-    return this.manifests.get(repo, ref, accept, signal);
+  async manifest(repo: Repository, ref: Reference, accept: readonly string[], signal?: AbortSignal): Promise<ServedManifest> {
+    await this.access.confirm(repo, { kind: 'manifest', ref }, signal);
+    const served = await this.manifests.get(repo, ref, accept, signal);
+    this.access.vouch(repo, served.digest, served.manifest);
+    return served;
   }
 
-  blob(repo: Repository, digest: Digest, range: RangeRequest | undefined): Promise<ServedBlob> {
+  async blob(repo: Repository, digest: Digest, range: RangeRequest | undefined): Promise<ServedBlob> {
+    await this.access.confirm(repo, { kind: 'blob', digest });
     return this.blobs.get(repo, digest, range);
   }
 
   /** Several ranges of a cached or lazily served blob; undefined: answer with the whole blob. */
-  blobRanges(repo: Repository, digest: Digest, ranges: readonly RangeRequest[]): Promise<RangedParts | undefined> {
+  async blobRanges(repo: Repository, digest: Digest, ranges: readonly RangeRequest[]): Promise<RangedParts | undefined> {
+    await this.access.confirm(repo, { kind: 'blob', digest });
     return this.blobs.getRanges(repo, digest, ranges);
   }
 
   /** Where a client can GET a cached blob directly (redirect mode), or undefined: serve it here. */
-  blobRedirect(digest: Digest): Promise<string | undefined> {
+  async blobRedirect(repo: Repository, digest: Digest): Promise<string | undefined> {
+    await this.access.confirm(repo, { kind: 'blob', digest });
     return this.blobs.redirect(digest);
   }
 
-  blobSize(repo: Repository, digest: Digest, signal?: AbortSignal): Promise<number | undefined> {
+  async blobSize(repo: Repository, digest: Digest, signal?: AbortSignal): Promise<number | undefined> {
+    await this.access.confirm(repo, { kind: 'blob', digest }, signal);
     return this.blobs.size(repo, digest, signal);
   }
 

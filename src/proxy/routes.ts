@@ -2,6 +2,7 @@
 // takes every /v2/ path and this module splits it into name, endpoint and reference.
 import type { Writable } from 'node:stream';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { parseBasic } from '../access/basic.js';
 import { parseDigest } from '../oci/digest.js';
 import { RegistryError } from '../oci/errors.js';
 import { OCI_INDEX, parseAccept } from '../oci/media-types.js';
@@ -31,15 +32,26 @@ export function registerRoutes(app: FastifyInstance, deps: { router: Router; cac
   });
 
   // HEAD is routed explicitly: Fastify's automatic HEAD would recompute Content-Length from an empty body
-  app.route({ method: ['GET', 'HEAD'], url: '/v2/', handler: async (_req, reply) => reply.type('application/json').send({}) });
+  app.route({ method: ['GET', 'HEAD'], url: '/v2/', handler: async (req, reply) => {
+    // Clients learn here whether to send credentials (skopeo and podman send theirs only to a
+    // registry whose /v2/ challenged them): with a passthrough upstream, a client without any is
+    // challenged, as a registry with authentication does. Its credentials are checked by that
+    // upstream, on its first request for a repository.
+    if (deps.router.passthrough && !parseBasic(req.headers.authorization)) {
+      throw new RegistryError('UNAUTHORIZED', { message: 'send your credentials: an upstream of this cache uses each client\'s own (clientCredentials: passthrough)' });
+    }
+    return reply.type('application/json').send({});
+  } });
 
   app.route({ method: ['GET', 'HEAD'], url: '/v2/*', handler: async (req, reply) => {
     const [path, query] = splitUrl(req.url);
+    // used only for an upstream with clientCredentials: passthrough (see Router.route)
+    const credentials = parseBasic(req.headers.authorization);
     const files = parseFileEndpoint(path.slice('/v2/'.length));
-    if (files) return serveFileEndpoint(deps.cache, deps.router.route(files.name, query.get('ns') ?? undefined), files, query, req, reply);
+    if (files) return serveFileEndpoint(deps.cache, deps.router.route(files.name, query.get('ns') ?? undefined, credentials), files, query, req, reply);
     const endpoint = parseEndpoint(path.slice('/v2/'.length));
     if (endpoint.kind === 'uploads') throw new RegistryError('UNSUPPORTED', { message: 'uploads are not supported by a pull-through cache' });
-    const repo = deps.router.route(endpoint.name, query.get('ns') ?? undefined);
+    const repo = deps.router.route(endpoint.name, query.get('ns') ?? undefined, credentials);
     const signal = abortOnClose(reply);
     switch (endpoint.kind) {
       case 'manifests':
@@ -75,7 +87,7 @@ async function blob(cache: PullThrough, repo: Repository, refText: string, req: 
     if (size !== undefined) reply.header('content-length', String(size));
     return reply.send();
   }
-  const location = await cache.blobRedirect(digest);
+  const location = await cache.blobRedirect(repo, digest);
   if (location) return reply.code(307).header('location', location).header('cache-control', 'no-store').send();
   const ranges = parseRanges(req.headers.range);
   if (ranges && ranges.length > 1) {

@@ -34,13 +34,15 @@ export interface Component {
 export interface ComponentOptions extends Partial<Pick<PullThroughOptions, 'tagTtlMs' | 'revalidateTimeoutMs' | 'fillOnRange' | 'unverifiedRanges'>> {
   /** the fake's type as configured (dockerhub adds library/ to bare names); default "registry" */
   type?: UpstreamType;
+  /** "passthrough": the clients' own credentials are the fake's (see FakeUpstream.users) */
+  clientCredentials?: 'passthrough';
 }
 
 export async function component(t: Test, o: ComponentOptions = {}): Promise<Component> {
   let time = Date.UTC(2026, 0, 1);
   const clock: Clock = { now: () => time, advance: (ms) => void (time += ms) };
   const upstream = new FakeUpstream('fake.test', clock.now);
-  const config: UpstreamConfig = { name: upstream.name, url: `https://${upstream.name}`, type: o.type ?? 'registry', aliases: ['alias.test'], username: undefined, password: undefined };
+  const config: UpstreamConfig = { name: upstream.name, url: `https://${upstream.name}`, type: o.type ?? 'registry', aliases: ['alias.test'], username: undefined, password: undefined, clientCredentials: o.clientCredentials };
   const routed = { config, client: upstream };
   const spool = await makeTempDir('pullthrough-component-');
   const store = await MemoryBlobStore.open(spool);
