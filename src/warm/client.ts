@@ -36,6 +36,7 @@ export class ServerClient {
 
   constructor(
     server: URL,
+    /** its connection settings (TLS trust and client certificate) are the caller's */
     private readonly dispatcher: Agent = new Agent({ keepAliveTimeout: 30_000 }),
   ) {
     this.origin = server.origin;

@@ -1,7 +1,9 @@
 // `pullthrough warm`: its arguments, the run, the summary and the exit code (0 only when every
 // image was fetched and verified whole, 1 when anything failed, 2 for a usage error).
+import { readFileSync } from 'node:fs';
 import type { Writable } from 'node:stream';
 import { parseArgs } from 'node:util';
+import { Agent } from 'undici';
 import { httpUrl, Problem } from '../lib/settings.js';
 import type { Platform } from '../oci/manifest.js';
 import { RegistryError } from '../oci/errors.js';
@@ -15,6 +17,7 @@ import { bytes, count, duration } from './progress.js';
 import { warm, type WarmOptions } from './warm.js';
 
 export const WARM_USAGE = `usage: pullthrough warm [--server URL] IMAGE... [--platform OS/ARCH[/VARIANT]]... [--all-platforms]
+                        [--concurrency N] [--cacert FILE] [--cert FILE --key FILE]
 
   fills a running pullthrough's cache with the images' manifests and blobs, checking each blob's
   digest and size; exit code 0 only when everything was fetched and verified
@@ -26,6 +29,8 @@ export const WARM_USAGE = `usage: pullthrough warm [--server URL] IMAGE... [--pl
                             the platforms to take from an index; repeatable (default linux/amd64)
   --all-platforms           every image of an index
   --concurrency N           downloads at a time, 1 to 32 (default 4)
+  --cacert FILE             trust this PEM CA for an https:// server (instead of the system's)
+  --cert FILE --key FILE    present this PEM client certificate and key (a server with tls.clientCa)
 `;
 
 const DEFAULT_SERVER = 'http://127.0.0.1:5000';
@@ -40,6 +45,8 @@ class UsageError extends Error {}
 
 interface Parsed extends WarmOptions {
   server: URL;
+  /** the TLS settings of the connection to the server, read from the files given */
+  tls: { ca?: Buffer; cert?: Buffer; key?: Buffer };
 }
 
 export async function runWarm(argv: string[], io: WarmIo = process): Promise<number> {
@@ -56,7 +63,7 @@ export async function runWarm(argv: string[], io: WarmIo = process): Promise<num
     return 0;
   }
   const started = Date.now();
-  const client = new ServerClient(o.server);
+  const client = new ServerClient(o.server, new Agent({ keepAliveTimeout: 30_000, connect: o.tls }));
   const progress = io.stdout.isTTY ? new BarProgress(io.stdout) : new LineProgress(io.stdout, o.server.origin);
   // a terminal left without its cursor is worse than a lost summary: restore it, then go
   const interrupted = (): void => {
@@ -96,6 +103,9 @@ function parseWarmArgs(argv: string[]): Parsed | 'help' {
         platform: { type: 'string', multiple: true },
         'all-platforms': { type: 'boolean' },
         concurrency: { type: 'string' },
+        cacert: { type: 'string' },
+        cert: { type: 'string' },
+        key: { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
     }));
@@ -118,7 +128,21 @@ function parseWarmArgs(argv: string[]): Parsed | 'help' {
       throw e;
     }
   });
-  return { server, images, platforms: values['all-platforms'] ? 'all' : platforms.length ? platforms : [DEFAULT_PLATFORM], concurrency };
+  if ((values.cert === undefined) !== (values.key === undefined)) throw new UsageError('--cert and --key go together');
+  const tls = {
+    ...(values.cacert !== undefined ? { ca: readPem('--cacert', values.cacert) } : {}),
+    ...(values.cert !== undefined ? { cert: readPem('--cert', values.cert) } : {}),
+    ...(values.key !== undefined ? { key: readPem('--key', values.key) } : {}),
+  };
+  return { server, images, platforms: values['all-platforms'] ? 'all' : platforms.length ? platforms : [DEFAULT_PLATFORM], concurrency, tls };
+}
+
+function readPem(flag: string, path: string): Buffer {
+  try {
+    return readFileSync(path);
+  } catch (e) {
+    throw new UsageError(`${flag}: cannot read ${path}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+  }
 }
 
 function badPlatform(text: string): never {
