@@ -8,6 +8,7 @@ import { FsMetadataStore } from './cache/fs-metadata.js';
 import { FsBlobStore } from './cache/fs-store.js';
 import type { S3Health } from './cache/s3-client.js';
 import type { Config } from './config.js';
+import { AccessPolicy } from './access/policy.js';
 import { PullThrough } from './core/pull-through.js';
 import { Router, type RoutedUpstream } from './core/routing.js';
 import { registerMetrics } from './proxy/metrics.js';
@@ -76,6 +77,9 @@ export async function createApp(config: Config, logger: FastifyServerOptions['lo
     info: (obj: object, msg?: string) => server?.log.info(obj, msg),
     warn: (obj: object, msg?: string) => server?.log.warn(obj, msg),
   };
+  // with auth, an upstream whose clients bring their own credentials decides for itself what they may read
+  const passthrough = config.upstreams.filter((u) => u.clientCredentials === 'passthrough').map((u) => u.name);
+  const access = config.auth && (await AccessPolicy.open(config.auth, { passthrough, log }));
   const stores = await createStores(config.cache, log);
   const { store, meta } = stores;
   const onResponse = (e: UpstreamCall) => server?.log.info(e, 'upstream');
@@ -86,8 +90,9 @@ export async function createApp(config: Config, logger: FastifyServerOptions['lo
   const estargz = config.estargz.lazy
     ? { sparseDir: join(config.cache.dir, 'sparse'), prefetch: config.estargz.prefetch, fillAfterRange: config.estargz.fillAfterRange, maxSparseBytes: config.estargz.maxSparseSize, maxIndexBytes: config.estargz.maxIndexMemory, maxTocBytes: config.estargz.maxTocSize }
     : undefined;
-  const cache = new PullThrough({ store, meta, ...config.cache, redirectTtlSeconds, estargz, log });
-  server = buildServer({ router, cache, logger });
+  const confine = config.auth && { exempt: (upstream: string) => passthrough.includes(upstream) };
+  const cache = new PullThrough({ store, meta, ...config.cache, redirectTtlSeconds, estargz, confine, log });
+  server = buildServer({ router, cache, access, logger });
   registerMetrics(server, { upstreams, s3: stores.s3Health });
   return {
     server,

@@ -14,6 +14,7 @@ import type { LazyFormat } from '../lazy/format.js';
 import { estargzFormat } from '../lazy/formats/estargz.js';
 import { ManifestCache, type ServedManifest } from './manifest-cache.js';
 import { referrers, type Referrers } from './referrers.js';
+import { RepositoryContents } from './repository-contents.js';
 
 export interface PullThroughOptions {
   store: BlobStore;
@@ -29,6 +30,12 @@ export interface PullThroughOptions {
   estargz?: { sparseDir: string; prefetch: boolean; fillAfterRange?: boolean; maxSparseBytes?: number; maxIndexBytes?: number; maxTocBytes?: number } | undefined;
   /** the lazy formats, for lazy serving and the file API (default: eStargz and zstd:chunked) */
   formats?: readonly LazyFormat[] | undefined;
+  /**
+   * With auth: a blob, or a manifest asked for by digest, is served through a repository only when
+   * that repository is known to hold it (repository-contents.ts); `exempt` upstreams answer that
+   * for themselves. Absent: any cached content is served through any repository.
+   */
+  confine?: { exempt: (upstream: string) => boolean } | undefined;
   log: Logger;
   now?: () => number;
 }
@@ -38,6 +45,7 @@ export class PullThrough {
   private readonly blobs: BlobCache;
   private readonly files: LayerFiles;
   private readonly lazy: LazyLayers | undefined;
+  private readonly contents: RepositoryContents | undefined;
 
   constructor(opts: PullThroughOptions) {
     const e = opts.estargz;
@@ -47,46 +55,59 @@ export class PullThrough {
     this.manifests = new ManifestCache({ ...opts, onManifest: lazy && ((manifest, repo) => lazy.learn(manifest, repo)) });
     this.blobs = new BlobCache({ ...opts, lazy });
     this.files = new LayerFiles({ store: opts.store, blobs: this.blobs, manifests: this.manifests, formats });
+    this.contents = opts.confine && new RepositoryContents({ meta: opts.meta, log: opts.log, exempt: opts.confine.exempt });
   }
 
   async close(): Promise<void> {
     await this.lazy?.close();
+    await this.contents?.close();
   }
 
   /** The TOC JSON of an eStargz layer (the index document of a lazy format). */
-  layerToc(repo: Repository, digest: Digest): Promise<Buffer> {
+  async layerToc(repo: Repository, digest: Digest): Promise<Buffer> {
+    await this.contents?.ensure(repo, digest, 'blob');
     return this.files.toc(repo, digest);
   }
 
   /** One file of one layer. */
-  layerFile(repo: Repository, digest: Digest, path: string): Promise<LayerFile> {
+  async layerFile(repo: Repository, digest: Digest, path: string): Promise<LayerFile> {
+    await this.contents?.ensure(repo, digest, 'blob');
     return this.files.layerFile(repo, digest, path);
   }
 
   /** One file of an image's root filesystem (platform "os/arch[/variant]" for an index). */
-  imageFile(repo: Repository, ref: Reference, path: string, platform: string): Promise<LayerFile> {
+  async imageFile(repo: Repository, ref: Reference, path: string, platform: string): Promise<LayerFile> {
+    if (ref.kind === 'digest') await this.contents?.ensure(repo, ref.digest, 'manifest');
     return this.files.imageFile(repo, ref, path, platform);
   }
 
-  manifest(repo: Repository, ref: Reference, accept: readonly string[], signal?: AbortSignal): Promise<ServedManifest> {
-    return this.manifests.get(repo, ref, accept, signal);
+  async manifest(repo: Repository, ref: Reference, accept: readonly string[], signal?: AbortSignal): Promise<ServedManifest> {
+    // a tag is the upstream's answer for this repository; a digest may be anyone's
+    if (ref.kind === 'digest') await this.contents?.ensure(repo, ref.digest, 'manifest', signal);
+    const served = await this.manifests.get(repo, ref, accept, signal);
+    this.contents?.learnManifest(repo, served.digest, served.manifest);
+    return served;
   }
 
-  blob(repo: Repository, digest: Digest, range: RangeRequest | undefined): Promise<ServedBlob> {
+  async blob(repo: Repository, digest: Digest, range: RangeRequest | undefined): Promise<ServedBlob> {
+    await this.contents?.ensure(repo, digest, 'blob');
     return this.blobs.get(repo, digest, range);
   }
 
   /** Several ranges of a cached or lazily served blob; undefined: answer with the whole blob. */
-  blobRanges(repo: Repository, digest: Digest, ranges: readonly RangeRequest[]): Promise<RangedParts | undefined> {
+  async blobRanges(repo: Repository, digest: Digest, ranges: readonly RangeRequest[]): Promise<RangedParts | undefined> {
+    await this.contents?.ensure(repo, digest, 'blob');
     return this.blobs.getRanges(repo, digest, ranges);
   }
 
   /** Where a client can GET a cached blob directly (redirect mode), or undefined: serve it here. */
-  blobRedirect(digest: Digest): Promise<string | undefined> {
+  async blobRedirect(repo: Repository, digest: Digest): Promise<string | undefined> {
+    await this.contents?.ensure(repo, digest, 'blob');
     return this.blobs.redirect(digest);
   }
 
-  blobSize(repo: Repository, digest: Digest, signal?: AbortSignal): Promise<number | undefined> {
+  async blobSize(repo: Repository, digest: Digest, signal?: AbortSignal): Promise<number | undefined> {
+    await this.contents?.ensure(repo, digest, 'blob', signal);
     return this.blobs.size(repo, digest, signal);
   }
 
@@ -94,8 +115,10 @@ export class PullThrough {
     return repo.tags(page, { signal });
   }
 
-  /** The referrers of a manifest, parsed (see referrers.ts). */
-  referrers(repo: Repository, digest: Digest, artifactType: string | undefined, signal?: AbortSignal): Promise<Referrers> {
-    return referrers(repo, digest, artifactType, signal);
+  /** The referrers of a manifest, parsed (see referrers.ts); the upstream says the repository holds them. */
+  async referrers(repo: Repository, digest: Digest, artifactType: string | undefined, signal?: AbortSignal): Promise<Referrers> {
+    const found = await referrers(repo, digest, artifactType, signal);
+    this.contents?.learn(repo, found.index.manifests.map((m) => m.digest));
+    return found;
   }
 }

@@ -11,6 +11,7 @@ import { contentRange, parseRange, parseRanges } from '../oci/range.js';
 import { parseFileEndpoint, serveFileEndpoint } from './file-routes.js';
 import { rangesBody } from './multipart.js';
 import type { Router } from '../core/routing.js';
+import type { AccessPolicy } from '../access/policy.js';
 import type { Repository } from '../upstreams/repository.js';
 import type { TagPage } from '../upstreams/upstream.js';
 
@@ -23,7 +24,14 @@ type Endpoint =
   | { kind: 'tags'; name: string }
   | { kind: 'uploads' };
 
-export function registerRoutes(app: FastifyInstance, deps: { router: Router; cache: PullThrough }): void {
+export interface RouteDeps {
+  router: Router;
+  cache: PullThrough;
+  /** who may pull what (auth); absent: anyone may pull anything */
+  access?: AccessPolicy | undefined;
+}
+
+export function registerRoutes(app: FastifyInstance, deps: RouteDeps): void {
   app.addHook('onRequest', async (req) => {
     if (!READ_METHODS.has(req.method)) {
       throw new RegistryError('UNSUPPORTED', { message: 'this registry is a read-only pull-through cache', detail: { method: req.method } });
@@ -31,15 +39,24 @@ export function registerRoutes(app: FastifyInstance, deps: { router: Router; cac
   });
 
   // HEAD is routed explicitly: Fastify's automatic HEAD would recompute Content-Length from an empty body
-  app.route({ method: ['GET', 'HEAD'], url: '/v2/', handler: async (_req, reply) => reply.type('application/json').send({}) });
+  // with auth, as registries answer it: 401 and the challenge until the client sends credentials
+  app.route({ method: ['GET', 'HEAD'], url: '/v2/', handler: async (req, reply) => {
+    await deps.access?.authenticate(req.headers.authorization);
+    return reply.type('application/json').send({});
+  } });
 
   app.route({ method: ['GET', 'HEAD'], url: '/v2/*', handler: async (req, reply) => {
     const [path, query] = splitUrl(req.url);
     const files = parseFileEndpoint(path.slice('/v2/'.length));
-    if (files) return serveFileEndpoint(deps.cache, deps.router.route(files.name, query.get('ns') ?? undefined), files, query, req, reply);
+    if (files) {
+      const repo = deps.router.route(files.name, query.get('ns') ?? undefined);
+      await deps.access?.authorize(req.headers.authorization, repo);
+      return serveFileEndpoint(deps.cache, repo, files, query, req, reply);
+    }
     const endpoint = parseEndpoint(path.slice('/v2/'.length));
     if (endpoint.kind === 'uploads') throw new RegistryError('UNSUPPORTED', { message: 'uploads are not supported by a pull-through cache' });
     const repo = deps.router.route(endpoint.name, query.get('ns') ?? undefined);
+    await deps.access?.authorize(req.headers.authorization, repo);
     const signal = abortOnClose(reply);
     switch (endpoint.kind) {
       case 'manifests':
@@ -75,7 +92,7 @@ async function blob(cache: PullThrough, repo: Repository, refText: string, req: 
     if (size !== undefined) reply.header('content-length', String(size));
     return reply.send();
   }
-  const location = await cache.blobRedirect(digest);
+  const location = await cache.blobRedirect(repo, digest);
   if (location) return reply.code(307).header('location', location).header('cache-control', 'no-store').send();
   const ranges = parseRanges(req.headers.range);
   if (ranges && ranges.length > 1) {

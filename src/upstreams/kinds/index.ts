@@ -44,6 +44,8 @@ export const upstreamEntrySchema = mapping(
     aliases: aliases.optional(),
     username: optionalText,
     password: optionalText,
+    /** passthrough: the client's Basic credentials are this upstream's (and auth leaves the decision to it) */
+    clientCredentials: setting((v) => (v === 'passthrough' ? v : new Problem(`"${String(v)}" is not passthrough (the one value it takes)`))).optional(),
     ...(Object.assign({}, ...KINDS.map((k) => k.settings)) as z.ZodRawShape),
   },
   'must be a mapping with at least url',
@@ -77,7 +79,8 @@ export function resolveUpstream(entry: UpstreamEntry, key: string, env: NodeJS.P
   }
   const settings = kind.resolveSettings(entry, apiUrl, key);
   const credentials = password === undefined ? kind.envCredentials(env) : undefined;
-  return { name, url: apiUrl.origin, type: kind.type, aliases, username, password, ...credentials, ...settings };
+  const clientCredentials = entry.clientCredentials as 'passthrough' | undefined;
+  return { name, url: apiUrl.origin, type: kind.type, aliases, username, password, clientCredentials, ...credentials, ...settings };
 }
 
 export function adapterFor(u: UpstreamConfig, deps: AdapterDeps = {}): Adapter {

@@ -19,6 +19,8 @@ export interface UpstreamConfig {
   readonly aliases: readonly string[];
   readonly username: string | undefined;
   readonly password: string | undefined;
+  /** passthrough: clients' own Basic credentials are used for this upstream, which decides what they may read */
+  readonly clientCredentials?: 'passthrough' | undefined;
   /** type ecr: how to call GetAuthorizationToken */
   readonly aws?: AwsUpstreamConfig | undefined;
   /** type gar: a service-account key file's JSON text (not a path), minted into access tokens */
