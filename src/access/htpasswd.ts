@@ -21,6 +21,8 @@ export interface HtpasswdOptions {
   now?: (() => number) | undefined;
   /** the file is looked at for changes at most this often (default 1 s) */
   checkIntervalMs?: number | undefined;
+  /** bcrypt's comparison (bcryptjs's async one); tests count its calls */
+  compare?: ((password: string, hash: string) => Promise<boolean>) | undefined;
 }
 
 /** A bcrypt hash as htpasswd -B writes it ($2y$) or other tools do ($2a$, $2b$). */
@@ -65,10 +67,12 @@ export class Htpasswd {
   private readonly key = randomBytes(32);
   private readonly now: () => number;
   private readonly interval: number;
+  private readonly bcrypt: (password: string, hash: string) => Promise<boolean>;
 
   private constructor(private readonly opts: HtpasswdOptions) {
     this.now = opts.now ?? Date.now;
     this.interval = opts.checkIntervalMs ?? 1000;
+    this.bcrypt = opts.compare ?? ((password, hash) => bcrypt.compare(password, hash));
   }
 
   /** Reads the file; throws ConfigError naming auth.htpasswd when it cannot be read. */
@@ -98,10 +102,10 @@ export class Htpasswd {
 
   private async compare(c: ClientCredentials): Promise<boolean> {
     const hash = this.entries.get(c.username);
-    if (hash !== undefined) return bcrypt.compare(c.password, hash);
+    if (hash !== undefined) return this.bcrypt(c.password, hash);
     // an unknown user costs what a known one does, so the answer's timing does not say who exists
     const decoy = this.entries.values().next().value;
-    if (decoy !== undefined) await bcrypt.compare(c.password, decoy);
+    if (decoy !== undefined) await this.bcrypt(c.password, decoy);
     return false;
   }
 
