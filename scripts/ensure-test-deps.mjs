@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 // Makes sure the CLI tools the integration tests drive are installed:
-// docker-registry, skopeo, htpasswd, openssl, and containerd with ctr. Installs missing ones with
-// apt-get (via sudo when not root), or exits nonzero explaining what to do.
+// docker-registry, skopeo, htpasswd, openssl, containerd with ctr, Docker Engine (dockerd), podman
+// and buildah. Installs missing ones with apt-get (via sudo when not root), or exits nonzero
+// explaining what to do.
 import { spawnSync } from 'node:child_process';
 import { accessSync, constants } from 'node:fs';
 import { delimiter, join } from 'node:path';
@@ -14,6 +15,9 @@ const TOOLS = {
   openssl: 'openssl',
   containerd: 'containerd',
   ctr: 'containerd',
+  dockerd: 'docker.io',
+  podman: 'podman',
+  buildah: 'buildah',
 };
 
 function which(cmd) {

@@ -1,6 +1,9 @@
 // Runs Debian's containerd (1.6) as a child process with its own root, state and gRPC socket in a
 // fresh temp dir, and drives it with `ctr`. Only what image pulls need is loaded: no CRI, no
 // runtimes or task service, and the `native` snapshotter (plain copies, works without overlayfs).
+// With `cri`, the CRI plugin is loaded too (it needs the task service and a runtime, which start
+// nothing until a pod is run), on the native snapshotter, with its CNI directories in the temp dir
+// and no cgroups or AppArmor, so that its ImageService can pull (test/helpers/cri.ts).
 import { spawn, spawnSync } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { closeSync, existsSync, openSync } from 'node:fs';
@@ -9,16 +12,20 @@ import { join } from 'node:path';
 import { atExit, makeTempDir, removeDir, run, waitFor } from './util.js';
 import type { RunResult } from './util.js';
 
-/** Plugins a pull-only containerd does not need (CRI would also want CNI, cgroups and more). */
-const DISABLED_PLUGINS = [
+/** Plugins CRI needs, which a pull-only containerd does without. */
+const CRI_PLUGINS = [
   'io.containerd.grpc.v1.cri',
-  'io.containerd.internal.v1.opt', // would create /opt/containerd
-  'io.containerd.internal.v1.restart',
   'io.containerd.runtime.v1.linux',
   'io.containerd.runtime.v2.task',
   'io.containerd.monitor.v1.cgroups',
   'io.containerd.service.v1.tasks-service',
   'io.containerd.grpc.v1.tasks',
+];
+
+/** Plugins the tests never need. */
+const DISABLED_PLUGINS = [
+  'io.containerd.internal.v1.opt', // would create /opt/containerd
+  'io.containerd.internal.v1.restart',
   'io.containerd.snapshotter.v1.aufs',
   'io.containerd.snapshotter.v1.btrfs',
   'io.containerd.snapshotter.v1.devmapper',
@@ -85,10 +92,13 @@ atExit(() => {
 /** The kernel kills containerd if this process dies without running exit hooks (see registry.ts). */
 const SETPRIV = ['/usr/bin/setpriv', '/bin/setpriv'].find((p) => existsSync(p));
 
-/** ctr/containerd read these; keep the test's settings explicit, and never go through a proxy. */
-function cleanEnv(): NodeJS.ProcessEnv {
+/**
+ * ctr/containerd read these; keep the test's settings explicit, and go through no proxy but the
+ * one a test gives (`extra`, e.g. an egress trap's variables).
+ */
+function cleanEnv(extra?: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
   const drop = /^(CONTAINERD_|HTTPS?_PROXY$|ALL_PROXY$|NO_PROXY$)/i;
-  return { ...Object.fromEntries(Object.entries(process.env).filter(([k]) => !drop.test(k))), NO_PROXY: '*' };
+  return { ...Object.fromEntries(Object.entries(process.env).filter(([k]) => !drop.test(k))), ...(extra ?? { NO_PROXY: '*' }) };
 }
 
 async function kill(child: ChildProcess, graceMs = 5000): Promise<void> {
@@ -104,7 +114,18 @@ async function kill(child: ChildProcess, graceMs = 5000): Promise<void> {
 
 const toml = (s: string): string => JSON.stringify(s); // a TOML basic string is a JSON string for paths
 
-export async function startContainerd(opts: { startTimeoutMs?: number } = {}): Promise<Containerd> {
+export interface ContainerdOptions {
+  startTimeoutMs?: number;
+  /**
+   * Load the CRI plugin, with this TOML appended to config.toml (e.g. the README's
+   * `[plugins."io.containerd.grpc.v1.cri".registry]` table); '' for CRI's defaults.
+   */
+  cri?: string;
+  /** The environment's proxy settings for containerd and ctr (default: no proxy at all). */
+  env?: NodeJS.ProcessEnv;
+}
+
+export async function startContainerd(opts: ContainerdOptions = {}): Promise<Containerd> {
   const dir = await makeTempDir('pt-ctd-');
   const address = join(dir, 'containerd.sock');
   if (Buffer.byteLength(`${address}.ttrpc`) > 107) {
@@ -118,7 +139,7 @@ export async function startContainerd(opts: { startTimeoutMs?: number } = {}): P
       'version = 2',
       `root = ${toml(join(dir, 'root'))}`,
       `state = ${toml(join(dir, 'state'))}`,
-      `disabled_plugins = [${DISABLED_PLUGINS.map(toml).join(', ')}]`,
+      `disabled_plugins = [${[...DISABLED_PLUGINS, ...(opts.cri === undefined ? CRI_PLUGINS : [])].map(toml).join(', ')}]`,
       '',
       '[grpc]',
       `  address = ${toml(address)}`,
@@ -126,20 +147,36 @@ export async function startContainerd(opts: { startTimeoutMs?: number } = {}): P
       '[debug]',
       '  level = "info"',
       '',
+      ...(opts.cri === undefined
+        ? []
+        : [
+            '[plugins."io.containerd.grpc.v1.cri"]',
+            '  disable_cgroup = true',
+            '  disable_apparmor = true',
+            '  restrict_oom_score_adj = true',
+            '[plugins."io.containerd.grpc.v1.cri".containerd]',
+            `  snapshotter = ${toml(SNAPSHOTTER)}`,
+            '[plugins."io.containerd.grpc.v1.cri".cni]', // its default conf_dir would be created in /etc
+            `  bin_dir = ${toml(join(dir, 'cni', 'bin'))}`,
+            `  conf_dir = ${toml(join(dir, 'cni', 'net.d'))}`,
+            '',
+            opts.cri,
+          ]),
     ].join('\n'),
   );
   const logFd = openSync(join(dir, 'containerd.log'), 'a');
   const argv = ['containerd', '--config', configPath];
+  const env = cleanEnv(opts.env);
   const child = SETPRIV
-    ? spawn(SETPRIV, ['--pdeathsig', 'SIGKILL', '--', ...argv], { cwd: dir, env: cleanEnv(), stdio: ['ignore', logFd, logFd] })
-    : spawn(argv[0]!, argv.slice(1), { cwd: dir, env: cleanEnv(), stdio: ['ignore', logFd, logFd] });
+    ? spawn(SETPRIV, ['--pdeathsig', 'SIGKILL', '--', ...argv], { cwd: dir, env, stdio: ['ignore', logFd, logFd] })
+    : spawn(argv[0]!, argv.slice(1), { cwd: dir, env, stdio: ['ignore', logFd, logFd] });
   closeSync(logFd);
   live.add(child);
   const log = (): Promise<string> => readFile(join(dir, 'containerd.log'), 'utf8').catch(() => '');
 
   const ctr = (args: readonly string[], timeoutMs = 30_000): Promise<RunResult> =>
     run('ctr', ['--address', address, '--namespace', NAMESPACE, '--timeout', `${Math.ceil(timeoutMs / 1000)}s`, ...args], {
-      env: cleanEnv(),
+      env,
       timeoutMs: timeoutMs + 5000,
     });
 
