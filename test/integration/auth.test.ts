@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import t from 'tap';
 import { LeakWatch } from '../helpers/captured-proxy.js';
 import { containerdUnavailable, startContainerd, writeHostsDir } from '../helpers/containerd.js';
+import { startEgressTrap } from '../helpers/egress.js';
 import { startHop } from '../helpers/hop.js';
 import { makeImage, pullImage, pushLayout } from '../helpers/images.js';
 import { startRegistry } from '../helpers/registry.js';
@@ -114,7 +115,10 @@ t.test('ctr --user through a hosts.toml mirror: the right credentials pull, wron
   }
   const hostsDir = join(work, 'hosts.d');
   await writeHostsDir(hostsDir, [{ host: UPSTREAM, mirror: proxy.url }]);
-  const ctd = await startContainerd();
+  // containerd tries the registry itself after a refusing mirror: the trap keeps it on 127.0.0.1
+  const trap = await startEgressTrap();
+  t.teardown(() => trap.close());
+  const ctd = await startContainerd({ env: trap.env });
   t.teardown(() => ctd.stop());
   const image = `${UPSTREAM}/team/app:v1`;
   const wrong = await failure(ctd.pull(image, { hostsDir, user: WRONG, platform: 'linux/amd64' }));
@@ -123,6 +127,7 @@ t.test('ctr --user through a hosts.toml mirror: the right credentials pull, wron
   t.match(none, /failed with status code \[manifests v1\]: 401 Unauthorized/, 'no credentials: refused');
   const denied = await failure(ctd.pull(image, { hostsDir, user: BOB, platform: 'linux/amd64' }));
   t.match(denied, /failed with status code \[manifests v1\]: 403 Forbidden/, 'bob: denied');
+  t.same(trap.attempts, [`${UPSTREAM}:443`, `${UPSTREAM}:443`, `${UPSTREAM}:443`], 'after each refusal containerd tried the registry itself (caught by the trap)');
   t.same(await ctd.images(), [], 'nothing pulled');
 
   await client(ctd.pull(image, { hostsDir, user: ALICE, platform: 'linux/amd64' }));
