@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // Makes sure the CLI tools the integration tests drive are installed:
-// docker-registry, skopeo, htpasswd, openssl, containerd with ctr, Docker Engine (dockerd), podman
-// and buildah. Installs missing ones with apt-get (via sudo when not root), or exits nonzero
+// docker-registry, skopeo, htpasswd, openssl, curl, containerd with ctr, Docker Engine (dockerd),
+// podman and buildah. Installs missing ones with apt-get (via sudo when not root), or exits nonzero
 // explaining what to do.
 import { spawnSync } from 'node:child_process';
 import { accessSync, constants } from 'node:fs';
@@ -13,6 +13,7 @@ const TOOLS = {
   skopeo: 'skopeo',
   htpasswd: 'apache2-utils',
   openssl: 'openssl',
+  curl: 'curl',
   containerd: 'containerd',
   ctr: 'containerd',
   dockerd: 'docker.io',

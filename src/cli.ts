@@ -6,6 +6,7 @@
 // in throughput. They only apply when this file is run as a program (`pullthrough`, `npm start`).
 //
 // pullthrough serve [--listen HOST:PORT] [--cache-dir DIR] [--upstream [NAME=]URL]... [--config FILE]
+//                   [--tls-cert FILE --tls-key FILE [--tls-client-ca FILE]]
 // pullthrough verify [--cache-dir DIR] [--config FILE]
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -29,6 +30,9 @@ const USAGE = `usage: pullthrough serve [options]
   --upstream [NAME=]URL     an upstream registry; repeatable; the first is the default
   --config FILE             YAML or JSON config file; flags override it
   --log-level LEVEL         fatal, error, warn, info, debug, trace (default info)
+  --tls-cert FILE           serve HTTPS with this PEM certificate (and chain); reloaded when it changes
+  --tls-key FILE            the certificate's PEM private key
+  --tls-client-ca FILE      require client certificates signed by this PEM CA (mTLS)
 `;
 
 async function main(argv: string[]): Promise<number> {
@@ -44,6 +48,9 @@ async function main(argv: string[]): Promise<number> {
         upstream: { type: 'string', multiple: true },
         config: { type: 'string', short: 'c' },
         'log-level': { type: 'string' },
+        'tls-cert': { type: 'string' },
+        'tls-key': { type: 'string' },
+        'tls-client-ca': { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
     });
@@ -70,6 +77,9 @@ async function main(argv: string[]): Promise<number> {
       maxSize: values['max-size'],
       upstream: values.upstream,
       logLevel: values['log-level'],
+      tlsCert: values['tls-cert'],
+      tlsKey: values['tls-key'],
+      tlsClientCa: values['tls-client-ca'],
     });
   } catch (e) {
     if (e instanceof ConfigError) {
@@ -88,7 +98,7 @@ async function main(argv: string[]): Promise<number> {
   process.once('SIGTERM', () => void stop());
   await app.server.listen({ host: config.listen.host, port: config.listen.port });
   app.server.log.info(
-    { cacheDir: config.cache.dir, upstreams: config.upstreams.map((u) => `${u.name}=${u.url}`), defaultUpstream: config.defaultUpstream },
+    { tls: config.tls ? (config.tls.clientCa ? 'mutual' : 'on') : 'off', cacheDir: config.cache.dir, upstreams: config.upstreams.map((u) => `${u.name}=${u.url}`), defaultUpstream: config.defaultUpstream },
     'pullthrough ready',
   );
   return -1;
@@ -113,7 +123,8 @@ async function verify(cache: Config['cache']): Promise<number> {
   if (!cache.s3 || cache.s3.localTier) {
     // A running server may share the directory: no size bound here (this process must not evict
     // good blobs, whatever its maxSize says), and its fills in tmp/ are left alone.
-    await check(await FsBlobStore.open({ dir: cache.dir, maxBytes: Number.POSITIVE_INFINITY, keepSpool: true }), cache.dir);
+    // Nor may its reads count as a client's: they would make every blob look recently used.
+    await check(await FsBlobStore.open({ dir: cache.dir, maxBytes: Number.POSITIVE_INFINITY, keepSpool: true, stampReads: false }), cache.dir);
   }
   if (cache.s3) {
     // a spool directory of its own: opening a bucket store empties its spool, and a running

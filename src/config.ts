@@ -9,6 +9,7 @@ import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { andThen, bool, ConfigError, duration, durationMs, httpUrl, list, mapping, optionalText, parseSettings, Problem, setting, size, sizeBytes, text } from './lib/settings.js';
 import { DEFAULT_UPSTREAM_ENTRY, resolveUpstream, upstreamEntrySchema, type UpstreamConfig } from './upstreams/kinds/index.js';
+import { readTls, TlsFileError, type TlsFiles } from './proxy/tls.js';
 
 export { ConfigError } from './lib/settings.js';
 export { UPSTREAM_TYPES, type AwsUpstreamConfig, type UpstreamConfig, type UpstreamType } from './upstreams/kinds/index.js';
@@ -20,6 +21,9 @@ export interface Flags {
   upstream?: string[] | undefined;
   maxSize?: string | undefined;
   logLevel?: string | undefined;
+  tlsCert?: string | undefined;
+  tlsKey?: string | undefined;
+  tlsClientCa?: string | undefined;
 }
 
 /** The flags that set one setting each; a problem with the value names the flag. */
@@ -28,6 +32,9 @@ const FLAG_SETTINGS = [
   ['cacheDir', '--cache-dir', ['cache', 'dir']],
   ['maxSize', '--max-size', ['cache', 'maxSize']],
   ['logLevel', '--log-level', ['logLevel']],
+  ['tlsCert', '--tls-cert', ['tls', 'cert']],
+  ['tlsKey', '--tls-key', ['tls', 'key']],
+  ['tlsClientCa', '--tls-client-ca', ['tls', 'clientCa']],
 ] as const;
 
 const listen = andThen(text, (v) => {
@@ -82,10 +89,15 @@ const s3Schema = mapping(
   '; credentials come from the AWS credential chain',
 ).transform(({ redirectTtl, endpoint, ...s3 }) => ({ ...s3, endpoint, redirectTtlMs: redirectTtl }));
 
+/** at least a minute: shorter would evict an image's layers between its manifest and their pulls */
+const maxAge = andThen(duration, (ms) => (ms >= 60_000 ? ms : new Problem('must be at least 1m (or absent: no age bound)')));
+
 const cacheSchema = mapping({
   /** default: $XDG_CACHE_HOME/pullthrough */
   dir: text.optional(),
   maxSize: size.prefault('50GiB'),
+  /** evict blobs, manifests and tag records nobody read for this long (the filesystem cache and the local tier); absent: no age bound */
+  maxAge: maxAge.optional(),
   /** how long a tag is served without asking the upstream again */
   tagTtl: duration.prefault('5m'),
   /** deadline for revalidating a cached tag; past it the cached manifest is served */
@@ -96,7 +108,7 @@ const cacheSchema = mapping({
   unverifiedRanges: bool.prefault(false),
   /** false or absent: the filesystem cache */
   s3: z.preprocess((v) => (v === false ? undefined : v), s3Schema.optional()),
-}).transform(({ tagTtl, revalidateTimeout, ...cache }) => ({ ...cache, tagTtlMs: tagTtl, revalidateTimeoutMs: revalidateTimeout }));
+}).transform(({ tagTtl, revalidateTimeout, maxAge, ...cache }) => ({ ...cache, maxAgeMs: maxAge, tagTtlMs: tagTtl, revalidateTimeoutMs: revalidateTimeout }));
 
 const timeoutsSchema = mapping({
   connect: duration.prefault('10s'),
@@ -155,6 +167,25 @@ const authSchema = mapping(
   'must be a mapping (htpasswd, anonymous, rules)',
 );
 
+/** A file's path, resolved against the working directory. */
+const pemFile = (what: string, flag: string) =>
+  andThen(text.optional(), (v) => (v ? resolve(v) : new Problem(`is required: the PEM file of ${what} (${flag} FILE)`)));
+
+/**
+ * tls: HTTPS instead of plain HTTP, with this certificate (its chain may follow it) and key; with
+ * clientCa, clients must present a certificate that CA signed. The files are reloaded when they
+ * change (src/proxy/tls.ts); they are read here too, so that a bad one stops the start.
+ */
+const tlsSchema = mapping(
+  {
+    cert: pemFile('the server certificate', '--tls-cert'),
+    key: pemFile("the certificate's private key", '--tls-key'),
+    // "" (an unset ${ENV}) is not taken for absent here, as elsewhere: it would let in every client
+    clientCa: andThen(text, (v) => (v ? resolve(v) : new Problem('is empty: the PEM file of the CA that signs client certificates (leave the key out to take clients without one)'))).optional(),
+  },
+  'must be a mapping with cert and key (PEM files)',
+);
+
 /** The config file: every setting, its type and its default. */
 const configSchema = mapping({
   listen: listen.prefault('0.0.0.0:5000'),
@@ -168,6 +199,7 @@ const configSchema = mapping({
   logLevel: text.prefault('info'),
   /** absent: anyone who reaches the port may pull anything */
   auth: authSchema.optional(),
+  tls: tlsSchema.optional(),
 });
 
 export type Config = ReturnType<typeof loadConfig>;
@@ -197,6 +229,8 @@ export function loadConfig(flags: Flags, env: NodeJS.ProcessEnv = process.env) {
   }
 
   const auth = doc.auth && resolveAuth(doc.auth, upstreams);
+  checkTlsFiles(doc.tls, keyOf);
+
   const { cache, estargz } = doc;
   const s3 = cache.s3 && { ...cache.s3, region: cache.s3.region || env.AWS_REGION || env.AWS_DEFAULT_REGION || 'us-east-1' };
   return deepFreeze({
@@ -207,6 +241,17 @@ export function loadConfig(flags: Flags, env: NodeJS.ProcessEnv = process.env) {
     auth,
     estargz: { ...estargz, maxSparseSize: estargz.maxSparseSize ?? Math.max(1, Math.floor(cache.maxSize / 10)) },
   });
+}
+
+/** Reads the TLS files once, so that a missing, unreadable or mismatched one is a config error naming its key. */
+function checkTlsFiles(tls: TlsFiles | undefined, keyOf: (key: string) => string): void {
+  if (!tls) return;
+  try {
+    readTls(tls);
+  } catch (e) {
+    if (e instanceof TlsFileError) throw new ConfigError(keyOf(`tls.${e.file}`), e.message);
+    throw e;
+  }
 }
 
 /**

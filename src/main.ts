@@ -1,18 +1,23 @@
 // Composition root: config → stores and upstreams → server. No listen() here, so tests can start
 // the whole proxy in-process and pick their own port.
 import { join } from 'node:path';
+import type { Server as TlsServer } from 'node:tls';
 import type { FastifyInstance, FastifyServerOptions } from 'fastify';
 import type { BlobStore, MetadataStore } from './cache/blob-store.js';
 import type { Logger } from './lib/log.js';
 import { FsMetadataStore } from './cache/fs-metadata.js';
 import { FsBlobStore } from './cache/fs-store.js';
+import { diskWriteCheck, Readiness, type WriteCheck } from './cache/readiness.js';
+import { Retention, type RetentionOptions } from './cache/retention.js';
 import type { S3Health } from './cache/s3-client.js';
 import type { Config } from './config.js';
 import { AccessPolicy } from './access/policy.js';
 import { PullThrough } from './core/pull-through.js';
 import { Router, type RoutedUpstream } from './core/routing.js';
+import { registerHealth } from './proxy/health.js';
 import { registerMetrics } from './proxy/metrics.js';
 import { buildServer } from './proxy/server.js';
+import { httpsOptions, readTls, serveTls } from './proxy/tls.js';
 import { createUpstream } from './upstreams/index.js';
 import type { UpstreamCall } from './upstreams/registry-client.js';
 
@@ -27,14 +32,26 @@ interface Stores {
   store: BlobStore;
   meta: MetadataStore;
   s3Health?: S3Health;
-  close(): void;
+  /** what cache.maxAge applies to: the local disk's blobs and records (a bucket expires by its lifecycle rule) */
+  expiring: RetentionOptions['targets'];
+  /** what /readyz writes to */
+  checks: WriteCheck[];
+  close(): Promise<void>;
 }
 
 /** The filesystem cache, or the S3 bucket (with the filesystem cache in front when localTier is set). */
 export async function createStores(cache: Config['cache'], log: Logger): Promise<Stores> {
   const s3 = cache.s3;
   if (!s3) {
-    return { store: await FsBlobStore.open({ dir: cache.dir, maxBytes: cache.maxSize }), meta: new FsMetadataStore(cache.dir), close() {} };
+    const store = await FsBlobStore.open({ dir: cache.dir, maxBytes: cache.maxSize });
+    const meta = new FsMetadataStore(cache.dir);
+    return {
+      store,
+      meta,
+      expiring: [{ name: 'blobs', store }, { name: 'tag and manifest records', store: meta }],
+      checks: [diskWriteCheck(store.spoolDir)],
+      close: async () => void (await Promise.all([store.close(), meta.close()])),
+    };
   }
   const { S3MetadataStore } = await import('./cache/s3-metadata.js');
   const { TieredBlobStore } = await import('./cache/tiered-store.js');
@@ -44,7 +61,13 @@ export async function createStores(cache: Config['cache'], log: Logger): Promise
     store: local ? new TieredBlobStore(local, bucket.store, log) : bucket.store,
     meta: new S3MetadataStore(bucket.location),
     s3Health: bucket.health,
-    close: bucket.close,
+    expiring: local ? [{ name: 'local tier blobs', store: local }] : [],
+    // fills spool to local disk whatever the tier
+    checks: [diskWriteCheck(local?.spoolDir ?? bucket.store.spoolDir), bucket.writeCheck],
+    close: async () => {
+      await local?.close();
+      bucket.close();
+    },
   };
 }
 
@@ -56,11 +79,22 @@ export async function createStores(cache: Config['cache'], log: Logger): Promise
 export async function openBucket(s3: NonNullable<Config['cache']['s3']>, spoolDir: string, log: Logger) {
   const { createS3Client, S3Health } = await import('./cache/s3-client.js');
   const { S3BlobStore } = await import('./cache/s3-store.js');
+  const { s3WriteCheck } = await import('./cache/s3-write-check.js');
   const client = createS3Client(s3);
   const health = new S3Health({ log });
   const location = { client, bucket: s3.bucket, prefix: s3.prefix, health };
   const store = await S3BlobStore.open({ ...location, spoolDir });
-  return { store, location, health, close: () => client.destroy() };
+  return { store, location, health, writeCheck: s3WriteCheck(location), close: () => client.destroy() };
+}
+
+/** Age eviction (cache.maxAge), when set: at once, then periodically. Started once the server (so the log) exists. */
+function startRetention(maxAgeMs: number | undefined, targets: Stores['expiring'], log: Logger): Retention | undefined {
+  if (maxAgeMs === undefined) return undefined;
+  if (targets.length === 0) {
+    log.warn({ maxAgeMs }, 'cache.maxAge bounds the local disk, and this cache has none (cache.s3 without localTier): expire the bucket with a lifecycle rule');
+    return undefined;
+  }
+  return Retention.start({ maxAgeMs, targets, log });
 }
 
 /** Pino options: credentials never reach the log, whatever a request carries. */
@@ -90,18 +124,24 @@ export async function createApp(config: Config, logger: FastifyServerOptions['lo
   const estargz = config.estargz.lazy
     ? { sparseDir: join(config.cache.dir, 'sparse'), prefetch: config.estargz.prefetch, fillAfterRange: config.estargz.fillAfterRange, maxSparseBytes: config.estargz.maxSparseSize, maxIndexBytes: config.estargz.maxIndexMemory, maxTocBytes: config.estargz.maxTocSize }
     : undefined;
-  const confine = config.auth && { exempt: (upstream: string) => passthrough.includes(upstream) };
-  const cache = new PullThrough({ store, meta, ...config.cache, redirectTtlSeconds, estargz, confine, log });
-  server = buildServer({ router, cache, access, logger });
+  const cache = new PullThrough({ store, meta, ...config.cache, redirectTtlSeconds, estargz, confine: config.auth !== undefined, log });
+  const tls = config.tls && { files: config.tls, material: readTls(config.tls) };
+  server = buildServer({ router, cache, access, logger, https: tls && httpsOptions(tls.material) });
+  // Fastify types the server as HTTP's; with the https option it is Node's https.Server
+  const stopTls = tls ? serveTls(server.server as unknown as TlsServer, tls.files, tls.material, log) : () => undefined;
   registerMetrics(server, { upstreams, s3: stores.s3Health });
+  registerHealth(server, new Readiness(stores.checks));
+  const retention = startRetention(config.cache.maxAgeMs, stores.expiring, log);
   return {
     server,
     s3Health: stores.s3Health,
     async close() {
+      stopTls();
       await server.close();
       await Promise.all(upstreams.map((u) => u.client.close()));
       await cache.close();
-      stores.close();
+      await retention?.close();
+      await stores.close();
     },
   };
 }

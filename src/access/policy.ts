@@ -12,7 +12,7 @@
 // from the shared cache is the core's question (core/repository-contents.ts).
 import { RegistryError } from '../oci/errors.js';
 import type { Logger } from '../lib/log.js';
-import { parseBasic, type ClientCredentials } from './basic.js';
+import type { ClientCredentials } from './basic.js';
 import { Htpasswd } from './htpasswd.js';
 import { Rules, type AccessRule } from './rules.js';
 
@@ -56,26 +56,38 @@ export class AccessPolicy {
   }
 
   /**
-   * GET /v2/: the client's user, as a registry answers it: 401 with the challenge without
-   * credentials (so that clients learn to send them), 401 for wrong ones.
+   * GET /v2/, answered as a registry does: 401 with the challenge without credentials (so that
+   * clients learn to send them), 401 for wrong ones. With a passthrough upstream, credentials the
+   * htpasswd file does not know may be that upstream's: they pass here, and that upstream (or
+   * authorize, for the others) checks them on the client's first request for a repository.
    */
-  async authenticate(authorization: string | undefined): Promise<string> {
-    const credentials = parseBasic(authorization);
+  async ping(credentials: ClientCredentials | undefined): Promise<void> {
     if (!credentials) throw unauthorized('authentication required', undefined);
-    if (!(await this.opts.htpasswd?.verify(credentials))) throw unauthorized('wrong user name or password', credentials);
-    return credentials.username;
+    if ((await this.verified(credentials)) || this.passthrough.size > 0) return;
+    throw unauthorized('wrong user name or password', credentials);
   }
 
   /** Throws UNAUTHORIZED or DENIED unless the client may pull from `target`. */
-  async authorize(authorization: string | undefined, target: PullTarget): Promise<void> {
+  async authorize(credentials: ClientCredentials | undefined, target: PullTarget): Promise<void> {
     const upstream = target.upstream.name;
     if (this.passthrough.has(upstream) || this.anonymous.has(upstream)) return;
-    const user = await this.authenticate(authorization);
+    const user = await this.authenticate(credentials);
     if (this.rules.allows(user, upstream, target.name)) return;
     throw new RegistryError('DENIED', {
       message: `user "${user.slice(0, 100)}" may not pull ${target.name} from ${upstream}`,
       detail: { user: user.slice(0, 100), upstream, repository: target.name },
     });
+  }
+
+  /** The client's user; 401 without credentials or with wrong ones. */
+  private async authenticate(credentials: ClientCredentials | undefined): Promise<string> {
+    if (!credentials) throw unauthorized('authentication required', undefined);
+    if (!(await this.verified(credentials))) throw unauthorized('wrong user name or password', credentials);
+    return credentials.username;
+  }
+
+  private async verified(credentials: ClientCredentials): Promise<boolean> {
+    return (await this.opts.htpasswd?.verify(credentials)) ?? false;
   }
 }
 

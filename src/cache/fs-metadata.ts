@@ -1,6 +1,7 @@
 // Tag, manifest and holding records as small JSON files. Tag and holding files are named by a
 // hash of (upstream, repository, tag or digest), so no client-supplied string ever becomes part
-// of a path.
+// of a path. Each file's mtime is its last read or write (ReadStamps), so tag and manifest records
+// nobody read for a while can be removed (expire), as their blobs are; holding records are kept.
 import { mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { randomUUID } from 'node:crypto';
@@ -8,18 +9,26 @@ import type { Digest } from '../oci/digest.js';
 import { holdingRecordKey, tagRecordKey, type ManifestRecord, type MetadataStore, type TagRecord } from './blob-store.js';
 import { replaceFile } from './disk-writes.js';
 import { isNotFound } from './fs-store.js';
+import { ReadStamps, removeUnreadSince } from './read-stamps.js';
+
+export interface FsMetadataStoreOptions {
+  /** ms clock, injectable for tests */
+  now?: () => number;
+}
 
 export class FsMetadataStore implements MetadataStore {
   private readonly tagDir: string;
   private readonly manifestDir: string;
   private readonly holdingDir: string;
   private readonly tmpDir: string;
+  private readonly stamps: ReadStamps;
 
-  constructor(dir: string) {
+  constructor(dir: string, opts: FsMetadataStoreOptions = {}) {
     this.tagDir = join(dir, 'meta', 'tags');
     this.manifestDir = join(dir, 'meta', 'manifests');
     this.holdingDir = join(dir, 'meta', 'holdings');
     this.tmpDir = join(dir, 'tmp');
+    this.stamps = new ReadStamps(opts.now ?? Date.now);
   }
 
   async getTag(upstream: string, repo: string, tag: string): Promise<TagRecord | undefined> {
@@ -54,6 +63,16 @@ export class FsMetadataStore implements MetadataStore {
     return join(this.holdingDir, key.slice(0, 2), `${key}.json`);
   }
 
+  /** Removes the tag and manifest records last read (or written) before `cutoff` (ms on the clock); returns how many. */
+  async expire(cutoff: number): Promise<number> {
+    return (await removeUnreadSince(this.tagDir, cutoff)) + (await removeUnreadSince(this.manifestDir, cutoff));
+  }
+
+  /** Waits for the last-read stamps under way. */
+  async close(): Promise<void> {
+    await this.stamps.settled();
+  }
+
   private tagPath(upstream: string, repo: string, tag: string): string {
     const key = tagRecordKey(upstream, repo, tag);
     return join(this.tagDir, key.slice(0, 2), `${key}.json`);
@@ -65,7 +84,9 @@ export class FsMetadataStore implements MetadataStore {
 
   private async read(path: string): Promise<unknown> {
     try {
-      return JSON.parse(await readFile(path, 'utf8'));
+      const record: unknown = JSON.parse(await readFile(path, 'utf8'));
+      void this.stamps.stamp(path, path);
+      return record;
     } catch (e) {
       if (isNotFound(e) || e instanceof SyntaxError) return undefined;
       throw e;
@@ -77,6 +98,7 @@ export class FsMetadataStore implements MetadataStore {
     await mkdir(join(path, '..'), { recursive: true });
     await mkdir(this.tmpDir, { recursive: true });
     await replaceFile(join(this.tmpDir, `meta-${randomUUID()}`), path, JSON.stringify(value));
+    await this.stamps.stamp(path, path, true);
   }
 }
 

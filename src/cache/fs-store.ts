@@ -1,8 +1,9 @@
 // The embedded filesystem cache: content-addressed files under <dir>/blobs/<alg>/<2 hex>/<hex>,
 // fills spooled under <dir>/tmp and renamed into place only once verified, a size bound enforced
-// by an LRU index rebuilt from file mtimes at start-up.
+// by an LRU index rebuilt from file mtimes at start-up, and (expire) an age bound on the same index.
+// A blob's mtime is its last read (see ReadStamps: why mtime and not atime).
 import { createReadStream, unlinkSync } from 'node:fs';
-import { mkdir, open, readdir, rename, rm, stat, utimes } from 'node:fs/promises';
+import { mkdir, open, readdir, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Digest } from '../oci/digest.js';
 import { tryParseDigest } from '../oci/digest.js';
@@ -11,10 +12,11 @@ import type { ByteRange } from '../oci/range.js';
 import { pumpFile } from './file-pump.js';
 import type { BlobInfo, BlobReader, BlobStore } from './blob-store.js';
 import { LruIndex } from './lru-index.js';
+import { ReadStamps } from './read-stamps.js';
 
 const READ_BUFFER = 1 << 20;
-/** Re-stamp a blob's mtime (its LRU age across restarts) at most this often. */
-const TOUCH_INTERVAL_MS = 60_000;
+/** Age eviction unlinks this many files at a time, then lets other work run. */
+const EXPIRE_BATCH = 256;
 
 export interface FsBlobStoreOptions {
   dir: string;
@@ -22,18 +24,24 @@ export interface FsBlobStoreOptions {
   onEvict?: (digest: string) => void;
   /** leave <dir>/tmp as it is (another process may be filling into it), for tools such as verify */
   keepSpool?: boolean;
+  /** false: reads leave blobs' ages alone (a tool such as verify reads everything, for no client) */
+  stampReads?: boolean;
+  /** ms clock, injectable for tests */
+  now?: () => number;
 }
 
 export class FsBlobStore implements BlobStore {
   readonly spoolDir: string;
   private readonly blobDir: string;
   private readonly index: LruIndex;
-  private readonly touched = new Map<string, number>();
+  private readonly stamps: ReadStamps;
 
   private constructor(private readonly opts: FsBlobStoreOptions) {
     this.blobDir = join(opts.dir, 'blobs');
     this.spoolDir = join(opts.dir, 'tmp');
-    this.index = new LruIndex(opts.maxBytes, (key) => this.evict(key));
+    const now = opts.now ?? Date.now;
+    this.stamps = new ReadStamps(now);
+    this.index = new LruIndex(opts.maxBytes, (key) => this.evict(key), now);
   }
 
   /** Opens (creating if needed) a cache directory: removes leftovers of interrupted fills and indexes what is there. */
@@ -89,7 +97,7 @@ export class FsBlobStore implements BlobStore {
       this.index.unpin(key);
     };
     let stream: Readable | undefined;
-    this.stampAccess(key, path);
+    if (this.opts.stampReads !== false) void this.stamps.stamp(key, path);
     // exactly one of `stream` or `pipeTo` is used; either one releases the pin and the descriptor
     return {
       size,
@@ -121,6 +129,27 @@ export class FsBlobStore implements BlobStore {
       throw e;
     }
     this.index.add(digest.value, size);
+    await this.stamps.stamp(digest.value, path, true);
+  }
+
+  /**
+   * Evicts the blobs last read (or stored) before `cutoff` (ms on the store's clock), except those
+   * being served; returns how many. In batches, so that a large first sweep does not hold up
+   * requests.
+   */
+  async expire(cutoff: number): Promise<number> {
+    let evicted = 0;
+    for (;;) {
+      const n = this.index.expire(cutoff, EXPIRE_BATCH);
+      evicted += n;
+      if (n < EXPIRE_BATCH) return evicted;
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+  }
+
+  /** Waits for the last-read stamps under way, so that a store opened next on the directory sees them. */
+  async close(): Promise<void> {
+    await this.stamps.settled();
   }
 
   async *list(): AsyncIterable<string> {
@@ -129,6 +158,7 @@ export class FsBlobStore implements BlobStore {
 
   async delete(digest: Digest): Promise<void> {
     this.index.remove(digest.value);
+    this.stamps.forget(digest.value);
     await rm(this.pathOf(digest), { force: true });
   }
 
@@ -147,16 +177,8 @@ export class FsBlobStore implements BlobStore {
     } catch (e) {
       if (!isNotFound(e)) throw e;
     }
-    this.touched.delete(key);
+    this.stamps.forget(key);
     this.opts.onEvict?.(key);
-  }
-
-  private stampAccess(key: string, path: string): void {
-    const now = Date.now();
-    if (now - (this.touched.get(key) ?? 0) < TOUCH_INTERVAL_MS) return;
-    this.touched.set(key, now);
-    const t = new Date(now);
-    utimes(path, t, t).catch(() => undefined);
   }
 
   private async scan(): Promise<void> {
@@ -180,7 +202,7 @@ export class FsBlobStore implements BlobStore {
       }
     }
     found.sort((a, b) => a.mtime - b.mtime);
-    for (const f of found) this.index.add(f.key, f.size);
+    for (const f of found) this.index.add(f.key, f.size, f.mtime);
   }
 }
 

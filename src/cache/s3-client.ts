@@ -139,6 +139,16 @@ export class S3Health {
     return this.failures;
   }
 
+  /** True while the bucket is left alone after failures in a row, until a probe succeeds. */
+  get paused(): boolean {
+    return this.circuit.state() !== 'closed';
+  }
+
+  /** Failures in a row (0 after a success). */
+  get failuresInARow(): number {
+    return this.circuit.failuresInARow;
+  }
+
   /** Requests not sent because the bucket was paused. */
   get skipped(): number {
     return this.skips;

@@ -1,5 +1,9 @@
 // The pull-through cache as a decorator over the local stores and an upstream: answer from cache
-// when we can, fetch once when we cannot, and keep what we fetched only once it is verified.
+// when we can, fetch once when we cannot, and keep what we fetched only once it is verified. For a
+// client of a passthrough upstream (its own credentials on the Repository handle), each entry
+// point first has the upstream confirm that the client may read what it asks for (client-access.ts).
+// With auth (`confine`), content by digest is served through a repository only when that
+// repository is known to hold it (repository-contents.ts).
 import type { BlobStore, MetadataStore } from '../cache/blob-store.js';
 import type { Digest } from '../oci/digest.js';
 import type { RangeRequest } from '../oci/range.js';
@@ -8,6 +12,7 @@ import type { Logger } from '../lib/log.js';
 import type { Repository } from '../upstreams/repository.js';
 import type { TagPage } from '../upstreams/upstream.js';
 import { BlobCache, type RangedParts, type ServedBlob } from './blob-cache.js';
+import { ClientAccess, type Item } from './client-access.js';
 import { LayerFiles, type LayerFile } from './layer-files.js';
 import { LazyLayers } from '../lazy/layers.js';
 import type { LazyFormat } from '../lazy/format.js';
@@ -32,10 +37,10 @@ export interface PullThroughOptions {
   formats?: readonly LazyFormat[] | undefined;
   /**
    * With auth: a blob, or a manifest asked for by digest, is served through a repository only when
-   * that repository is known to hold it (repository-contents.ts); `exempt` upstreams answer that
-   * for themselves. Absent: any cached content is served through any repository.
+   * that repository is known to hold it (repository-contents.ts). Off: any cached content is
+   * served through any repository.
    */
-  confine?: { exempt: (upstream: string) => boolean } | undefined;
+  confine?: boolean | undefined;
   log: Logger;
   now?: () => number;
 }
@@ -45,9 +50,11 @@ export class PullThrough {
   private readonly blobs: BlobCache;
   private readonly files: LayerFiles;
   private readonly lazy: LazyLayers | undefined;
+  private readonly access: ClientAccess;
   private readonly contents: RepositoryContents | undefined;
 
   constructor(opts: PullThroughOptions) {
+    this.access = new ClientAccess({ now: opts.now });
     const e = opts.estargz;
     const formats = opts.formats ?? [estargzFormat];
     const lazy = e && new LazyLayers({ formats, dir: e.sparseDir, prefetch: e.prefetch, fillAfterRange: e.fillAfterRange ?? false, maxBytes: e.maxSparseBytes, maxIndexBytes: e.maxIndexBytes, maxTocBytes: e.maxTocBytes, log: opts.log });
@@ -55,7 +62,7 @@ export class PullThrough {
     this.manifests = new ManifestCache({ ...opts, onManifest: lazy && ((manifest, repo) => lazy.learn(manifest, repo)) });
     this.blobs = new BlobCache({ ...opts, lazy });
     this.files = new LayerFiles({ store: opts.store, blobs: this.blobs, manifests: this.manifests, formats });
-    this.contents = opts.confine && new RepositoryContents({ meta: opts.meta, log: opts.log, exempt: opts.confine.exempt });
+    this.contents = opts.confine ? new RepositoryContents({ meta: opts.meta, log: opts.log }) : undefined;
   }
 
   async close(): Promise<void> {
@@ -63,51 +70,62 @@ export class PullThrough {
     await this.contents?.close();
   }
 
+  /** Resolves once `repo`'s client may be served `item` (see client-access.ts and repository-contents.ts). */
+  private async confirm(repo: Repository, item: Item, signal?: AbortSignal): Promise<void> {
+    await this.access.confirm(repo, item, signal);
+    if (item.kind === 'blob') await this.contents?.ensure(repo, item.digest, 'blob', signal);
+    // a tag is the upstream's answer for this repository; a digest may be anyone's
+    else if (item.ref.kind === 'digest') await this.contents?.ensure(repo, item.ref.digest, 'manifest', signal);
+  }
+
   /** The TOC JSON of an eStargz layer (the index document of a lazy format). */
   async layerToc(repo: Repository, digest: Digest): Promise<Buffer> {
-    await this.contents?.ensure(repo, digest, 'blob');
+    await this.confirm(repo, { kind: 'blob', digest });
     return this.files.toc(repo, digest);
   }
 
   /** One file of one layer. */
   async layerFile(repo: Repository, digest: Digest, path: string): Promise<LayerFile> {
-    await this.contents?.ensure(repo, digest, 'blob');
+    await this.confirm(repo, { kind: 'blob', digest });
     return this.files.layerFile(repo, digest, path);
   }
 
-  /** One file of an image's root filesystem (platform "os/arch[/variant]" for an index). */
+  /**
+   * One file of an image's root filesystem (platform "os/arch[/variant]" for an index). The image
+   * confirmed, what it references is too (the platform's manifest and its layers).
+   */
   async imageFile(repo: Repository, ref: Reference, path: string, platform: string): Promise<LayerFile> {
-    if (ref.kind === 'digest') await this.contents?.ensure(repo, ref.digest, 'manifest');
+    await this.confirm(repo, { kind: 'manifest', ref });
     return this.files.imageFile(repo, ref, path, platform);
   }
 
   async manifest(repo: Repository, ref: Reference, accept: readonly string[], signal?: AbortSignal): Promise<ServedManifest> {
-    // a tag is the upstream's answer for this repository; a digest may be anyone's
-    if (ref.kind === 'digest') await this.contents?.ensure(repo, ref.digest, 'manifest', signal);
+    await this.confirm(repo, { kind: 'manifest', ref }, signal);
     const served = await this.manifests.get(repo, ref, accept, signal);
+    this.access.vouch(repo, served.digest, served.manifest);
     this.contents?.learnManifest(repo, served.digest, served.manifest);
     return served;
   }
 
   async blob(repo: Repository, digest: Digest, range: RangeRequest | undefined): Promise<ServedBlob> {
-    await this.contents?.ensure(repo, digest, 'blob');
+    await this.confirm(repo, { kind: 'blob', digest });
     return this.blobs.get(repo, digest, range);
   }
 
   /** Several ranges of a cached or lazily served blob; undefined: answer with the whole blob. */
   async blobRanges(repo: Repository, digest: Digest, ranges: readonly RangeRequest[]): Promise<RangedParts | undefined> {
-    await this.contents?.ensure(repo, digest, 'blob');
+    await this.confirm(repo, { kind: 'blob', digest });
     return this.blobs.getRanges(repo, digest, ranges);
   }
 
   /** Where a client can GET a cached blob directly (redirect mode), or undefined: serve it here. */
   async blobRedirect(repo: Repository, digest: Digest): Promise<string | undefined> {
-    await this.contents?.ensure(repo, digest, 'blob');
+    await this.confirm(repo, { kind: 'blob', digest });
     return this.blobs.redirect(digest);
   }
 
   async blobSize(repo: Repository, digest: Digest, signal?: AbortSignal): Promise<number | undefined> {
-    await this.contents?.ensure(repo, digest, 'blob', signal);
+    await this.confirm(repo, { kind: 'blob', digest }, signal);
     return this.blobs.size(repo, digest, signal);
   }
 

@@ -26,8 +26,6 @@ const REMEMBERED = 20_000;
 export interface RepositoryContentsOptions {
   meta: MetadataStore;
   log: Logger;
-  /** upstreams that answer for themselves what a client may read (clientCredentials: passthrough) */
-  exempt?: ((upstream: string) => boolean) | undefined;
 }
 
 export class RepositoryContents {
@@ -42,7 +40,7 @@ export class RepositoryContents {
    * upstream for that repository, and throws its refusal.
    */
   async ensure(repo: Repository, digest: Digest, kind: 'blob' | 'manifest', signal?: AbortSignal): Promise<void> {
-    if (this.opts.exempt?.(repo.upstream.name)) return;
+    if (exempt(repo)) return;
     const key = keyOf(repo, digest.value);
     if (this.known.has(key)) return;
     await this.asks.run(
@@ -68,7 +66,7 @@ export class RepositoryContents {
 
   /** Records that `repo` holds these digests (those that are not digests are skipped). */
   learn(repo: Repository, digests: readonly string[]): void {
-    if (this.opts.exempt?.(repo.upstream.name)) return;
+    if (exempt(repo)) return;
     const parsed = digests.flatMap((d) => tryParseDigest(d)?.value ?? []);
     const fresh = [...new Set(parsed)].filter((d) => {
       const key = keyOf(repo, d);
@@ -88,6 +86,14 @@ export class RepositoryContents {
   async close(): Promise<void> {
     await Promise.all(this.writes);
   }
+}
+
+/**
+ * A repository handle with the client's own credentials (clientCredentials: passthrough): its
+ * upstream confirms, with them, each item served (client-access.ts), which answers this too.
+ */
+function exempt(repo: Repository): boolean {
+  return repo.client !== undefined;
 }
 
 function keyOf(repo: Repository, digest: string): string {

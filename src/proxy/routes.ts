@@ -2,6 +2,7 @@
 // takes every /v2/ path and this module splits it into name, endpoint and reference.
 import type { Writable } from 'node:stream';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { parseBasic } from '../access/basic.js';
 import { parseDigest } from '../oci/digest.js';
 import { RegistryError } from '../oci/errors.js';
 import { OCI_INDEX, parseAccept } from '../oci/media-types.js';
@@ -39,24 +40,35 @@ export function registerRoutes(app: FastifyInstance, deps: RouteDeps): void {
   });
 
   // HEAD is routed explicitly: Fastify's automatic HEAD would recompute Content-Length from an empty body
-  // with auth, as registries answer it: 401 and the challenge until the client sends credentials
   app.route({ method: ['GET', 'HEAD'], url: '/v2/', handler: async (req, reply) => {
-    await deps.access?.authenticate(req.headers.authorization);
+    // Clients learn here whether to send credentials (skopeo and podman send theirs only to a
+    // registry whose /v2/ challenged them). With auth they are checked here, as a registry with
+    // authentication does (AccessPolicy.ping). Without it, with a passthrough upstream, a client
+    // without any is challenged; its credentials are checked by that upstream, on its first
+    // request for a repository.
+    const credentials = parseBasic(req.headers.authorization);
+    if (deps.access) await deps.access.ping(credentials);
+    else if (deps.router.passthrough && !credentials) {
+      throw new RegistryError('UNAUTHORIZED', { message: 'send your credentials: an upstream of this cache uses each client\'s own (clientCredentials: passthrough)' });
+    }
     return reply.type('application/json').send({});
   } });
 
   app.route({ method: ['GET', 'HEAD'], url: '/v2/*', handler: async (req, reply) => {
     const [path, query] = splitUrl(req.url);
+    // checked against auth.htpasswd (AccessPolicy), or, for an upstream with clientCredentials:
+    // passthrough, the upstream's own (see Router.route)
+    const credentials = parseBasic(req.headers.authorization);
     const files = parseFileEndpoint(path.slice('/v2/'.length));
     if (files) {
-      const repo = deps.router.route(files.name, query.get('ns') ?? undefined);
-      await deps.access?.authorize(req.headers.authorization, repo);
+      const repo = deps.router.route(files.name, query.get('ns') ?? undefined, credentials);
+      await deps.access?.authorize(credentials, repo);
       return serveFileEndpoint(deps.cache, repo, files, query, req, reply);
     }
     const endpoint = parseEndpoint(path.slice('/v2/'.length));
     if (endpoint.kind === 'uploads') throw new RegistryError('UNSUPPORTED', { message: 'uploads are not supported by a pull-through cache' });
-    const repo = deps.router.route(endpoint.name, query.get('ns') ?? undefined);
-    await deps.access?.authorize(req.headers.authorization, repo);
+    const repo = deps.router.route(endpoint.name, query.get('ns') ?? undefined, credentials);
+    await deps.access?.authorize(credentials, repo);
     const signal = abortOnClose(reply);
     switch (endpoint.kind) {
       case 'manifests':

@@ -1,5 +1,6 @@
 // buildServer(deps): the Fastify instance, without listen(), so tests can inject() or listen on 0.
 import { STATUS_CODES, type IncomingMessage, type ServerResponse } from 'node:http';
+import type { ServerOptions as HttpsOptions } from 'node:https';
 import type { Duplex } from 'node:stream';
 import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest, type FastifyServerOptions } from 'fastify';
 import { RegistryError } from '../oci/errors.js';
@@ -15,6 +16,8 @@ export interface ServerDeps {
   /** who may pull what (auth); absent: anyone may pull anything */
   access?: AccessPolicy | undefined;
   logger?: FastifyServerOptions['logger'];
+  /** HTTPS with these options (src/proxy/tls.ts); absent: plain HTTP */
+  https?: HttpsOptions | undefined;
 }
 
 /** What the request's URL looked like, for an error's detail (bounded: URLs can be long). */
@@ -71,7 +74,10 @@ function rawResponse(e: RegistryError): string {
 }
 
 export function buildServer(deps: ServerDeps): FastifyInstance {
+  // Fastify types an HTTPS instance apart from an HTTP one, but its requests and replies are the
+  // same (IncomingMessage, ServerResponse), which is all the routes use
   const app = Fastify({
+    ...(deps.https ? { https: deps.https } : {}),
     logger: deps.logger ?? false,
     routerOptions: { maxParamLength: 2048 },
     bodyLimit: 1 << 20,
@@ -79,7 +85,7 @@ export function buildServer(deps: ServerDeps): FastifyInstance {
     return503OnClosing: false,
     frameworkErrors: frameworkError,
     clientErrorHandler: clientError,
-  });
+  }) as FastifyInstance;
   let closing = false;
   // Fastify closes the connections that are idle when it starts closing; one whose response is
   // still finishing turns idle a moment later and would hold the close open until its keep-alive

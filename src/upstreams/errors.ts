@@ -1,5 +1,6 @@
 // The only place an upstream's HTTP status, error envelope or transport failure becomes a
-// RegistryError. An upstream 401 never reaches clients as a 401: it becomes DENIED.
+// RegistryError. An upstream 401 to our configured credentials never reaches clients as a 401:
+// it becomes DENIED. One to a client's own credentials (clientCredentials: passthrough) may.
 import type { Readable } from 'node:stream';
 import { OCI_ERRORS, RegistryError, type OciCode } from '../oci/errors.js';
 
@@ -22,6 +23,8 @@ export interface ErrorContext {
   ref?: string | undefined;
   /** what the upstream's credential needs, for DENIED messages (never a secret) */
   hint?: string | undefined;
+  /** the call was made with a client's own credentials (clientCredentials: passthrough) */
+  client?: { anonymous: boolean; sentBasic?: boolean | undefined } | undefined;
 }
 
 /** Reads (a bounded part of) an error response and classifies it. */
@@ -37,6 +40,7 @@ export async function errorFromResponse(
     const code = codes.find((c): c is OciCode => c === 'NAME_UNKNOWN' || c === 'MANIFEST_UNKNOWN' || c === 'BLOB_UNKNOWN');
     return new RegistryError(code ?? NOT_FOUND_BY_KIND[ctx.kind], { detail });
   }
+  if ((status === 401 || status === 403) && ctx.client) return clientRefusal(ctx, ctx.client, status, detail);
   if (status === 401 || status === 403) {
     return new RegistryError('DENIED', {
       message: `upstream "${ctx.upstream}" denied access${ctx.repo ? ` to ${ctx.repo}` : ''}; ${ctx.hint ?? 'check the credentials configured for it'}`,
@@ -63,6 +67,19 @@ export async function errorFromResponse(
     return new RegistryError('UNAVAILABLE', { message: `upstream "${ctx.upstream}" answered ${status}`, detail });
   }
   return new RegistryError('UNKNOWN', { status: 502, message: `upstream "${ctx.upstream}" answered ${status}`, detail });
+}
+
+/**
+ * A refusal of a client's own credentials, answered as the upstream meant it: a client that sent
+ * none is challenged (UNAUTHORIZED, so that it sends its own); Basic credentials the upstream
+ * answered 401 are wrong (UNAUTHORIZED); otherwise the credentials were good but give no access
+ * to this repository (DENIED: a token server's token without the scope, or a 403).
+ */
+function clientRefusal(ctx: ErrorContext, client: NonNullable<ErrorContext['client']>, status: number, detail: object): RegistryError {
+  const what = ctx.repo ? ` to ${ctx.repo}` : '';
+  if (client.anonymous) return new RegistryError('UNAUTHORIZED', { message: `upstream "${ctx.upstream}" requires credentials${what}; send yours`, detail });
+  if (status === 401 && client.sentBasic) return new RegistryError('UNAUTHORIZED', { message: `upstream "${ctx.upstream}" refused the credentials you sent`, detail });
+  return new RegistryError('DENIED', { message: `upstream "${ctx.upstream}" denied the credentials you sent access${what}`, detail });
 }
 
 /** Connection refused, reset, DNS failure, timeouts: the upstream is unavailable. */

@@ -1,6 +1,7 @@
 // Builds the Upstream for a configured upstream. Every kind speaks the same distribution API
 // through RegistryClient; kinds differ in where their credentials come from (kinds/).
 import { Authenticator } from './auth/authenticator.js';
+import { anonymous } from './auth/credentials.js';
 import { adapterFor, type UpstreamConfig } from './kinds/index.js';
 import { RegistryClient, upstreamAgent, type UpstreamCall } from './registry-client.js';
 import type { Upstream } from './upstream.js';
@@ -21,7 +22,8 @@ export function createUpstream(
   const authenticator = new Authenticator({
     upstream: new URL(u.url),
     upstreamName: u.name,
-    credentials: adapter.credentials,
+    // passthrough: every call brings the client's own (or none): configured ones are never used
+    credentials: u.clientCredentials === 'passthrough' ? anonymous : adapter.credentials,
     dispatcher,
     timeoutMs: config.timeouts.headersMs,
     deniedHint: adapter.deniedHint,

@@ -10,6 +10,7 @@ import { declaredMediaType, MAX_MANIFEST_BYTES } from '../oci/media-types.js';
 import { RegistryError } from '../oci/errors.js';
 import { referenceString, type Reference } from '../oci/reference.js';
 import type { Authenticator } from './auth/authenticator.js';
+import { anonymous } from './auth/credentials.js';
 import { errorFromResponse, errorFromTransport, header, isRetryable, verificationError, type ErrorContext, type ResourceKind } from './errors.js';
 import { answeredRange, exactly, wholeLength } from './framing.js';
 import { rangeHeader, type RangeRequest } from '../oci/range.js';
@@ -60,6 +61,8 @@ interface Sent {
   body: Readable;
   /** the response came from another origin (blob storage, a CDN) after a redirect */
   offOrigin?: boolean;
+  /** the request carried Basic credentials (a 401 to it refuses them) */
+  sentBasic?: boolean;
 }
 
 export class RegistryClient implements Upstream {
@@ -77,10 +80,10 @@ export class RegistryClient implements Upstream {
   }
 
   async headManifest(repo: string, ref: Reference, accept: readonly string[], o: CallOptions = {}): Promise<ManifestHead> {
-    const ctx = this.ctx('manifest', repo, referenceString(ref));
-    const res = await this.send(ctx, 'HEAD', `/v2/${repo}/manifests/${referenceString(ref)}`, { accept: accept.join(', ') }, o.signal);
+    const ctx = this.ctx('manifest', o, repo, referenceString(ref));
+    const res = await this.send(ctx, 'HEAD', `/v2/${repo}/manifests/${referenceString(ref)}`, { accept: accept.join(', ') }, o);
     discard(res.body);
-    if (res.status !== 200) throw await errorFromResponse(ctx, res.status, res.headers, Readable.from([]));
+    if (res.status !== 200) throw await this.failed(ctx, res, Readable.from([]));
     const length = Number(header(res.headers, 'content-length'));
     return {
       digest: header(res.headers, 'docker-content-digest'),
@@ -90,9 +93,9 @@ export class RegistryClient implements Upstream {
   }
 
   async getManifest(repo: string, ref: Reference, accept: readonly string[], o: CallOptions = {}): Promise<Manifest> {
-    const ctx = this.ctx('manifest', repo, referenceString(ref));
-    const res = await this.send(ctx, 'GET', `/v2/${repo}/manifests/${referenceString(ref)}`, { accept: accept.join(', ') }, o.signal);
-    if (res.status !== 200) throw await errorFromResponse(ctx, res.status, res.headers, res.body);
+    const ctx = this.ctx('manifest', o, repo, referenceString(ref));
+    const res = await this.send(ctx, 'GET', `/v2/${repo}/manifests/${referenceString(ref)}`, { accept: accept.join(', ') }, o);
+    if (res.status !== 200) throw await this.failed(ctx, res);
     const body = await readBounded(res.body, MAX_MANIFEST_BYTES, ctx);
     const expected = ref.kind === 'digest' ? ref.digest : tryParseDigest(header(res.headers, 'docker-content-digest') ?? '');
     const digest = digestOf(body, expected?.algorithm ?? 'sha256');
@@ -110,18 +113,18 @@ export class RegistryClient implements Upstream {
   }
 
   async headBlob(repo: string, digest: Digest, o: CallOptions = {}): Promise<number | undefined> {
-    const ctx = this.ctx('blob', repo, digest.value);
-    const res = await this.send(ctx, 'HEAD', `/v2/${repo}/blobs/${digest.value}`, {}, o.signal);
+    const ctx = this.ctx('blob', o, repo, digest.value);
+    const res = await this.send(ctx, 'HEAD', `/v2/${repo}/blobs/${digest.value}`, {}, o);
     discard(res.body);
-    if (res.status !== 200) throw await errorFromResponse(ctx, res.status, res.headers, Readable.from([]));
+    if (res.status !== 200) throw await this.failed(ctx, res, Readable.from([]));
     return wholeLength(ctx, res.headers, digest, undefined);
   }
 
   async getBlob(repo: string, digest: Digest, o: CallOptions & { range?: RangeRequest; size?: number | undefined } = {}): Promise<BlobResponse> {
-    const ctx = this.ctx('blob', repo, digest.value);
+    const ctx = this.ctx('blob', o, repo, digest.value);
     const headers: Record<string, string> = o.range ? { range: rangeHeader(o.range) } : {};
-    const res = await this.send(ctx, 'GET', `/v2/${repo}/blobs/${digest.value}`, headers, o.signal);
-    if (res.status !== 200 && !(res.status === 206 && o.range)) throw await errorFromResponse(ctx, res.status, res.headers, res.body);
+    const res = await this.send(ctx, 'GET', `/v2/${repo}/blobs/${digest.value}`, headers, o);
+    if (res.status !== 200 && !(res.status === 206 && o.range)) throw await this.failed(ctx, res);
     try {
       if (res.status === 200) {
         // also when the upstream ignored a Range: `range` stays undefined and the body is whole
@@ -138,27 +141,27 @@ export class RegistryClient implements Upstream {
   }
 
   async tags(repo: string, page: { n?: number; last?: string }, o: CallOptions = {}): Promise<TagPage> {
-    const ctx = this.ctx('tags', repo);
+    const ctx = this.ctx('tags', o, repo);
     const q = new URLSearchParams();
     if (page.n !== undefined) q.set('n', String(page.n));
     if (page.last !== undefined) q.set('last', page.last);
     const qs = q.size ? `?${q}` : '';
-    const res = await this.send(ctx, 'GET', `/v2/${repo}/tags/list${qs}`, {}, o.signal);
-    if (res.status !== 200) throw await errorFromResponse(ctx, res.status, res.headers, res.body);
+    const res = await this.send(ctx, 'GET', `/v2/${repo}/tags/list${qs}`, {}, o);
+    if (res.status !== 200) throw await this.failed(ctx, res);
     const parsed = parseJson(await readBounded(res.body, MAX_MANIFEST_BYTES, ctx)) as { name?: unknown; tags?: unknown } | undefined;
     const tags = Array.isArray(parsed?.tags) ? parsed.tags.filter((t): t is string => typeof t === 'string') : [];
     return { name: repo, tags, next: parseNextLink(header(res.headers, 'link')) };
   }
 
   async referrers(repo: string, digest: Digest, artifactType: string | undefined, o: CallOptions = {}): Promise<Manifest | undefined> {
-    const ctx = this.ctx('referrers', repo, digest.value);
+    const ctx = this.ctx('referrers', o, repo, digest.value);
     const qs = artifactType ? `?${new URLSearchParams({ artifactType })}` : '';
-    const res = await this.send(ctx, 'GET', `/v2/${repo}/referrers/${digest.value}${qs}`, { accept: 'application/vnd.oci.image.index.v1+json' }, o.signal);
+    const res = await this.send(ctx, 'GET', `/v2/${repo}/referrers/${digest.value}${qs}`, { accept: 'application/vnd.oci.image.index.v1+json' }, o);
     if (res.status === 404 || res.status === 405 || res.status === 400) {
       discard(res.body);
       return undefined;
     }
-    if (res.status !== 200) throw await errorFromResponse(ctx, res.status, res.headers, res.body);
+    if (res.status !== 200) throw await this.failed(ctx, res);
     const body = await readBounded(res.body, MAX_MANIFEST_BYTES, ctx);
     return { digest: digestOf(body), mediaType: bareType(header(res.headers, 'content-type')) ?? 'application/vnd.oci.image.index.v1+json', body };
   }
@@ -175,19 +178,27 @@ export class RegistryClient implements Upstream {
     await this.dispatcher.close();
   }
 
-  private ctx(kind: ResourceKind, repo?: string, ref?: string): ErrorContext {
-    return { upstream: this.name, kind, repo, ref, hint: this.opts.deniedHint };
+  private ctx(kind: ResourceKind, o: CallOptions, repo?: string, ref?: string): ErrorContext {
+    const client = o.credentials && { anonymous: o.credentials.identity === anonymous.identity };
+    return { upstream: this.name, kind, repo, ref, hint: this.opts.deniedHint, client };
+  }
+
+  /** An error answer classified (errors.ts); for a client's own credentials, with what they were sent as. */
+  private failed(ctx: ErrorContext, res: Sent, body: Readable = res.body): Promise<RegistryError> {
+    const c = ctx.client && { ...ctx, client: { ...ctx.client, sentBasic: res.sentBasic } };
+    return errorFromResponse(c ?? ctx, res.status, res.headers, body);
   }
 
   /**
    * Sends one request with auth, redirects and retries. Returns any final response (the caller
    * classifies non-2xx); throws RegistryError for transport failures after the retries.
    */
-  private async send(ctx: ErrorContext, method: 'GET' | 'HEAD', path: string, extra: Record<string, string>, signal?: AbortSignal): Promise<Sent> {
+  private async send(ctx: ErrorContext, method: 'GET' | 'HEAD', path: string, extra: Record<string, string>, o: CallOptions): Promise<Sent> {
+    const signal = o.signal;
     for (let attempt = 0; ; attempt++) {
       const t0 = performance.now();
       try {
-        const res = await this.sendOnce(ctx, method, path, extra, signal);
+        const res = await this.sendOnce(ctx, method, path, extra, o);
         const rateLimit = parseRateLimit(res.headers);
         if (rateLimit) this.lastRateLimit = rateLimit;
         this.opts.onResponse?.({
@@ -209,7 +220,8 @@ export class RegistryClient implements Upstream {
         return res;
       } catch (e) {
         if (signal?.aborted || !isRetryable(e) || attempt >= this.opts.retries) {
-          if (!signal?.aborted) this.recordOutcome(false);
+          // a token endpoint's refusal is an answer, as the registry's own 401 is: the upstream works
+          if (!signal?.aborted && !isRefusal(e)) this.recordOutcome(false);
           throw errorFromTransport(ctx, e);
         }
         await this.pause(ctx, attempt, signal);
@@ -236,10 +248,11 @@ export class RegistryClient implements Upstream {
     return base * 2 ** attempt * (0.5 + Math.random() / 2);
   }
 
-  private async sendOnce(ctx: ErrorContext, method: 'GET' | 'HEAD', path: string, extra: Record<string, string>, signal?: AbortSignal): Promise<Sent> {
+  private async sendOnce(ctx: ErrorContext, method: 'GET' | 'HEAD', path: string, extra: Record<string, string>, o: CallOptions): Promise<Sent> {
+    const { signal, credentials: client } = o;
     const scope = ctx.repo ? `repository:${ctx.repo}:pull` : '';
     const auth = this.opts.authenticator;
-    let authorization = scope ? await auth.authorization(scope) : undefined;
+    let authorization = scope ? await auth.authorization(scope, client) : undefined;
     let res = await this.follow(method, new URL(path, this.base), extra, authorization, signal);
     // A 401 gets one refresh and one retry. A request that went out without credentials first
     // learns the challenge; if the Basic credentials it then sends (possibly a cached, minted
@@ -248,8 +261,8 @@ export class RegistryClient implements Upstream {
     for (let round = 0; res.status === 401 && scope && round < rounds; round++) {
       if (round > 0 && !authorization?.startsWith('Basic ')) break;
       discard(res.body);
-      const retry = await auth.challenged(res.headers['www-authenticate'], scope, authorization);
-      if (retry === undefined) return { ...res, body: Readable.from([]) };
+      const retry = await auth.challenged(res.headers['www-authenticate'], scope, authorization, client);
+      if (retry === undefined) return { ...res, body: Readable.from([]), sentBasic: authorization?.startsWith('Basic ') === true };
       authorization = retry;
       res = await this.follow(method, new URL(path, this.base), extra, authorization, signal);
     }
@@ -259,7 +272,7 @@ export class RegistryClient implements Upstream {
       discard(res.body);
       res = await this.follow(method, new URL(path, this.base), extra, authorization, signal);
     }
-    return res;
+    return { ...res, sentBasic: authorization?.startsWith('Basic ') === true };
   }
 
   /** Follows redirects itself: Authorization only ever goes to the upstream's own origin. */
@@ -298,6 +311,10 @@ export function parseRateLimit(headers: Headers, now = Date.now()): RateLimit | 
   if (!limit || !remaining) return undefined;
   const window = Number(remaining[2] ?? limit[2] ?? 21600);
   return { limit: Number(limit[1]), remaining: Number(remaining[1]), windowSeconds: window, seenAt: now };
+}
+
+function isRefusal(e: unknown): boolean {
+  return e instanceof RegistryError && (e.code === 'UNAUTHORIZED' || e.code === 'DENIED');
 }
 
 function bareType(contentType: string | undefined): string | undefined {

@@ -5,6 +5,7 @@ import type { Digest } from '../oci/digest.js';
 import type { Reference } from '../oci/reference.js';
 
 import type { ByteRange, RangeRequest } from '../oci/range.js';
+import type { CredentialProvider } from './auth/credentials.js';
 
 export interface ManifestHead {
   digest: string | undefined;
@@ -44,6 +45,12 @@ export interface RateLimit {
 
 export interface CallOptions {
   signal?: AbortSignal | undefined;
+  /**
+   * A client's own credentials, instead of the configured ones (clientCredentials: passthrough;
+   * the anonymous provider for a client that sent none). Refusals are then the client's:
+   * UNAUTHORIZED for credentials refused or missing, DENIED for credentials without access.
+   */
+  credentials?: CredentialProvider | undefined;
 }
 
 export interface Upstream {

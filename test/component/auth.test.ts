@@ -37,7 +37,7 @@ interface Setup extends Component {
   users(names: string[]): Promise<void>;
 }
 
-async function setup(t: Test, o: { auth?: boolean } = {}): Promise<Setup> {
+async function setup(t: Test, o: { auth?: boolean; passthrough?: boolean } = {}): Promise<Setup> {
   const dir = await makeTempDir('pullthrough-component-auth-');
   t.teardown(() => removeDir(dir));
   const htpasswd = join(dir, 'htpasswd');
@@ -48,7 +48,7 @@ async function setup(t: Test, o: { auth?: boolean } = {}): Promise<Setup> {
   };
   await users(['alice', 'bob', 'ci']);
   const auth = o.auth === false ? undefined : { htpasswd, anonymous: [OPEN], rules: RULES };
-  const c = await component(t, { more: [OPEN, OTHER, PASS], auth, passthrough: [PASS] });
+  const c = await component(t, { more: [OPEN, OTHER, PASS], auth, passthrough: o.passthrough ? [PASS] : [] });
   return { ...c, htpasswd, users };
 }
 
@@ -95,9 +95,18 @@ t.test('GET /v2/ as registries answer it: 401 and the Basic challenge until the 
   t.same(ok.json(), {});
 });
 
+t.test('GET /v2/ with a passthrough upstream: credentials the htpasswd file does not know may be that upstream\'s', async (t) => {
+  const { app } = await setup(t, { passthrough: true });
+  const none = await app.inject({ url: '/v2/' });
+  t.equal(none.statusCode, 401, 'no credentials: 401');
+  t.equal(none.headers['www-authenticate'], CHALLENGE);
+  t.equal((await app.inject({ url: '/v2/', headers: basic('mallory', SECRETS.passthroughAlicePassword) })).statusCode, 200, 'unknown here: they pass, for the upstream to check');
+  t.equal((await app.inject({ url: '/v2/', headers: basic('alice') })).statusCode, 200);
+});
+
 t.test('the decision table', async (t) => {
-  const c = await setup(t);
-  for (const [upstream, repo] of [[PRIVATE, 'team/app'], [PRIVATE, 'team/app/sub'], [PRIVATE, 'other/app'], [PRIVATE, 'deep/a/b'], [OTHER, 'team/app'], [OPEN, 'library/base']] as const) {
+  const c = await setup(t, { passthrough: true });
+  for (const [upstream, repo] of [[PRIVATE, 'team/app'], [PRIVATE, 'team/app/sub'], [PRIVATE, 'other/app'], [PRIVATE, 'deep/a/b'], [OTHER, 'team/app'], [OPEN, 'library/base'], [PASS, 'x/y']] as const) {
     c.upstreams.get(upstream)!.pushImage(repo, 'v1', [randomBytes(500)]);
   }
   const cases: [string, string, Record<string, string>, number, string][] = [
@@ -115,7 +124,8 @@ t.test('the decision table', async (t) => {
     ['by upstream: alice has no rule for other.test', `${OTHER}/team/app`, basic('alice'), 403, 'DENIED'],
     ['an anonymous upstream without credentials', `${OPEN}/library/base`, {}, 200, ''],
     ['an anonymous upstream with wrong credentials: anyone may pull', `${OPEN}/library/base`, WRONG, 200, ''],
-    ['an upstream with clientCredentials: passthrough is left to decide', `${PASS}/x/y`, {}, 404, 'NAME_UNKNOWN'],
+    ['an upstream with clientCredentials: passthrough is left to decide (it serves anyone)', `${PASS}/x/y`, {}, 200, ''],
+    ['passthrough: credentials htpasswd does not know are the upstream\'s to check', `${PASS}/x/y`, basic('mallory', SECRETS.passthroughAlicePassword), 200, ''],
   ];
   for (const [what, name, headers, status, code] of cases) {
     for (const method of ['GET', 'HEAD'] as const) {

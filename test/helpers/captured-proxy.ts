@@ -49,7 +49,7 @@ export async function startCapturedProxy(opts: ProxyOptions & { configDoc: Recor
   const { port } = app.server.server.address() as AddressInfo;
   let stopped = false;
   return {
-    url: `http://127.0.0.1:${port}`,
+    url: `${config.tls ? 'https' : 'http'}://127.0.0.1:${port}`,
     host: `127.0.0.1:${port}`,
     cacheDir,
     app,

@@ -5,7 +5,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { request } from 'undici';
+import { Agent, request } from 'undici';
 import { atExit, freePort, makeTempDir, removeDir, waitFor } from './util.js';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
@@ -28,6 +28,8 @@ export interface ChildProxyOptions {
   upstreams: Record<string, string>;
   /** written as the config file (JSON) */
   config?: Record<string, unknown>;
+  /** serve HTTPS with these files (--tls-cert, --tls-key); `ca` is what the readiness probe trusts */
+  tls?: { cert: string; key: string; ca: Buffer };
 }
 
 const live = new Set<ChildProcess>();
@@ -49,6 +51,7 @@ export async function startChildProxy(t: { teardown(fn: () => unknown): void }, 
     await writeFile(join(work, 'config.json'), JSON.stringify(opts.config));
     argv.push('--config', join(work, 'config.json'));
   }
+  if (opts.tls) argv.push('--tls-cert', opts.tls.cert, '--tls-key', opts.tls.key);
   const [cmd, args] = SETPRIV ? [SETPRIV, ['--pdeathsig', 'SIGKILL', '--', process.execPath, ...argv]] : [process.execPath, argv];
   const child = spawn(cmd, args, { cwd: ROOT, stdio: ['ignore', 'ignore', 'pipe'] });
   live.add(child);
@@ -59,12 +62,14 @@ export async function startChildProxy(t: { teardown(fn: () => unknown): void }, 
     if (child.exitCode === null && child.signalCode === null) await new Promise((r) => child.once('exit', r));
     live.delete(child);
   });
-  const url = `http://127.0.0.1:${port}`;
+  const url = `${opts.tls ? 'https' : 'http'}://127.0.0.1:${port}`;
+  const dispatcher = opts.tls && new Agent({ connect: { ca: opts.tls.ca } });
+  t.teardown(() => dispatcher?.close());
   const died = new AbortController();
   child.once('exit', (code, signal) => died.abort(new Error(`pullthrough exited (${code ?? signal}): ${stderr}`)));
   await waitFor(
     async () => {
-      const res = await request(`${url}/v2/`, { signal: AbortSignal.timeout(1000) }).catch(() => undefined);
+      const res = await request(`${url}/v2/`, { signal: AbortSignal.timeout(1000), ...(dispatcher ? { dispatcher } : {}) }).catch(() => undefined);
       await res?.body.dump();
       return res?.statusCode === 200;
     },

@@ -41,7 +41,9 @@ export interface ComponentOptions extends Partial<Pick<PullThroughOptions, 'tagT
   more?: string[];
   /** auth as the config resolves it (the htpasswd file's changes are looked for on the test's clock) */
   auth?: AccessConfig;
-  /** upstreams configured with clientCredentials: passthrough */
+  /** "passthrough": the clients' own credentials are the fake's (see FakeUpstream.users) */
+  clientCredentials?: 'passthrough';
+  /** those of `more` configured with clientCredentials: passthrough */
   passthrough?: string[];
 }
 
@@ -49,11 +51,12 @@ export async function component(t: Test, o: ComponentOptions = {}): Promise<Comp
   let time = Date.UTC(2026, 0, 1);
   const clock: Clock = { now: () => time, advance: (ms) => void (time += ms) };
   const upstream = new FakeUpstream('fake.test', clock.now);
-  const config: UpstreamConfig = { name: upstream.name, url: `https://${upstream.name}`, type: o.type ?? 'registry', aliases: ['alias.test'], username: undefined, password: undefined };
+  const config: UpstreamConfig = { name: upstream.name, url: `https://${upstream.name}`, type: o.type ?? 'registry', aliases: ['alias.test'], username: undefined, password: undefined, clientCredentials: o.clientCredentials };
   const routed = { config, client: upstream };
   const others = (o.more ?? []).map((name) => {
     const client = new FakeUpstream(name, clock.now);
-    return { config: { name, url: `https://${name}`, type: 'registry' as const, aliases: [], username: undefined, password: undefined }, client };
+    const clientCredentials = o.passthrough?.includes(name) ? ('passthrough' as const) : undefined;
+    return { config: { name, url: `https://${name}`, type: 'registry' as const, aliases: [], username: undefined, password: undefined, clientCredentials }, client };
   });
   const spool = await makeTempDir('pullthrough-component-');
   const store = await MemoryBlobStore.open(spool);
@@ -70,11 +73,12 @@ export async function component(t: Test, o: ComponentOptions = {}): Promise<Comp
     revalidateTimeoutMs: o.revalidateTimeoutMs ?? 1_000,
     fillOnRange: o.fillOnRange ?? false,
     unverifiedRanges: o.unverifiedRanges,
-    confine: o.auth && { exempt: (name: string) => (o.passthrough ?? []).includes(name) },
+    confine: o.auth !== undefined,
     log,
     now: clock.now,
   });
-  const access = o.auth && (await AccessPolicy.open(o.auth, { passthrough: o.passthrough ?? [], log, now: clock.now }));
+  const passthrough = [routed, ...others].filter((u) => u.config.clientCredentials === 'passthrough').map((u) => u.config.name);
+  const access = o.auth && (await AccessPolicy.open(o.auth, { passthrough, log, now: clock.now }));
   const app = buildServer({ router: new Router([routed, ...others], routed), cache, access });
   t.teardown(async () => {
     await app.close();

@@ -243,18 +243,23 @@ export interface Mirror {
   host: string;
   /** The mirror's base URL, e.g. http://127.0.0.1:PORT */
   mirror: string;
+  /** For an https mirror: the CA (PEM file) its certificate is verified against */
+  ca?: string;
+  /** For an mTLS mirror: the client certificate and key (PEM files) */
+  client?: { cert: string; key: string };
 }
 
 /**
- * Writes `<dir>/<host>/hosts.toml` for each registry host: the mirror (plain http, from its URL
- * scheme) with pull and resolve capabilities, in front of `server = "https://<host>"`.
+ * Writes `<dir>/<host>/hosts.toml` for each registry host: the mirror (plain http or https, from
+ * its URL scheme; with its `ca` and `client` certificate when given) with pull and resolve
+ * capabilities, in front of `server = "https://<host>"`.
  */
 export async function writeHostsDir(dir: string, mirrors: readonly Mirror[]): Promise<void> {
-  for (const { host, mirror } of mirrors) {
+  for (const { host, mirror, ca, client } of mirrors) {
     await mkdir(join(dir, host), { recursive: true });
-    await writeFile(
-      join(dir, host, 'hosts.toml'),
-      [`server = ${toml(`https://${host}`)}`, '', `[host.${toml(mirror)}]`, '  capabilities = ["pull", "resolve"]', ''].join('\n'),
-    );
+    const lines = [`server = ${toml(`https://${host}`)}`, '', `[host.${toml(mirror)}]`, '  capabilities = ["pull", "resolve"]'];
+    if (ca !== undefined) lines.push(`  ca = ${toml(ca)}`);
+    if (client !== undefined) lines.push(`  client = [[${toml(client.cert)}, ${toml(client.key)}]]`);
+    await writeFile(join(dir, host, 'hosts.toml'), [...lines, ''].join('\n'));
   }
 }

@@ -25,6 +25,8 @@ export interface Call {
   /** the tag or digest asked for (none for tags) */
   ref: string | undefined;
   range?: RangeRequest | undefined;
+  /** the username of the client credentials the call was made with (clientCredentials: passthrough) */
+  user?: string | undefined;
 }
 
 /** How calls fail or slow down. `status` answers as the upstream would (with `code` in its envelope). */
@@ -72,6 +74,12 @@ export class FakeUpstream implements Upstream {
   honoursAccept = true;
   /** false: `n` and `last` are ignored and every tag listed, as docker-registry 2.8 does */
   pagesTags = true;
+  /**
+   * When set, every call needs the Basic credentials of one of these users, as docker-registry's
+   * htpasswd auth does (a 401 without them, or with a wrong password); a user with `repos` may
+   * read only those (a 403 elsewhere, as a token server's scopes or a 403 would refuse).
+   */
+  users: Map<string, { password: string; repos?: string[] }> | undefined;
 
   private readonly repos = new Map<string, Repo>();
   private readonly faults = new Map<Method, Fault>();
@@ -230,8 +238,9 @@ export class FakeUpstream implements Upstream {
 
   /** Records the call, then applies its method's fault: a delay, a failure, or neither. */
   private async enter(method: Method, kind: ResourceKind, repo: string, ref: string | undefined, o: CallOptions, range?: RangeRequest): Promise<ErrorContext> {
-    this.calls.push({ method, repo, ref, ...(range ? { range } : {}) });
-    const ctx: ErrorContext = { upstream: this.name, kind, repo, ref };
+    const creds = await o.credentials?.get();
+    this.calls.push({ method, repo, ref, ...(range ? { range } : {}), ...(creds ? { user: creds.username } : {}) });
+    const ctx: ErrorContext = { upstream: this.name, kind, repo, ref, client: o.credentials && { anonymous: creds === undefined, sentBasic: creds !== undefined } };
     const fault = this.faults.get(method);
     try {
       if (fault?.delayMs) await sleep(fault.delayMs, undefined, { signal: o.signal });
@@ -246,6 +255,11 @@ export class FakeUpstream implements Upstream {
       throw await errorFromResponse(ctx, fault.status, headers, envelope(fault.code));
     }
     this.outcome(true);
+    if (this.users) {
+      const user = creds && this.users.get(creds.username);
+      if (!user || user.password !== creds.password) throw await errorFromResponse(ctx, 401, {}, envelope('UNAUTHORIZED'));
+      if (user.repos && !user.repos.includes(repo)) throw await errorFromResponse(ctx, 403, {}, envelope('DENIED'));
+    }
     return ctx;
   }
 

@@ -1,6 +1,7 @@
 // Starts pullthrough in-process on 127.0.0.1 with a config built the way the CLI builds it.
 // With PULLTHROUGH_TEST_LOG_DIR set (npm test sets it), each proxy logs at trace level to a file
 // of its own there, which scripts/check-secrets.ts searches for secrets after the run.
+// With tlsCert and tlsKey (test/helpers/tls.ts makes them), it serves HTTPS and its url says so.
 import { closeSync, mkdirSync, openSync, writeSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
@@ -10,6 +11,7 @@ import { createApp, loggerOptions, type App } from '../../src/main.js';
 import { makeTempDir, removeDir } from './util.js';
 
 export interface Proxy {
+  /** http://127.0.0.1:PORT, or https:// with TLS */
   url: string;
   host: string;
   cacheDir: string;
@@ -40,7 +42,7 @@ export async function startProxy(opts: ProxyOptions): Promise<Proxy> {
   const { port } = app.server.server.address() as AddressInfo;
   let stopped = false;
   return {
-    url: `http://127.0.0.1:${port}`,
+    url: `${config.tls ? 'https' : 'http'}://127.0.0.1:${port}`,
     host: `127.0.0.1:${port}`,
     cacheDir,
     app,

@@ -21,6 +21,8 @@ export interface RegistryOptions {
   /** Credentials for htpasswd/token modes; random when omitted. */
   username?: string;
   password?: string;
+  /** htpasswd mode: more users (name to password) besides `username`. */
+  users?: Record<string, string>;
   /** Token mode settings. */
   token?: { anonymous?: AnonymousPolicy; expiresIn?: number; keyHeader?: KeyHeader; alg?: SigningAlg };
   /** docker-registry log level (default 'warn'); logs go to <dir>/registry.log. */
@@ -94,8 +96,12 @@ export async function startRegistry(opts: RegistryOptions): Promise<Registry> {
     const password = opts.mode === 'open' ? undefined : (opts.password ?? randomBytes(12).toString('hex'));
     let auth: Record<string, unknown> | undefined;
     if (opts.mode === 'htpasswd' && username !== undefined && password !== undefined) {
-      const { stdout } = await run('htpasswd', ['-Bbn', username, password], { timeoutMs: 15_000 });
-      await writeFile(join(dir, 'htpasswd'), stdout.trim() + '\n');
+      const lines: string[] = [];
+      for (const [user, pw] of [[username, password], ...Object.entries(opts.users ?? {})] as const) {
+        const { stdout } = await run('htpasswd', ['-Bbn', user, pw], { timeoutMs: 15_000 });
+        lines.push(stdout.trim());
+      }
+      await writeFile(join(dir, 'htpasswd'), lines.join('\n') + '\n');
       auth = { htpasswd: { realm: 'pullthrough-test', path: join(dir, 'htpasswd') } };
     } else if (opts.mode === 'token') {
       const key = await createSigningKey(dir, opts.token?.alg);

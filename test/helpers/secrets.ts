@@ -89,6 +89,52 @@ export const SECRETS = {
   bobPassword: 'bob-pw-H3jK8pQw2ZxC6vNm1rTy',
   ciPassword: 'ci-pw-Y5tG9kLm3QwE7rVb2nXz',
   wrongClientPassword: 'wrong-pw-P8dF4hJk6LmN2bVc9xQs',
+  /** the test CA's private key (test/helpers/tls.ts signs the test certificates with it; EC P-256, PKCS#8) */
+  tlsCaKey: [
+    '-----BEGIN PRIVATE KEY-----',
+    'MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgv5mSQWmNrZDLOd88',
+    'V/FzNP9xY2ZJxWSjZCDHIJACUoKhRANCAAQ4hsdWlv37iuCU494NrW6ZqUJPtnwx',
+    'B9HYWBZirk3Bvp/e3AV2n7J+qoS1TsSShPpzW9jeHRHyDYXp8Kn51oiU',
+    '-----END PRIVATE KEY-----',
+  ].join('\n'),
+  /** the private key of the proxy's test server certificates (EC P-256, PKCS#8) */
+  tlsServerKey: [
+    '-----BEGIN PRIVATE KEY-----',
+    'MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQg3eON0nIHTlPE3UDj',
+    'rAkkVtlVRGWCREL30AXEOzOwpQmhRANCAARthBSzRkjMPIjzsWtNNTY5rpp6jOmv',
+    '6d73PFhWdn7HJowPC/VBmO7TLNVcV9wQDIa2rbtQAEFv9v+r8bafCryv',
+    '-----END PRIVATE KEY-----',
+  ].join('\n'),
+  /** the key of the certificate that replaces the first one in the reload tests (EC P-256, PKCS#8) */
+  tlsNextServerKey: [
+    '-----BEGIN PRIVATE KEY-----',
+    'MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgStUBBg3xGBMWgVfm',
+    '/72GM4GFDTZ+YpQ5i+pSntB30uyhRANCAASoue8AS52f0DsPlmP84Kczn32KSn5A',
+    'uBLIFj9SG3bIrM3VRZGT3V3vFW6FRRP0ROb9PGPbleGw8odvj2PqzyTL',
+    '-----END PRIVATE KEY-----',
+  ].join('\n'),
+  /** the private key of the test client certificates (mTLS; EC P-256, PKCS#8) */
+  tlsClientKey: [
+    '-----BEGIN PRIVATE KEY-----',
+    'MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQg0LlWdDCFV9wacpUb',
+    'VZojw4Ofg1WTBtAclrChciq8Z1qhRANCAARMiKxIblfqzRG8nBErWsY9vr22+b4v',
+    '1eMAjiCsn3tscp2ElgXGVMGe9sU1ORAG+RaXcO1hEatxWcLcm5mt0tJ1',
+    '-----END PRIVATE KEY-----',
+  ].join('\n'),
+  /** another CA's key: its certificates are the ones an mTLS proxy must refuse (EC P-256, PKCS#8) */
+  tlsOtherCaKey: [
+    '-----BEGIN PRIVATE KEY-----',
+    'MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgiK7yXH823+8xisYN',
+    '/k3Hdz/sff1GoFKlr+EVq9fjrkuhRANCAASEdOg8VBcI5YpaxGkMayScIHAUYk4+',
+    '8VRdc8A+yUZz4tsgJKsv1F8Ku2dXdbfDz7GSYKy6ktmL9ZrwqlYdqtwN',
+    '-----END PRIVATE KEY-----',
+  ].join('\n'),
+  /** clientCredentials: passthrough: the upstream's users, whose own credentials clients send */
+  passthroughAlicePassword: 'pt-alice-Hq7Vn2Lx9Ws4Kd8Zb3Rm',
+  passthroughCarolPassword: 'pt-carol-Jt5Yp8Nc2Qv6Gx1Fs9Lw',
+  passthroughDavePassword: 'pt-dave-Ub4Xe7Mk3Ta9Hr2Vn6Pz',
+  /** a wrong password a client sends for alice */
+  passthroughWrongPassword: 'pt-wrong-Ck8Lq2Wd5Ys7Bn4Jh1Gx',
   /** part of every Google access token the OAuth stand-in issues */
   googleAccessTokenMark: 'gat-k0qwEDwz337oqkTrJ91dOyAIhdo4lPG8fA',
   /** part of the jti claim of every registry token the token server issues */

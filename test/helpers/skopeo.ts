@@ -1,5 +1,5 @@
-// Push and pull images with skopeo against plain-HTTP registries on
-// 127.0.0.1, isolated from /etc/containers and ~/.docker.
+// Push and pull images with skopeo against registries on 127.0.0.1 (plain HTTP, or HTTPS verified
+// against a test CA), isolated from /etc/containers and ~/.docker.
 import { createHash } from 'node:crypto';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -77,6 +77,12 @@ export interface PullOptions extends SkopeoOptions {
    * list without converting it, so use 'dir' to pull Docker lists with `all`.
    */
   transport?: 'oci' | 'dir';
+  /**
+   * Pull over HTTPS, verifying the registry's certificate against the CA in this directory
+   * (--src-cert-dir: *.crt are CAs, client.cert and client.key a client certificate); default:
+   * TLS unverified, as plain HTTP.
+   */
+  certDir?: string;
 }
 
 export interface PulledImage {
@@ -103,14 +109,15 @@ interface ManifestJson {
   layers?: Descriptor[];
 }
 
-/** Pulls `ref` over plain HTTP into `destDir`, then reads and re-verifies every blob digest. */
+/** Pulls `ref` (over plain HTTP, or verified HTTPS with certDir) into `destDir`, then reads and re-verifies every blob digest. */
 export async function pullImage(ref: string, destDir: string, opts: PullOptions = {}): Promise<PullResult> {
   const transport = opts.transport ?? 'oci';
   const global: string[] = opts.platform
     ? ['--override-os', opts.platform.os, '--override-arch', opts.platform.architecture]
     : [];
   if (opts.platform?.variant) global.push('--override-variant', opts.platform.variant);
-  const args = ['copy', '--retry-times', '0', '--src-tls-verify=false', '--quiet', '--preserve-digests'];
+  const tls = opts.certDir === undefined ? ['--src-tls-verify=false'] : ['--src-tls-verify=true', '--src-cert-dir', opts.certDir];
+  const args = ['copy', '--retry-times', '0', ...tls, '--quiet', '--preserve-digests'];
   if (opts.all) args.push('--all');
   if (opts.creds) args.push('--src-creds', opts.creds);
   await mkdir(destDir, { recursive: true });

@@ -93,6 +93,11 @@ export interface TokenServerOptions {
    */
   verifyCredentials?: (user: string, password: string) => boolean;
   anonymous?: AnonymousPolicy;
+  /**
+   * When set, a caller with valid credentials gets access only to the repositories this allows
+   * for its user (a token without the others, as Docker Hub gives for a private repository).
+   */
+  mayRead?: (user: string, repository: string) => boolean;
   /** Token lifetime in seconds (default 300). */
   expiresIn?: number;
   keyHeader?: KeyHeader;
@@ -195,6 +200,7 @@ export async function startTokenServer(options: TokenServerOptions): Promise<Tok
       const a = parseScope(s);
       if (!a) continue;
       if (!record.authorized) a.actions = anonymous === 'pull' ? a.actions.filter((x) => x === 'pull') : [];
+      else if (creds && o.mayRead && !o.mayRead(creds.user, a.name)) a.actions = [];
       if (a.actions.length > 0) access.push(a);
     }
     const now = Math.floor(Date.now() / 1000);

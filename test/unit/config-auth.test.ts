@@ -71,11 +71,3 @@ t.test('mistakes name their key', async (t) => {
   ];
   for (const [auth, expected] of cases) t.match(await problem(auth), expected, JSON.stringify(auth));
 });
-
-t.test('clientCredentials: passthrough on an upstream', async (t) => {
-  const path = join(dir, `config-${n++}.json`);
-  await writeFile(path, JSON.stringify({ upstreams: [{ url: 'https://ghcr.io', clientCredentials: 'passthrough' }] }));
-  t.equal(loadConfig({ config: path }, {}).upstreams[0]!.clientCredentials, 'passthrough');
-  await writeFile(path, JSON.stringify({ upstreams: [{ url: 'https://ghcr.io', clientCredentials: 'mine' }] }));
-  t.throws(() => loadConfig({ config: path }, {}), /upstreams\[0\]\.clientCredentials: "mine" is not passthrough/);
-});

@@ -162,9 +162,16 @@ t.test('Docker Hub is the default upstream when none is configured', async (t) =
   t.equal(c.cache.maxSize, 50 * GiB, 'default size bound');
   t.equal(c.cache.revalidateTimeoutMs, 3_000, 'a cached tag waits at most 3 s for its revalidation');
   t.equal(c.cache.fillOnRange, true, 'a Range on a miss fills the blob in the background');
+  t.equal(c.cache.maxAgeMs, undefined, 'no age bound unless one is set');
   t.equal(c.estargz.maxSparseSize, 5 * GiB, 'sparse eStargz copies: a tenth of the size bound');
   t.equal(loadConfig({ maxSize: '10GiB' }, {}).estargz.maxSparseSize, 1 * GiB, 'which follows --max-size');
   t.equal(loadConfig({}, { XDG_CACHE_HOME: '/xdg' }).cache.dir, '/xdg/pullthrough', 'XDG_CACHE_HOME is honoured');
+});
+
+t.test('cache.maxAge: a duration of at least a minute', async (t) => {
+  t.equal(loadConfig({ config: await file('cache:\n  maxAge: 30d\n') }, {}).cache.maxAgeMs, 30 * 86_400_000, '30d');
+  t.equal(loadConfig({ config: await file('cache:\n  maxAge: 1m\n') }, {}).cache.maxAgeMs, 60_000, '1m, the shortest');
+  t.match(configError({ config: await file('cache:\n  maxAge: 59s\n') })?.message, /^cache\.maxAge: must be at least 1m/, 'shorter: a ConfigError naming the key');
 });
 
 t.test('env references', async (t) => {
@@ -227,6 +234,8 @@ t.test('bad values raise a ConfigError naming the key', async (t) => {
     ['listen port', 'listen: 0.0.0.0:70000\n', 'listen'],
     ['cache not a mapping', 'cache: /tmp\n', 'cache'],
     ['tagTtl', 'cache:\n  tagTtl: soon\n', 'cache.tagTtl'],
+    ['maxAge', 'cache:\n  maxAge: a month\n', 'cache.maxAge'],
+    ['maxAge too short', 'cache:\n  maxAge: 30s\n', 'cache.maxAge'],
     ['timeout', 'timeouts:\n  body: forever\n', 'timeouts.body'],
     ['retries', 'retries: 99\n', 'retries'],
     ['not YAML', 'cache: {dir: /x\nlisten: [\n', '--config'],

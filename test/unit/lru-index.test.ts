@@ -145,3 +145,26 @@ t.test('remove drops an entry without calling evict', async (t) => {
   index.add('c', 70);
   t.same(evicted, [], 'space freed by remove is reusable');
 });
+
+t.test('expire evicts the unpinned entries last used before the cutoff, whatever their order, up to a limit', async (t) => {
+  let time = 1000;
+  const evicted: string[] = [];
+  const index = new LruIndex(Infinity, (key) => evicted.push(key), () => time);
+  index.add('found-late', 10, 50); // found at start-up with an old file time, after newer entries
+  index.add('old', 10, 100);
+  index.add('pinned', 10, 100);
+  index.pin('pinned');
+  index.add('young', 10); // at 1000
+  time = 2000;
+  index.touch('old');
+  index.add('older', 10, 10);
+  t.equal(index.usedAt('old'), 2000, 'touch records the time of use');
+  t.equal(index.expire(500, 1), 1, 'the limit is honoured');
+  t.equal(index.expire(500), 1, 'the rest go on the next call');
+  t.same(evicted.sort(), ['found-late', 'older'], 'entries used before the cutoff, wherever they sit in the order');
+  t.ok(index.has('pinned'), 'a pinned entry stays past its age');
+  t.ok(index.has('old') && index.has('young'), 'entries used since the cutoff stay');
+  t.equal(index.bytes, 30);
+  index.unpin('pinned');
+  t.equal(index.expire(500), 1, 'unpinned, it goes at the next expire');
+});

@@ -45,7 +45,7 @@ function parse(raw: string): RawResponse[] {
 const codeOf = (r: RawResponse | undefined) => (JSON.parse(r?.body || '{}') as { errors?: { code: string }[] }).errors?.[0]?.code;
 
 async function server(t: { teardown(fn: () => unknown): void }): Promise<number> {
-  const app = buildServer({ router: undefined, cache: undefined } as unknown as ServerDeps);
+  const app = buildServer({ router: { passthrough: false }, cache: undefined } as unknown as ServerDeps);
   await app.listen({ host: '127.0.0.1', port: 0 });
   t.teardown(() => app.close());
   return (app.server.address() as AddressInfo).port;

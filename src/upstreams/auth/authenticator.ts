@@ -1,6 +1,9 @@
 // Per-upstream authorization: remembers the last WWW-Authenticate challenge, answers with Basic
 // credentials or a cached Bearer token, and fetches tokens (GET <realm>?service=&scope=) with a
 // single flight per cache key. Secrets never reach error messages; this module does not log.
+// A call may bring a client's own credentials (clientCredentials: passthrough) instead of the
+// configured ones: tokens are cached under each credential's identity, never shared between them,
+// and a token endpoint's 401 to them is the client's to fix (UNAUTHORIZED, not DENIED).
 // A realm that fails (no answer, a redirect, a huge or malformed body, an unexpected status) is
 // not trusted further: its challenge is forgotten, so the next request learns a fresh one from
 // the upstream's next 401 (or needs none), and failed token fetches are bounded per upstream.
@@ -41,6 +44,13 @@ export interface AuthenticatorOptions {
   deniedHint?: string | undefined;
 }
 
+/** Whose credentials a call uses: the configured provider, or a client's own. */
+interface Who {
+  provider: CredentialProvider;
+  /** a client's own: refusals are answered to the client as UNAUTHORIZED */
+  isClient: boolean;
+}
+
 type Recorded = { scheme: 'basic' } | { scheme: 'bearer'; realm: URL; service: string | undefined };
 
 interface Entry {
@@ -71,13 +81,17 @@ export class Authenticator {
     this.#tokens = new LRUCache<string, Entry>({ max: o.maxTokens ?? 10_000 });
   }
 
-  /** The Authorization value to send up front for `scope`; undefined before any challenge. */
-  async authorization(scope: string): Promise<string | undefined> {
+  /**
+   * The Authorization value to send up front for `scope`; undefined before any challenge.
+   * `client`: a client's own credentials, used instead of the configured ones.
+   */
+  async authorization(scope: string, client?: CredentialProvider): Promise<string | undefined> {
     const ch = this.#challenge;
     if (ch === undefined) return undefined;
-    if (ch.scheme === 'basic') return this.#basic(undefined);
+    const who = this.#who(client);
+    if (ch.scheme === 'basic') return this.#basic(who, undefined);
     try {
-      return await this.#bearer(ch.realm, ch.service, normaliseScopes([scope]), undefined);
+      return await this.#bearer(who, ch.realm, ch.service, normaliseScopes([scope]), undefined);
     } catch (e) {
       this.#forgetOn(e, ch);
       throw e;
@@ -92,15 +106,17 @@ export class Authenticator {
     wwwAuthenticate: string | string[] | undefined,
     scope: string,
     failed: string | undefined,
+    client?: CredentialProvider,
   ): Promise<string | undefined> {
     const picked = pickChallenge(parseChallenges(wwwAuthenticate));
     if (picked === undefined) return undefined;
     const ch = this.#record(picked);
-    if (ch.scheme === 'basic') return this.#basic(failed);
+    const who = this.#who(client);
+    if (ch.scheme === 'basic') return this.#basic(who, failed);
     const scopes = normaliseScopes([scope, ...challengeScopes(picked)]);
     let value: string;
     try {
-      value = await this.#bearer(ch.realm, ch.service, scopes, failed);
+      value = await this.#bearer(who, ch.realm, ch.service, scopes, failed);
     } catch (e) {
       this.#forgetOn(e, ch);
       throw e;
@@ -114,6 +130,10 @@ export class Authenticator {
    */
   #forgetOn(e: unknown, ch: Recorded): void {
     if (e instanceof RegistryError && this.#realmFailures.has(e) && this.#challenge === ch) this.#challenge = undefined;
+  }
+
+  #who(client: CredentialProvider | undefined): Who {
+    return client ? { provider: client, isClient: true } : { provider: this.#o.credentials, isClient: false };
   }
 
   #record(c: Challenge): Recorded {
@@ -134,8 +154,8 @@ export class Authenticator {
     return this.#challenge;
   }
 
-  async #basic(failed: string | undefined): Promise<string | undefined> {
-    const provider = this.#o.credentials;
+  async #basic(who: Who, failed: string | undefined): Promise<string | undefined> {
+    const { provider } = who;
     let creds = await provider.get();
     if (creds === undefined) return undefined;
     let value = basicAuthorization(creds);
@@ -149,8 +169,9 @@ export class Authenticator {
     return value === failed ? undefined : value;
   }
 
-  async #bearer(realm: URL, service: string | undefined, scopes: string[], failed: string | undefined): Promise<string> {
-    const key = [realm.href, service ?? '', this.#o.credentials.identity, scopes.join(' ')].join('\n');
+  async #bearer(who: Who, realm: URL, service: string | undefined, scopes: string[], failed: string | undefined): Promise<string> {
+    // per credential: a client's identity is a keyed hash of its credentials (client-credential.ts)
+    const key = [realm.href, service ?? '', who.provider.identity, scopes.join(' ')].join('\n');
     let cached = this.#tokens.get(key);
     if (cached !== undefined && cached.value === failed) {
       this.#tokens.delete(key); // rejected upstream: never hand it out again
@@ -158,7 +179,7 @@ export class Authenticator {
     }
     if (cached !== undefined && this.#now() < cached.refreshAt) return cached.value;
     try {
-      return (await this.#fetchShared(key, realm, service, scopes)).value;
+      return (await this.#fetchShared(who, key, realm, service, scopes)).value;
     } catch (e) {
       // The refresh failed but the old token has not expired yet: keep using it.
       if (cached !== undefined && this.#now() < cached.expiresAt) return cached.value;
@@ -166,10 +187,10 @@ export class Authenticator {
     }
   }
 
-  #fetchShared(key: string, realm: URL, service: string | undefined, scopes: string[]): Promise<Entry> {
+  #fetchShared(who: Who, key: string, realm: URL, service: string | undefined, scopes: string[]): Promise<Entry> {
     // checked before joining, not inside the flight: a refusal is not itself a failed fetch
     if (this.#fetches.peek(key) === undefined) this.#checkFailureBudget(realm);
-    return this.#fetches.run(key, () => this.#fetch(realm, service, scopes).then((entry) => {
+    return this.#fetches.run(key, () => this.#fetch(who, realm, service, scopes).then((entry) => {
       this.#tokens.set(key, entry);
       this.#failedAt = [];
       return entry;
@@ -195,8 +216,8 @@ export class Authenticator {
     throw e;
   }
 
-  async #fetch(realm: URL, service: string | undefined, scopes: string[]): Promise<Entry> {
-    const t = await this.#request(realm, service, scopes);
+  async #fetch(who: Who, realm: URL, service: string | undefined, scopes: string[]): Promise<Entry> {
+    const t = await this.#request(who, realm, service, scopes);
     const now = this.#now();
     const lifetimeMs = t.expiresInS * 1000;
     let issuedAt = t.issuedAt ?? now;
@@ -211,19 +232,20 @@ export class Authenticator {
    * GET <realm>?service=&scope=... When the realm refuses credentials that a minting provider
    * (ECR, GAR) gave us, they are re-minted and the request is made once more.
    */
-  async #request(realm: URL, service: string | undefined, scopes: string[]): Promise<TokenResponse> {
+  async #request(who: Who, realm: URL, service: string | undefined, scopes: string[]): Promise<TokenResponse> {
     try {
-      return await this.#requestOnce(realm, service, scopes);
+      return await this.#requestOnce(who, realm, service, scopes);
     } catch (e) {
-      if (!(e instanceof RegistryError) || !this.#refused.has(e) || this.#o.credentials.invalidate === undefined) throw e;
-      return this.#requestOnce(realm, service, scopes);
+      if (!(e instanceof RegistryError) || !this.#refused.has(e) || who.provider.invalidate === undefined) throw e;
+      return this.#requestOnce(who, realm, service, scopes);
     }
   }
 
   /** One token request; Basic only to a realm the policy allows. */
-  async #requestOnce(realm: URL, service: string | undefined, scopes: string[]): Promise<TokenResponse> {
-    const { upstream, upstreamName: name, credentials } = this.#o;
-    const fail = (code: 'DENIED' | 'TOOMANYREQUESTS' | 'UNAVAILABLE', message: string, extra: object = {}) =>
+  async #requestOnce(who: Who, realm: URL, service: string | undefined, scopes: string[]): Promise<TokenResponse> {
+    const { upstream, upstreamName: name } = this.#o;
+    const credentials = who.provider;
+    const fail = (code: 'UNAUTHORIZED' | 'DENIED' | 'TOOMANYREQUESTS' | 'UNAVAILABLE', message: string, extra: object = {}) =>
       new RegistryError(code, { message, detail: { upstream: name, realm: realm.origin + realm.pathname }, ...extra });
     /** the realm itself is broken: no answer, a redirect, an unexpected status, a bad body */
     const broken = (message: string, extra: object = {}): RegistryError => {
@@ -256,6 +278,12 @@ export class Authenticator {
       if (res.statusCode !== 200) {
         await res.body.dump({ limit: 64 * 1024 }).catch(() => undefined);
         const st = res.statusCode;
+        if (who.isClient && (st === 401 || st === 403)) {
+          // the client's own credentials were refused, or it sent none where some are needed: a
+          // client without any is challenged, so that it sends its own
+          if (!sentCredentials) throw fail('UNAUTHORIZED', `upstream "${name}" refused an anonymous token (token endpoint answered ${st}); send your credentials for it`);
+          throw fail(st === 401 ? 'UNAUTHORIZED' : 'DENIED', `upstream "${name}" refused the credentials you sent (token endpoint answered ${st})`);
+        }
         if (st === 401 || st === 403) {
           if (sentCredentials) credentials.invalidate?.();
           const hint = this.#o.deniedHint ? `; ${this.#o.deniedHint}` : '';

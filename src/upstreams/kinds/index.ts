@@ -22,6 +22,8 @@ function kindOfHost(url: URL): Kind {
   return KINDS.find((k) => k.ownsHost(url.hostname))!;
 }
 
+const clientCredentials = setting((v) => (v === 'passthrough' ? v : new Problem('must be "passthrough" (the client\'s own credentials are the upstream\'s), or absent')));
+
 const stringList = setting((v) => (Array.isArray(v) && v.every((s) => typeof s === 'string') ? (v as string[]) : new Problem('must be a list of strings')));
 
 /** each alias is a host name, reported at aliases[i] */
@@ -44,8 +46,8 @@ export const upstreamEntrySchema = mapping(
     aliases: aliases.optional(),
     username: optionalText,
     password: optionalText,
-    /** passthrough: the client's Basic credentials are this upstream's (and auth leaves the decision to it) */
-    clientCredentials: setting((v) => (v === 'passthrough' ? v : new Problem(`"${String(v)}" is not passthrough (the one value it takes)`))).optional(),
+    /** "passthrough": the client's own credentials instead of configured ones */
+    clientCredentials: clientCredentials.optional(),
     ...(Object.assign({}, ...KINDS.map((k) => k.settings)) as z.ZodRawShape),
   },
   'must be a mapping with at least url',
@@ -68,6 +70,10 @@ export function resolveUpstream(entry: UpstreamEntry, key: string, env: NodeJS.P
   const name = (entry.name as string | undefined) ?? kind.defaultName(apiUrl);
   const aliases = (entry.aliases as string[] | undefined) ?? kind.defaultAliases(name);
   const { username, password } = entry;
+  const passthrough = entry.clientCredentials === 'passthrough';
+  const passthroughTakesNone = () =>
+    new ConfigError(`${key}.clientCredentials`, 'is passthrough: each client\'s own credentials are used, so the upstream takes none of its own (remove username, password, awsAccessKeyId or serviceAccountJson)');
+  if (passthrough && (username !== undefined || password !== undefined)) throw passthroughTakesNone();
   if ((username === undefined) !== (password === undefined) && !kind.passwordAlone) {
     throw new ConfigError(`${key}.${username ? 'password' : 'username'}`, 'is empty while the other credential is set');
   }
@@ -78,9 +84,10 @@ export function resolveUpstream(entry: UpstreamEntry, key: string, env: NodeJS.P
     }
   }
   const settings = kind.resolveSettings(entry, apiUrl, key);
-  const credentials = password === undefined ? kind.envCredentials(env) : undefined;
-  const clientCredentials = entry.clientCredentials as 'passthrough' | undefined;
-  return { name, url: apiUrl.origin, type: kind.type, aliases, username, password, clientCredentials, ...credentials, ...settings };
+  if (passthrough && (settings.serviceAccountJson !== undefined || settings.aws?.accessKeyId !== undefined)) throw passthroughTakesNone();
+  // the environment's credentials are for upstreams that use configured ones
+  const credentials = password === undefined && !passthrough ? kind.envCredentials(env) : undefined;
+  return { name, url: apiUrl.origin, type: kind.type, aliases, username, password, ...(passthrough ? { clientCredentials: 'passthrough' as const } : {}), ...credentials, ...settings };
 }
 
 export function adapterFor(u: UpstreamConfig, deps: AdapterDeps = {}): Adapter {

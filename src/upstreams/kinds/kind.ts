@@ -19,7 +19,10 @@ export interface UpstreamConfig {
   readonly aliases: readonly string[];
   readonly username: string | undefined;
   readonly password: string | undefined;
-  /** passthrough: clients' own Basic credentials are used for this upstream, which decides what they may read */
+  /**
+   * "passthrough": each client's own Basic credentials are this upstream's (none are configured),
+   * and what the cache holds of it is served to a client once the upstream confirmed it may read it
+   */
   readonly clientCredentials?: 'passthrough' | undefined;
   /** type ecr: how to call GetAuthorizationToken */
   readonly aws?: AwsUpstreamConfig | undefined;
