@@ -159,6 +159,11 @@ main(process.argv.slice(2)).then(
     if (code >= 0) process.exit(code);
   },
   (e: unknown) => {
+    // a file the config names that cannot be read at startup (auth.htpasswd) is a config error too
+    if (e instanceof ConfigError) {
+      process.stderr.write(`pullthrough: config: ${e.message}\n`);
+      process.exit(2);
+    }
     process.stderr.write(`pullthrough: ${e instanceof Error ? e.message : String(e)}\n`);
     process.exit(1);
   },

@@ -12,6 +12,7 @@ import { contentRange, parseRange, parseRanges } from '../oci/range.js';
 import { parseFileEndpoint, serveFileEndpoint } from './file-routes.js';
 import { rangesBody } from './multipart.js';
 import type { Router } from '../core/routing.js';
+import type { AccessPolicy } from '../access/policy.js';
 import type { Repository } from '../upstreams/repository.js';
 import type { TagPage } from '../upstreams/upstream.js';
 
@@ -24,7 +25,14 @@ type Endpoint =
   | { kind: 'tags'; name: string }
   | { kind: 'uploads' };
 
-export function registerRoutes(app: FastifyInstance, deps: { router: Router; cache: PullThrough }): void {
+export interface RouteDeps {
+  router: Router;
+  cache: PullThrough;
+  /** who may pull what (auth); absent: anyone may pull anything */
+  access?: AccessPolicy | undefined;
+}
+
+export function registerRoutes(app: FastifyInstance, deps: RouteDeps): void {
   app.addHook('onRequest', async (req) => {
     if (!READ_METHODS.has(req.method)) {
       throw new RegistryError('UNSUPPORTED', { message: 'this registry is a read-only pull-through cache', detail: { method: req.method } });
@@ -34,10 +42,13 @@ export function registerRoutes(app: FastifyInstance, deps: { router: Router; cac
   // HEAD is routed explicitly: Fastify's automatic HEAD would recompute Content-Length from an empty body
   app.route({ method: ['GET', 'HEAD'], url: '/v2/', handler: async (req, reply) => {
     // Clients learn here whether to send credentials (skopeo and podman send theirs only to a
-    // registry whose /v2/ challenged them): with a passthrough upstream, a client without any is
-    // challenged, as a registry with authentication does. Its credentials are checked by that
-    // upstream, on its first request for a repository.
-    if (deps.router.passthrough && !parseBasic(req.headers.authorization)) {
+    // registry whose /v2/ challenged them). With auth they are checked here, as a registry with
+    // authentication does (AccessPolicy.ping). Without it, with a passthrough upstream, a client
+    // without any is challenged; its credentials are checked by that upstream, on its first
+    // request for a repository.
+    const credentials = parseBasic(req.headers.authorization);
+    if (deps.access) await deps.access.ping(credentials);
+    else if (deps.router.passthrough && !credentials) {
       throw new RegistryError('UNAUTHORIZED', { message: 'send your credentials: an upstream of this cache uses each client\'s own (clientCredentials: passthrough)' });
     }
     return reply.type('application/json').send({});
@@ -45,13 +56,19 @@ export function registerRoutes(app: FastifyInstance, deps: { router: Router; cac
 
   app.route({ method: ['GET', 'HEAD'], url: '/v2/*', handler: async (req, reply) => {
     const [path, query] = splitUrl(req.url);
-    // used only for an upstream with clientCredentials: passthrough (see Router.route)
+    // checked against auth.htpasswd (AccessPolicy), or, for an upstream with clientCredentials:
+    // passthrough, the upstream's own (see Router.route)
     const credentials = parseBasic(req.headers.authorization);
     const files = parseFileEndpoint(path.slice('/v2/'.length));
-    if (files) return serveFileEndpoint(deps.cache, deps.router.route(files.name, query.get('ns') ?? undefined, credentials), files, query, req, reply);
+    if (files) {
+      const repo = deps.router.route(files.name, query.get('ns') ?? undefined, credentials);
+      await deps.access?.authorize(credentials, repo);
+      return serveFileEndpoint(deps.cache, repo, files, query, req, reply);
+    }
     const endpoint = parseEndpoint(path.slice('/v2/'.length));
     if (endpoint.kind === 'uploads') throw new RegistryError('UNSUPPORTED', { message: 'uploads are not supported by a pull-through cache' });
     const repo = deps.router.route(endpoint.name, query.get('ns') ?? undefined, credentials);
+    await deps.access?.authorize(credentials, repo);
     const signal = abortOnClose(reply);
     switch (endpoint.kind) {
       case 'manifests':

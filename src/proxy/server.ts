@@ -8,10 +8,13 @@ import { bareErrorResponse, errorHandler } from './errors.js';
 import type { PullThrough } from '../core/pull-through.js';
 import { API_VERSION, registerRoutes } from './routes.js';
 import type { Router } from '../core/routing.js';
+import type { AccessPolicy } from '../access/policy.js';
 
 export interface ServerDeps {
   router: Router;
   cache: PullThrough;
+  /** who may pull what (auth); absent: anyone may pull anything */
+  access?: AccessPolicy | undefined;
   logger?: FastifyServerOptions['logger'];
   /** HTTPS with these options (src/proxy/tls.ts); absent: plain HTTP */
   https?: HttpsOptions | undefined;

@@ -4,6 +4,7 @@
 import type { FastifyInstance } from 'fastify';
 import { MemoryBlobStore, MemoryMetadataStore } from '../../src/cache/memory-store.js';
 import type { UpstreamConfig, UpstreamType } from '../../src/config.js';
+import { AccessPolicy, type AccessConfig } from '../../src/access/policy.js';
 import { PullThrough, type PullThroughOptions } from '../../src/core/pull-through.js';
 import { Router } from '../../src/core/routing.js';
 import { buildServer } from '../../src/proxy/server.js';
@@ -24,6 +25,8 @@ export interface LogLine {
 export interface Component {
   app: FastifyInstance;
   upstream: FakeUpstream;
+  /** every upstream by name: `upstream` and those of `more` */
+  upstreams: Map<string, FakeUpstream>;
   store: MemoryBlobStore;
   meta: MemoryMetadataStore;
   clock: Clock;
@@ -34,8 +37,14 @@ export interface Component {
 export interface ComponentOptions extends Partial<Pick<PullThroughOptions, 'tagTtlMs' | 'revalidateTimeoutMs' | 'fillOnRange' | 'unverifiedRanges'>> {
   /** the fake's type as configured (dockerhub adds library/ to bare names); default "registry" */
   type?: UpstreamType;
+  /** more upstreams, by name (routed by that name as a path prefix); `upstream` stays the default */
+  more?: string[];
+  /** auth as the config resolves it (the htpasswd file's changes are looked for on the test's clock) */
+  auth?: AccessConfig;
   /** "passthrough": the clients' own credentials are the fake's (see FakeUpstream.users) */
   clientCredentials?: 'passthrough';
+  /** those of `more` configured with clientCredentials: passthrough */
+  passthrough?: string[];
 }
 
 export async function component(t: Test, o: ComponentOptions = {}): Promise<Component> {
@@ -44,6 +53,11 @@ export async function component(t: Test, o: ComponentOptions = {}): Promise<Comp
   const upstream = new FakeUpstream('fake.test', clock.now);
   const config: UpstreamConfig = { name: upstream.name, url: `https://${upstream.name}`, type: o.type ?? 'registry', aliases: ['alias.test'], username: undefined, password: undefined, clientCredentials: o.clientCredentials };
   const routed = { config, client: upstream };
+  const others = (o.more ?? []).map((name) => {
+    const client = new FakeUpstream(name, clock.now);
+    const clientCredentials = o.passthrough?.includes(name) ? ('passthrough' as const) : undefined;
+    return { config: { name, url: `https://${name}`, type: 'registry' as const, aliases: [], username: undefined, password: undefined, clientCredentials }, client };
+  });
   const spool = await makeTempDir('pullthrough-component-');
   const store = await MemoryBlobStore.open(spool);
   const meta = new MemoryMetadataStore();
@@ -59,16 +73,20 @@ export async function component(t: Test, o: ComponentOptions = {}): Promise<Comp
     revalidateTimeoutMs: o.revalidateTimeoutMs ?? 1_000,
     fillOnRange: o.fillOnRange ?? false,
     unverifiedRanges: o.unverifiedRanges,
+    confine: o.auth !== undefined,
     log,
     now: clock.now,
   });
-  const app = buildServer({ router: new Router([routed], routed), cache });
+  const passthrough = [routed, ...others].filter((u) => u.config.clientCredentials === 'passthrough').map((u) => u.config.name);
+  const access = o.auth && (await AccessPolicy.open(o.auth, { passthrough, log, now: clock.now }));
+  const app = buildServer({ router: new Router([routed, ...others], routed), cache, access });
   t.teardown(async () => {
     await app.close();
     await cache.close();
     await removeDir(spool);
   });
-  return { app, upstream, store, meta, clock, logs };
+  const upstreams = new Map([routed, ...others].map((u) => [u.config.name, u.client]));
+  return { app, upstream, upstreams, store, meta, clock, logs };
 }
 
 /** The OCI error codes of an answer's body (empty when it has none). */
