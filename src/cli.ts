@@ -5,29 +5,35 @@
 // baseline compiler avoids a one-time ~30 MiB spike of the optimizing one, at no measured cost
 // in throughput. They only apply when this file is run as a program (`pullthrough`, `npm start`).
 //
-// pullthrough serve [--listen HOST:PORT] [--cache-dir DIR] [--upstream [NAME=]URL]... [--config FILE]
+// pullthrough serve [--listen HOST:PORT] [--cache-dir DIR] [--upstream [NAME=]URL[,type=TYPE]]... [--config FILE]
 //                   [--tls-cert FILE --tls-key FILE [--tls-client-ca FILE]]
 // pullthrough verify [--cache-dir DIR] [--config FILE]
+// pullthrough warm [--server URL] IMAGE... [--platform OS/ARCH[/VARIANT]]... [--all-platforms]
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import type { BlobStore } from './cache/blob-store.js';
-import { ConfigError, loadConfig, type Config } from './config.js';
+import { ConfigError, loadConfig, upstreamSpec, UPSTREAM_TYPES, type Config } from './config.js';
 import { createApp, loggerOptions, openBucket } from './main.js';
 import { FsBlobStore } from './cache/fs-store.js';
 import { verifyStore } from './cache/verify.js';
+import { runWarm } from './warm/command.js';
 
 const USAGE = `usage: pullthrough serve [options]
        pullthrough verify [--cache-dir DIR] [--config FILE]
+       pullthrough warm [--server URL] IMAGE... [--platform OS/ARCH[/VARIANT]]... [--all-platforms]
 
   serve                     run the proxy
   verify                    re-hash every cached blob (in the bucket too, with cache.s3); remove and
                             report the ones that do not match (exit code 1 when any did)
+  warm                      fill a running instance's cache with images (pullthrough warm --help)
 
   --listen HOST:PORT        address to listen on (default 0.0.0.0:5000)
   --cache-dir DIR           filesystem cache directory (default ~/.cache/pullthrough)
   --max-size SIZE           cache size bound, e.g. 100GiB (default 50GiB)
-  --upstream [NAME=]URL     an upstream registry; repeatable; the first is the default
+  --upstream [NAME=]URL[,type=TYPE]
+                            an upstream registry; repeatable; the first is the default; TYPE is
+                            ${UPSTREAM_TYPES.join(', ')} (default: from the URL's host or NAME)
   --config FILE             YAML or JSON config file; flags override it
   --log-level LEVEL         fatal, error, warn, info, debug, trace (default info)
   --tls-cert FILE           serve HTTPS with this PEM certificate (and chain); reloaded when it changes
@@ -36,6 +42,8 @@ const USAGE = `usage: pullthrough serve [options]
 `;
 
 async function main(argv: string[]): Promise<number> {
+  // warm is a client of a running instance, with arguments of its own
+  if (argv[0] === 'warm') return runWarm(argv.slice(1));
   let parsed;
   try {
     parsed = parseArgs({
@@ -99,7 +107,7 @@ async function main(argv: string[]): Promise<number> {
   process.once('SIGTERM', () => void stop());
   await app.server.listen({ host: config.listen.host, port: config.listen.port });
   app.server.log.info(
-    { tls: config.tls ? (config.tls.clientCa ? 'mutual' : 'on') : 'off', cacheDir: config.cache.dir, upstreams: config.upstreams.map((u) => `${u.name}=${u.url}`), defaultUpstream: config.defaultUpstream },
+    { tls: config.tls ? (config.tls.clientCa ? 'mutual' : 'on') : 'off', cacheDir: config.cache.dir, upstreams: config.upstreams.map(upstreamSpec), defaultUpstream: config.defaultUpstream },
     'pullthrough ready',
   );
   return -1;
@@ -152,6 +160,11 @@ main(process.argv.slice(2)).then(
     if (code >= 0) process.exit(code);
   },
   (e: unknown) => {
+    // a file the config names that cannot be read at startup (auth.htpasswd) is a config error too
+    if (e instanceof ConfigError) {
+      process.stderr.write(`pullthrough: config: ${e.message}\n`);
+      process.exit(2);
+    }
     process.stderr.write(`pullthrough: ${e instanceof Error ? e.message : String(e)}\n`);
     process.exit(1);
   },

@@ -8,8 +8,8 @@ import { join, resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { andThen, bool, ConfigError, duration, durationMs, httpUrl, list, mapping, optionalText, parseSettings, Problem, setting, size, sizeBytes, text } from './lib/settings.js';
+import { DEFAULT_UPSTREAM_ENTRY, resolveUpstream, upstreamEntrySchema, type UpstreamConfig } from './upstreams/kinds/index.js';
 import { readTls, TlsFileError, type TlsFiles } from './proxy/tls.js';
-import { DEFAULT_UPSTREAM_ENTRY, resolveUpstream, upstreamEntrySchema } from './upstreams/kinds/index.js';
 
 export { ConfigError } from './lib/settings.js';
 export { UPSTREAM_TYPES, type AwsUpstreamConfig, type UpstreamConfig, type UpstreamType } from './upstreams/kinds/index.js';
@@ -138,6 +138,41 @@ const metricsSchema = mapping({
   repositoryLabels: bool.prefault(false),
 });
 
+/** A user name as htpasswd files and Basic credentials carry it ("*": any user of the file). */
+const userName = andThen(text, (v) => {
+  if (v === '' || v.includes(':') || /[\x00-\x1f\x7f]/.test(v)) return new Problem(`"${v.slice(0, 100)}" is not a user name (not empty, no ":" or control characters)`);
+  return v;
+});
+
+/** Globs on upstream-side repository names (see access/rules.ts): `*` within a segment, `**` across. */
+const repositoryGlob = andThen(text, (v) => {
+  if (!/^[a-z0-9._/*-]+$/.test(v)) return new Problem(`"${v.slice(0, 100)}" is not a repository glob (lowercase letters, digits, . _ - and /, with * or **)`);
+  if (v.includes('***')) return new Problem(`"${v.slice(0, 100)}": * matches within one path segment and ** across them; *** means nothing more`);
+  return v;
+});
+
+/** One of auth.rules: users may pull from these upstreams (and, with repositories, only those). */
+const ruleSchema = mapping(
+  {
+    users: list(userName, 'must be a list of user names').min(1, 'must name at least one user'),
+    upstreams: list(text, 'must be a list of upstream names').min(1, 'must name at least one upstream'),
+    repositories: list(repositoryGlob, 'must be a list of repository globs').optional(),
+  },
+  'must be a mapping with users and upstreams',
+);
+
+/** auth: client authentication (HTTP Basic, an htpasswd file) and who may pull what */
+const authSchema = mapping(
+  {
+    /** bcrypt entries (htpasswd -B), reloaded when the file changes */
+    htpasswd: optionalText,
+    /** upstreams anyone may pull from without credentials */
+    anonymous: list(text, 'must be a list of upstream names').prefault([]),
+    rules: list(ruleSchema).prefault([]),
+  },
+  'must be a mapping (htpasswd, anonymous, rules)',
+);
+
 /** A file's path, resolved against the working directory. */
 const pemFile = (what: string, flag: string) =>
   andThen(text.optional(), (v) => (v ? resolve(v) : new Problem(`is required: the PEM file of ${what} (${flag} FILE)`)));
@@ -169,6 +204,8 @@ const configSchema = mapping({
   estargz: estargzSchema.prefault({}),
   metrics: metricsSchema.prefault({}),
   logLevel: text.prefault('info'),
+  /** absent: anyone who reaches the port may pull anything */
+  auth: authSchema.optional(),
   tls: tlsSchema.optional(),
 });
 
@@ -198,6 +235,7 @@ export function loadConfig(flags: Flags, env: NodeJS.ProcessEnv = process.env) {
     throw new ConfigError('defaultUpstream', `"${defaultUpstream}" is not the name of a configured upstream`);
   }
 
+  const auth = doc.auth && resolveAuth(doc.auth, upstreams);
   checkTlsFiles(doc.tls, keyOf);
 
   const { cache, estargz } = doc;
@@ -207,6 +245,7 @@ export function loadConfig(flags: Flags, env: NodeJS.ProcessEnv = process.env) {
     cache: { ...cache, dir: resolve(cache.dir ?? defaultCacheDir(env)), s3 },
     upstreams,
     defaultUpstream,
+    auth,
     estargz: { ...estargz, maxSparseSize: estargz.maxSparseSize ?? Math.max(1, Math.floor(cache.maxSize / 10)) },
   });
 }
@@ -220,6 +259,25 @@ function checkTlsFiles(tls: TlsFiles | undefined, keyOf: (key: string) => string
     if (e instanceof TlsFileError) throw new ConfigError(keyOf(`tls.${e.file}`), e.message);
     throw e;
   }
+}
+
+/**
+ * auth with its upstream names made canonical (an alias stands for its upstream) and the htpasswd
+ * path absolute. Users are not checked: the htpasswd file may gain them later.
+ */
+function resolveAuth(auth: z.output<typeof authSchema>, upstreams: readonly UpstreamConfig[]) {
+  const byName = new Map(upstreams.flatMap((u) => [u.name, ...u.aliases].map((n) => [n.toLowerCase(), u.name] as const)));
+  const canonical = (name: string, key: string): string => {
+    const found = byName.get(name.toLowerCase());
+    if (found === undefined) throw new ConfigError(key, `"${name}" is not the name or an alias of a configured upstream (${upstreams.map((u) => u.name).join(', ')})`);
+    return found;
+  };
+  if (auth.rules.length > 0 && auth.htpasswd === undefined) throw new ConfigError('auth.htpasswd', 'is required when auth.rules are given (the users they name are in it)');
+  return {
+    htpasswd: auth.htpasswd === undefined ? undefined : resolve(auth.htpasswd),
+    anonymous: auth.anonymous.map((n, i) => canonical(n, `auth.anonymous[${i}]`)),
+    rules: auth.rules.map((r, i) => ({ ...r, upstreams: r.upstreams.map((n, j) => canonical(n, `auth.rules[${i}].upstreams[${j}]`)) })),
+  };
 }
 
 /**
@@ -240,17 +298,41 @@ function withFlags(doc: Record<string, unknown>, flags: Flags): Record<string, u
     at[path[path.length - 1]!] = value;
   }
   if (flags.upstream?.length) {
-    doc.upstreams = flags.upstream.map(upstreamFromFlag);
+    doc.upstreams = flags.upstream.map((spec, i) => upstreamFromFlag(spec, i));
     delete doc.defaultUpstream;
   }
   return doc;
 }
 
-/** `[NAME=]URL`; a "=" after a "/" is part of the URL */
-function upstreamFromFlag(spec: string): Record<string, unknown> {
-  const eq = spec.indexOf('=');
-  const hasName = eq > 0 && !spec.slice(0, eq).includes('/');
-  return hasName ? { name: spec.slice(0, eq), url: spec.slice(eq + 1) } : { url: spec };
+/** What `--upstream` may set after the URL; credentials never (a command line is visible to every user). */
+const FLAG_OPTIONS = ['type'] as const;
+
+/**
+ * `[NAME=]URL[,type=TYPE]`. Options follow the first comma: an upstream URL counts only for its
+ * origin (scheme, host, port), where no comma can be, so none is cut short. A "=" after a "/" is
+ * part of the URL.
+ */
+function upstreamFromFlag(spec: string, i: number): Record<string, unknown> {
+  const [head = '', ...options] = spec.split(',');
+  const eq = head.indexOf('=');
+  const hasName = eq > 0 && !head.slice(0, eq).includes('/');
+  const entry: Record<string, unknown> = hasName ? { name: head.slice(0, eq), url: head.slice(eq + 1) } : { url: head };
+  for (const option of options) {
+    // only the option's key is echoed, never a value (someone may try ,password=…) nor the spec
+    const [key = '', value] = option.split(/=(.*)/s);
+    if (!(FLAG_OPTIONS as readonly string[]).includes(key)) {
+      throw new ConfigError(`--upstream #${i + 1}`, `"${key.slice(0, 40)}" is not an option (${FLAG_OPTIONS.map((o) => `${o}=TYPE`).join(', ')})`);
+    }
+    if (value === undefined) throw new ConfigError(`--upstream #${i + 1}`, `${key} needs a value (${key}=TYPE)`);
+    if (key in entry) throw new ConfigError(`--upstream #${i + 1}`, `${key} is given twice`);
+    entry[key] = value;
+  }
+  return entry;
+}
+
+/** An upstream as `--upstream` writes it, with its type: the ready log line names upstreams so. */
+export function upstreamSpec(u: Pick<UpstreamConfig, 'name' | 'url' | 'type'>): string {
+  return `${u.name}=${u.url},type=${u.type}`;
 }
 
 /** The key a problem is reported under: the flag's name when a flag gave the value. */

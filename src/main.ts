@@ -11,6 +11,7 @@ import { diskWriteCheck, Readiness, type WriteCheck } from './cache/readiness.js
 import { Retention, type RetentionOptions } from './cache/retention.js';
 import type { S3Health } from './cache/s3-client.js';
 import type { Config } from './config.js';
+import { AccessPolicy } from './access/policy.js';
 import { PullThrough } from './core/pull-through.js';
 import { Router, type RoutedUpstream } from './core/routing.js';
 import { registerHealth } from './proxy/health.js';
@@ -118,6 +119,9 @@ export async function createApp(config: Config, logger: FastifyServerOptions['lo
     info: (obj: object, msg?: string) => (requestLogger() ?? server?.log)?.info(obj, msg),
     warn: (obj: object, msg?: string) => (requestLogger() ?? server?.log)?.warn(obj, msg),
   };
+  // with auth, an upstream whose clients bring their own credentials decides for itself what they may read
+  const passthrough = config.upstreams.filter((u) => u.clientCredentials === 'passthrough').map((u) => u.name);
+  const access = config.auth && (await AccessPolicy.open(config.auth, { passthrough, log }));
   const stores = await createStores(config.cache, log);
   const { store, meta } = stores;
   const metrics = new Metrics(config.metrics);
@@ -129,9 +133,9 @@ export async function createApp(config: Config, logger: FastifyServerOptions['lo
   const estargz = config.estargz.lazy
     ? { sparseDir: join(config.cache.dir, 'sparse'), prefetch: config.estargz.prefetch, fillAfterRange: config.estargz.fillAfterRange, maxSparseBytes: config.estargz.maxSparseSize, maxIndexBytes: config.estargz.maxIndexMemory, maxTocBytes: config.estargz.maxTocSize }
     : undefined;
-  const cache = new PullThrough({ store, meta, ...config.cache, redirectTtlSeconds, estargz, log });
+  const cache = new PullThrough({ store, meta, ...config.cache, redirectTtlSeconds, estargz, confine: config.auth !== undefined, log });
   const tls = config.tls && { files: config.tls, material: readTls(config.tls) };
-  server = buildServer({ router, cache, logger, metrics, https: tls && httpsOptions(tls.material) });
+  server = buildServer({ router, cache, access, logger, metrics, https: tls && httpsOptions(tls.material) });
   // Fastify types the server as HTTP's; with the https option it is Node's https.Server
   const stopTls = tls ? serveTls(server.server as unknown as TlsServer, tls.files, tls.material, log) : () => undefined;
   metrics.watch({ upstreams, s3: stores.s3Health, store, activity: () => cache.activity() });

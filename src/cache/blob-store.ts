@@ -97,9 +97,18 @@ export interface MetadataStore {
   putTag(upstream: string, repo: string, tag: string, record: TagRecord): Promise<void>;
   getManifest(digest: Digest): Promise<ManifestRecord | undefined>;
   putManifest(digest: Digest, record: ManifestRecord): Promise<void>;
+  /** Whether the repository is recorded as holding the digest (see core/repository-contents.ts). */
+  getHolding(upstream: string, repo: string, digest: string): Promise<boolean>;
+  /** Records that the repository holds these digests ("sha256:..."); records are never removed. */
+  putHoldings(upstream: string, repo: string, digests: readonly string[]): Promise<void>;
 }
 
 /** The name a tag record is kept under, in every metadata store: a hash, so any tag text makes a safe file or object name. */
 export function tagRecordKey(upstream: string, repo: string, tag: string): string {
   return createHash('sha256').update(`${upstream}\0${repo}\0${tag}`).digest('hex');
+}
+
+/** The name a holding record is kept under, in every metadata store: a hash, like a tag record's. */
+export function holdingRecordKey(upstream: string, repo: string, digest: string): string {
+  return createHash('sha256').update(`holding\0${upstream}\0${repo}\0${digest}`).digest('hex');
 }

@@ -1,12 +1,12 @@
-// Tag and manifest records as small JSON files. Tag files are named by a hash of
-// (upstream, repository, tag), so no client-supplied string ever becomes part of a path. Each
-// file's mtime is its last read or write (ReadStamps), so records nobody read for a while can be
-// removed (expire), as their blobs are.
+// Tag, manifest and holding records as small JSON files. Tag and holding files are named by a
+// hash of (upstream, repository, tag or digest), so no client-supplied string ever becomes part
+// of a path. Each file's mtime is its last read or write (ReadStamps), so tag and manifest records
+// nobody read for a while can be removed (expire), as their blobs are; holding records are kept.
 import { mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { randomUUID } from 'node:crypto';
 import type { Digest } from '../oci/digest.js';
-import { tagRecordKey, type ManifestRecord, type MetadataStore, type TagRecord } from './blob-store.js';
+import { holdingRecordKey, tagRecordKey, type ManifestRecord, type MetadataStore, type TagRecord } from './blob-store.js';
 import { replaceFile } from './disk-writes.js';
 import { isNotFound } from './fs-store.js';
 import { ReadStamps, removeUnreadSince } from './read-stamps.js';
@@ -19,12 +19,14 @@ export interface FsMetadataStoreOptions {
 export class FsMetadataStore implements MetadataStore {
   private readonly tagDir: string;
   private readonly manifestDir: string;
+  private readonly holdingDir: string;
   private readonly tmpDir: string;
   private readonly stamps: ReadStamps;
 
   constructor(dir: string, opts: FsMetadataStoreOptions = {}) {
     this.tagDir = join(dir, 'meta', 'tags');
     this.manifestDir = join(dir, 'meta', 'manifests');
+    this.holdingDir = join(dir, 'meta', 'holdings');
     this.tmpDir = join(dir, 'tmp');
     this.stamps = new ReadStamps(opts.now ?? Date.now);
   }
@@ -45,6 +47,20 @@ export class FsMetadataStore implements MetadataStore {
 
   async putManifest(digest: Digest, record: ManifestRecord): Promise<void> {
     await this.write(this.manifestPath(digest), record);
+  }
+
+  async getHolding(upstream: string, repo: string, digest: string): Promise<boolean> {
+    const record = await this.read(this.holdingPath(upstream, repo, digest));
+    return isHoldingRecord(record) && record.digest === digest;
+  }
+
+  async putHoldings(upstream: string, repo: string, digests: readonly string[]): Promise<void> {
+    for (const digest of digests) await this.write(this.holdingPath(upstream, repo, digest), { digest });
+  }
+
+  private holdingPath(upstream: string, repo: string, digest: string): string {
+    const key = holdingRecordKey(upstream, repo, digest);
+    return join(this.holdingDir, key.slice(0, 2), `${key}.json`);
   }
 
   /** Removes the tag and manifest records last read (or written) before `cutoff` (ms on the clock); returns how many. */
@@ -96,4 +112,8 @@ export function isManifestRecord(v: unknown): v is ManifestRecord {
   if (typeof v !== 'object' || v === null) return false;
   const r = v as Record<string, unknown>;
   return typeof r.mediaType === 'string' && typeof r.size === 'number';
+}
+
+export function isHoldingRecord(v: unknown): v is { digest: string } {
+  return typeof v === 'object' && v !== null && typeof (v as Record<string, unknown>).digest === 'string';
 }

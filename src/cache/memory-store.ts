@@ -78,6 +78,7 @@ export class MemoryBlobStore implements BlobStore {
 export class MemoryMetadataStore implements MetadataStore {
   private readonly tags = new Map<string, TagRecord>();
   private readonly manifests = new Map<string, ManifestRecord>();
+  private readonly holdings = new Set<string>();
 
   async getTag(upstream: string, repo: string, tag: string): Promise<TagRecord | undefined> {
     return this.tags.get(JSON.stringify([upstream, repo, tag]));
@@ -93,5 +94,13 @@ export class MemoryMetadataStore implements MetadataStore {
 
   async putManifest(digest: Digest, record: ManifestRecord): Promise<void> {
     this.manifests.set(digest.value, { ...record });
+  }
+
+  async getHolding(upstream: string, repo: string, digest: string): Promise<boolean> {
+    return this.holdings.has(JSON.stringify([upstream, repo, digest]));
+  }
+
+  async putHoldings(upstream: string, repo: string, digests: readonly string[]): Promise<void> {
+    for (const digest of digests) this.holdings.add(JSON.stringify([upstream, repo, digest]));
   }
 }

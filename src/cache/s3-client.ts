@@ -5,7 +5,7 @@
 // cooldown one quick request at a time probes it while the others still go without; a probe's
 // success is the recovery. Requests a pull waits on are quick: a bucket that takes them and never
 // answers fails them within seconds (QUICK).
-import { tagRecordKey } from './blob-store.js';
+import { holdingRecordKey, tagRecordKey } from './blob-store.js';
 import { S3Client } from '@aws-sdk/client-s3';
 import { tryParseDigest, type Digest } from '../oci/digest.js';
 import type { Logger } from '../lib/log.js';
@@ -72,6 +72,10 @@ export class S3Keys {
 
   manifest(d: Digest): string {
     return `${this.prefix}meta/manifests/${d.algorithm}/${d.hex}.json`;
+  }
+
+  holding(upstream: string, repo: string, digest: string): string {
+    return `${this.prefix}meta/holdings/${holdingRecordKey(upstream, repo, digest)}.json`;
   }
 }
 

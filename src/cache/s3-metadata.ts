@@ -1,14 +1,17 @@
-// Tag and manifest records as small JSON objects in the bucket, so every replica, a restarted
-// one or a new one, knows what the fleet has cached. Keys are hashes and digests
-// (<prefix>meta/tags/<sha256>.json, <prefix>meta/manifests/<alg>/<hex>.json), never client
-// strings. A record that cannot be read is a miss and one that cannot be written is skipped,
+// Tag, manifest and holding records as small JSON objects in the bucket, so every replica, a
+// restarted one or a new one, knows what the fleet has cached. Keys are hashes and digests
+// (<prefix>meta/tags/<sha256>.json, <prefix>meta/manifests/<alg>/<hex>.json,
+// <prefix>meta/holdings/<sha256>.json), never client strings. A record that cannot be read is a miss and one that cannot be written is skipped,
 // both logged and counted (see S3Health): the tag is then simply asked of the upstream.
 import { GetObjectCommand, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { LRUCache } from 'lru-cache';
 import type { Digest } from '../oci/digest.js';
 import type { ManifestRecord, MetadataStore, TagRecord } from './blob-store.js';
-import { isManifestRecord, isTagRecord } from './fs-metadata.js';
+import { isHoldingRecord, isManifestRecord, isTagRecord } from './fs-metadata.js';
 import { isMissing, QUICK, S3Keys, type S3Health } from './s3-client.js';
+
+/** Holding records written at once, per call. */
+const HOLDING_WRITES = 8;
 
 export interface S3MetadataStoreOptions {
   client: S3Client;
@@ -48,6 +51,18 @@ export class S3MetadataStore implements MetadataStore {
   async putManifest(digest: Digest, record: ManifestRecord): Promise<void> {
     this.manifests.set(digest.value, record);
     await this.write('putManifest', this.keys.manifest(digest), record);
+  }
+
+  async getHolding(upstream: string, repo: string, digest: string): Promise<boolean> {
+    const record = await this.read('getHolding', this.keys.holding(upstream, repo, digest));
+    return isHoldingRecord(record) && record.digest === digest;
+  }
+
+  /** A few at a time: a manifest served for the first time can name a hundred digests. */
+  async putHoldings(upstream: string, repo: string, digests: readonly string[]): Promise<void> {
+    for (let i = 0; i < digests.length; i += HOLDING_WRITES) {
+      await Promise.all(digests.slice(i, i + HOLDING_WRITES).map((digest) => this.write('putHolding', this.keys.holding(upstream, repo, digest), { digest })));
+    }
   }
 
   private read(op: string, key: string): Promise<unknown> {

@@ -2,6 +2,8 @@
 // when we can, fetch once when we cannot, and keep what we fetched only once it is verified. For a
 // client of a passthrough upstream (its own credentials on the Repository handle), each entry
 // point first has the upstream confirm that the client may read what it asks for (client-access.ts).
+// With auth (`confine`), content by digest is served through a repository only when that
+// repository is known to hold it (repository-contents.ts).
 import type { BlobStore, MetadataStore } from '../cache/blob-store.js';
 import type { Digest } from '../oci/digest.js';
 import type { RangeRequest } from '../oci/range.js';
@@ -10,13 +12,14 @@ import type { Logger } from '../lib/log.js';
 import type { Repository } from '../upstreams/repository.js';
 import type { TagPage } from '../upstreams/upstream.js';
 import { BlobCache, type BlobHead, type RangedParts, type ServedBlob } from './blob-cache.js';
-import { ClientAccess } from './client-access.js';
+import { ClientAccess, type Item } from './client-access.js';
 import { LayerFiles, type LayerFile } from './layer-files.js';
 import { LazyLayers } from '../lazy/layers.js';
 import type { LazyFormat } from '../lazy/format.js';
 import { estargzFormat } from '../lazy/formats/estargz.js';
 import { ManifestCache, type ServedManifest } from './manifest-cache.js';
 import { referrers, type Referrers } from './referrers.js';
+import { RepositoryContents } from './repository-contents.js';
 
 export interface PullThroughOptions {
   store: BlobStore;
@@ -32,6 +35,12 @@ export interface PullThroughOptions {
   estargz?: { sparseDir: string; prefetch: boolean; fillAfterRange?: boolean; maxSparseBytes?: number; maxIndexBytes?: number; maxTocBytes?: number } | undefined;
   /** the lazy formats, for lazy serving and the file API (default: eStargz and zstd:chunked) */
   formats?: readonly LazyFormat[] | undefined;
+  /**
+   * With auth: a blob, or a manifest asked for by digest, is served through a repository only when
+   * that repository is known to hold it (repository-contents.ts). Off: any cached content is
+   * served through any repository.
+   */
+  confine?: boolean | undefined;
   log: Logger;
   now?: () => number;
 }
@@ -53,6 +62,7 @@ export class PullThrough {
   private readonly files: LayerFiles;
   private readonly lazy: LazyLayers | undefined;
   private readonly access: ClientAccess;
+  private readonly contents: RepositoryContents | undefined;
 
   constructor(opts: PullThroughOptions) {
     this.access = new ClientAccess({ now: opts.now });
@@ -63,10 +73,20 @@ export class PullThrough {
     this.manifests = new ManifestCache({ ...opts, onManifest: lazy && ((manifest, repo) => lazy.learn(manifest, repo)) });
     this.blobs = new BlobCache({ ...opts, lazy });
     this.files = new LayerFiles({ store: opts.store, blobs: this.blobs, manifests: this.manifests, formats });
+    this.contents = opts.confine ? new RepositoryContents({ meta: opts.meta, log: opts.log }) : undefined;
   }
 
   async close(): Promise<void> {
     await this.lazy?.close();
+    await this.contents?.close();
+  }
+
+  /** Resolves once `repo`'s client may be served `item` (see client-access.ts and repository-contents.ts). */
+  private async confirm(repo: Repository, item: Item, signal?: AbortSignal): Promise<void> {
+    await this.access.confirm(repo, item, signal);
+    if (item.kind === 'blob') await this.contents?.ensure(repo, item.digest, 'blob', signal);
+    // a tag is the upstream's answer for this repository; a digest may be anyone's
+    else if (item.ref.kind === 'digest') await this.contents?.ensure(repo, item.ref.digest, 'manifest', signal);
   }
 
   /** What the cache is doing now and has done since start-up, for the metrics read at a scrape. */
@@ -78,13 +98,13 @@ export class PullThrough {
 
   /** The TOC JSON of an eStargz layer (the index document of a lazy format). */
   async layerToc(repo: Repository, digest: Digest): Promise<Buffer> {
-    await this.access.confirm(repo, { kind: 'blob', digest });
+    await this.confirm(repo, { kind: 'blob', digest });
     return this.files.toc(repo, digest);
   }
 
   /** One file of one layer. */
   async layerFile(repo: Repository, digest: Digest, path: string): Promise<LayerFile> {
-    await this.access.confirm(repo, { kind: 'blob', digest });
+    await this.confirm(repo, { kind: 'blob', digest });
     return this.files.layerFile(repo, digest, path);
   }
 
@@ -93,36 +113,37 @@ export class PullThrough {
    * confirmed, what it references is too (the platform's manifest and its layers).
    */
   async imageFile(repo: Repository, ref: Reference, path: string, platform: string): Promise<LayerFile> {
-    await this.access.confirm(repo, { kind: 'manifest', ref });
+    await this.confirm(repo, { kind: 'manifest', ref });
     return this.files.imageFile(repo, ref, path, platform);
   }
 
   async manifest(repo: Repository, ref: Reference, accept: readonly string[], signal?: AbortSignal): Promise<ServedManifest> {
-    await this.access.confirm(repo, { kind: 'manifest', ref }, signal);
+    await this.confirm(repo, { kind: 'manifest', ref }, signal);
     const served = await this.manifests.get(repo, ref, accept, signal);
     this.access.vouch(repo, served.digest, served.manifest);
+    this.contents?.learnManifest(repo, served.digest, served.manifest);
     return served;
   }
 
   async blob(repo: Repository, digest: Digest, range: RangeRequest | undefined): Promise<ServedBlob> {
-    await this.access.confirm(repo, { kind: 'blob', digest });
+    await this.confirm(repo, { kind: 'blob', digest });
     return this.blobs.get(repo, digest, range);
   }
 
   /** Several ranges of a cached or lazily served blob; undefined: answer with the whole blob. */
   async blobRanges(repo: Repository, digest: Digest, ranges: readonly RangeRequest[]): Promise<RangedParts | undefined> {
-    await this.access.confirm(repo, { kind: 'blob', digest });
+    await this.confirm(repo, { kind: 'blob', digest });
     return this.blobs.getRanges(repo, digest, ranges);
   }
 
   /** Where a client can GET a cached blob directly (redirect mode), or undefined: serve it here. */
   async blobRedirect(repo: Repository, digest: Digest): Promise<string | undefined> {
-    await this.access.confirm(repo, { kind: 'blob', digest });
+    await this.confirm(repo, { kind: 'blob', digest });
     return this.blobs.redirect(digest);
   }
 
   async blobSize(repo: Repository, digest: Digest, signal?: AbortSignal): Promise<BlobHead> {
-    await this.access.confirm(repo, { kind: 'blob', digest }, signal);
+    await this.confirm(repo, { kind: 'blob', digest }, signal);
     return this.blobs.size(repo, digest, signal);
   }
 
@@ -130,8 +151,10 @@ export class PullThrough {
     return repo.tags(page, { signal });
   }
 
-  /** The referrers of a manifest, parsed (see referrers.ts). */
-  referrers(repo: Repository, digest: Digest, artifactType: string | undefined, signal?: AbortSignal): Promise<Referrers> {
-    return referrers(repo, digest, artifactType, signal);
+  /** The referrers of a manifest, parsed (see referrers.ts); the upstream says the repository holds them. */
+  async referrers(repo: Repository, digest: Digest, artifactType: string | undefined, signal?: AbortSignal): Promise<Referrers> {
+    const found = await referrers(repo, digest, artifactType, signal);
+    this.contents?.learn(repo, found.index.manifests.map((m) => m.digest));
+    return found;
   }
 }

@@ -53,3 +53,20 @@ export class RegistryError extends Error {
 export function isRegistryError(e: unknown): e is RegistryError {
   return e instanceof RegistryError;
 }
+
+/** The errors of an OCI error envelope (`{"errors":[{"code","message"}]}`); empty for any other body. */
+export function parseErrorEnvelope(body: Buffer): { code: string; message: string | undefined }[] {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(body.toString('utf8'));
+  } catch {
+    return [];
+  }
+  const errors = typeof parsed === 'object' && parsed !== null ? (parsed as { errors?: unknown }).errors : undefined;
+  if (!Array.isArray(errors)) return [];
+  return errors.flatMap((e: unknown) => {
+    if (typeof e !== 'object' || e === null) return [];
+    const { code, message } = e as { code?: unknown; message?: unknown };
+    return [{ code: String(code), message: typeof message === 'string' ? message : undefined }];
+  });
+}

@@ -7,6 +7,7 @@ import { TarError } from '../tar/index.js';
 import { layerErrorToRegistryError } from './layer-errors.js';
 import { FormatRefusal } from '../lazy/format.js';
 import { diskError } from '../cache/disk-writes.js';
+import { BASIC_CHALLENGE } from '../access/basic.js';
 
 export function toRegistryError(err: unknown): RegistryError {
   if (err instanceof RegistryError) return err;
@@ -44,7 +45,7 @@ export function errorHandler(err: unknown, req: FastifyRequest, reply: FastifyRe
     return;
   }
   reply.code(e.status).headers(e.headers);
-  if (e.code === 'UNAUTHORIZED') reply.header('www-authenticate', 'Basic realm="pullthrough"');
+  if (e.code === 'UNAUTHORIZED') reply.header('www-authenticate', BASIC_CHALLENGE);
   if (req.method === 'HEAD') {
     reply.header('content-type', 'application/json; charset=utf-8').send();
     return;

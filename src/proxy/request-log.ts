@@ -21,6 +21,8 @@ export interface Outcome {
   repository?: string | undefined;
   /** what the cache did, for a manifest or blob it served */
   cache?: Served | undefined;
+  /** the user name of the client's Basic credentials, when it sent some (never the password) */
+  user?: string | undefined;
 }
 
 export interface CompletedRequest extends Outcome {

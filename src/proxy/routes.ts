@@ -2,7 +2,7 @@
 // takes every /v2/ path and this module splits it into name, endpoint and reference.
 import type { Writable } from 'node:stream';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import { parseBasic } from '../access/basic.js';
+import { parseBasic, type ClientCredentials } from '../access/basic.js';
 import { parseDigest } from '../oci/digest.js';
 import { RegistryError } from '../oci/errors.js';
 import { OCI_INDEX, parseAccept } from '../oci/media-types.js';
@@ -13,6 +13,7 @@ import { parseFileEndpoint, serveFileEndpoint } from './file-routes.js';
 import { rangesBody } from './multipart.js';
 import { outcome, type RouteKind } from './request-log.js';
 import type { Router } from '../core/routing.js';
+import type { AccessPolicy } from '../access/policy.js';
 import type { Repository } from '../upstreams/repository.js';
 import type { TagPage } from '../upstreams/upstream.js';
 
@@ -25,7 +26,14 @@ type Endpoint =
   | { kind: 'tags'; name: string }
   | { kind: 'uploads' };
 
-export function registerRoutes(app: FastifyInstance, deps: { router: Router; cache: PullThrough }): void {
+export interface RouteDeps {
+  router: Router;
+  cache: PullThrough;
+  /** who may pull what (auth); absent: anyone may pull anything */
+  access?: AccessPolicy | undefined;
+}
+
+export function registerRoutes(app: FastifyInstance, deps: RouteDeps): void {
   app.addHook('onRequest', async (req) => {
     if (!READ_METHODS.has(req.method)) {
       throw new RegistryError('UNSUPPORTED', { message: 'this registry is a read-only pull-through cache', detail: { method: req.method } });
@@ -36,10 +44,13 @@ export function registerRoutes(app: FastifyInstance, deps: { router: Router; cac
   app.route({ method: ['GET', 'HEAD'], url: '/v2/', handler: async (req, reply) => {
     outcome(req).route = 'base';
     // Clients learn here whether to send credentials (skopeo and podman send theirs only to a
-    // registry whose /v2/ challenged them): with a passthrough upstream, a client without any is
-    // challenged, as a registry with authentication does. Its credentials are checked by that
-    // upstream, on its first request for a repository.
-    if (deps.router.passthrough && !parseBasic(req.headers.authorization)) {
+    // registry whose /v2/ challenged them). With auth they are checked here, as a registry with
+    // authentication does (AccessPolicy.ping). Without it, with a passthrough upstream, a client
+    // without any is challenged; its credentials are checked by that upstream, on its first
+    // request for a repository.
+    const credentials = parseBasic(req.headers.authorization);
+    if (deps.access) await deps.access.ping(credentials);
+    else if (deps.router.passthrough && !credentials) {
       throw new RegistryError('UNAUTHORIZED', { message: 'send your credentials: an upstream of this cache uses each client\'s own (clientCredentials: passthrough)' });
     }
     return reply.type('application/json').send({});
@@ -48,16 +59,22 @@ export function registerRoutes(app: FastifyInstance, deps: { router: Router; cac
   app.route({ method: ['GET', 'HEAD'], url: '/v2/*', handler: async (req, reply) => {
     const [path, query] = splitUrl(req.url);
     const o = outcome(req);
+    // checked against auth.htpasswd (AccessPolicy), or, for an upstream with clientCredentials:
+    // passthrough, the upstream's own (see Router.route)
+    const credentials = parseBasic(req.headers.authorization);
+    if (credentials) o.user = credentials.username;
     const files = parseFileEndpoint(path.slice('/v2/'.length));
     if (files) {
       o.route = 'files';
-      const repo = routed(deps.router, req, files.name, query);
+      const repo = routed(deps.router, req, files.name, query, credentials);
+      await deps.access?.authorize(credentials, repo);
       return serveFileEndpoint(deps.cache, repo, files, query, req, reply);
     }
     const endpoint = parseEndpoint(path.slice('/v2/'.length));
     if (endpoint.kind === 'uploads') throw new RegistryError('UNSUPPORTED', { message: 'uploads are not supported by a pull-through cache' });
     o.route = ROUTE_KIND[endpoint.kind];
-    const repo = routed(deps.router, req, endpoint.name, query);
+    const repo = routed(deps.router, req, endpoint.name, query, credentials);
+    await deps.access?.authorize(credentials, repo);
     const signal = abortOnClose(reply);
     switch (endpoint.kind) {
       case 'manifests':
@@ -74,12 +91,9 @@ export function registerRoutes(app: FastifyInstance, deps: { router: Router; cac
 
 const ROUTE_KIND: Record<'manifests' | 'blobs' | 'tags' | 'referrers', RouteKind> = { manifests: 'manifest', blobs: 'blob', tags: 'tags', referrers: 'referrers' };
 
-/**
- * The repository a client's name stands for, noted in the request's outcome. The client's Basic
- * credentials are used only for an upstream with clientCredentials: passthrough (see Router.route).
- */
-function routed(router: Router, req: FastifyRequest, name: string, query: URLSearchParams): Repository {
-  const repo = router.route(name, query.get('ns') ?? undefined, parseBasic(req.headers.authorization));
+/** The repository a client's name stands for (see Router.route), noted in the request's outcome. */
+function routed(router: Router, req: FastifyRequest, name: string, query: URLSearchParams, credentials: ClientCredentials | undefined): Repository {
+  const repo = router.route(name, query.get('ns') ?? undefined, credentials);
   Object.assign(outcome(req), { upstream: repo.upstream.name, repository: repo.name });
   return repo;
 }

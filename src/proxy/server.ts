@@ -8,12 +8,15 @@ import { bareErrorResponse, errorHandler } from './errors.js';
 import type { PullThrough } from '../core/pull-through.js';
 import { API_VERSION, registerRoutes } from './routes.js';
 import type { Router } from '../core/routing.js';
+import type { AccessPolicy } from '../access/policy.js';
 import { registerMetrics, type Metrics } from './metrics.js';
 import { trackRequests } from './request-log.js';
 
 export interface ServerDeps {
   router: Router;
   cache: PullThrough;
+  /** who may pull what (auth); absent: anyone may pull anything */
+  access?: AccessPolicy | undefined;
   logger?: FastifyServerOptions['logger'];
   /** counts every request, and answers GET /metrics */
   metrics?: Metrics | undefined;

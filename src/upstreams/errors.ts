@@ -2,7 +2,7 @@
 // RegistryError. An upstream 401 to our configured credentials never reaches clients as a 401:
 // it becomes DENIED. One to a client's own credentials (clientCredentials: passthrough) may.
 import type { Readable } from 'node:stream';
-import { OCI_ERRORS, RegistryError, type OciCode } from '../oci/errors.js';
+import { OCI_ERRORS, parseErrorEnvelope, RegistryError, type OciCode } from '../oci/errors.js';
 
 export type ResourceKind = 'manifest' | 'blob' | 'tags' | 'referrers' | 'token';
 
@@ -158,12 +158,9 @@ async function readEnvelopeCodes(body: Readable): Promise<string[]> {
     body.on('error', () => undefined);
     body.destroy();
   }
-  try {
-    const parsed = JSON.parse(Buffer.concat(chunks).toString('utf8')) as { errors?: { code?: unknown }[] };
-    return (parsed.errors ?? []).map((e) => String(e.code)).filter((c) => c in OCI_ERRORS);
-  } catch {
-    return [];
-  }
+  return parseErrorEnvelope(Buffer.concat(chunks))
+    .map((e) => e.code)
+    .filter((c) => c in OCI_ERRORS);
 }
 
 export function header(headers: Record<string, string | string[] | undefined>, name: string): string | undefined {

@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { MemoryBlobStore, MemoryMetadataStore } from '../../src/cache/memory-store.js';
 import type { UpstreamConfig, UpstreamType } from '../../src/config.js';
+import { AccessPolicy, type AccessConfig } from '../../src/access/policy.js';
 import { PullThrough, type PullThroughOptions } from '../../src/core/pull-through.js';
 import { Router } from '../../src/core/routing.js';
 import { loggerOptions } from '../../src/main.js';
@@ -30,6 +31,8 @@ export interface LogLine {
 export interface Component {
   app: FastifyInstance;
   upstream: FakeUpstream;
+  /** every upstream by name: `upstream` and those of `more` */
+  upstreams: Map<string, FakeUpstream>;
   store: MemoryBlobStore;
   meta: MemoryMetadataStore;
   clock: Clock;
@@ -47,8 +50,14 @@ export interface ComponentOptions extends Partial<Pick<PullThroughOptions, 'tagT
   repositoryLabels?: boolean;
   /** serve eStargz layers lazily (sparse copies in the spool directory, no prefetch) */
   estargz?: boolean;
+  /** more upstreams, by name (routed by that name as a path prefix); `upstream` stays the default */
+  more?: string[];
+  /** auth as the config resolves it (the htpasswd file's changes are looked for on the test's clock) */
+  auth?: AccessConfig;
   /** "passthrough": the clients' own credentials are the fake's (see FakeUpstream.users) */
   clientCredentials?: 'passthrough';
+  /** those of `more` configured with clientCredentials: passthrough */
+  passthrough?: string[];
 }
 
 export async function component(t: Test, o: ComponentOptions = {}): Promise<Component> {
@@ -57,6 +66,11 @@ export async function component(t: Test, o: ComponentOptions = {}): Promise<Comp
   const upstream = new FakeUpstream('fake.test', clock.now);
   const config: UpstreamConfig = { name: upstream.name, url: `https://${upstream.name}`, type: o.type ?? 'registry', aliases: ['alias.test'], username: undefined, password: undefined, clientCredentials: o.clientCredentials };
   const routed = { config, client: upstream };
+  const others = (o.more ?? []).map((name) => {
+    const client = new FakeUpstream(name, clock.now);
+    const clientCredentials = o.passthrough?.includes(name) ? ('passthrough' as const) : undefined;
+    return { config: { name, url: `https://${name}`, type: 'registry' as const, aliases: [], username: undefined, password: undefined, clientCredentials }, client };
+  });
   const spool = await makeTempDir('pullthrough-component-');
   const store = await MemoryBlobStore.open(spool);
   const meta = new MemoryMetadataStore();
@@ -73,21 +87,26 @@ export async function component(t: Test, o: ComponentOptions = {}): Promise<Comp
     fillOnRange: o.fillOnRange ?? false,
     unverifiedRanges: o.unverifiedRanges,
     estargz: o.estargz ? { sparseDir: join(spool, 'sparse'), prefetch: false } : undefined,
+    confine: o.auth !== undefined,
     log,
     now: clock.now,
   });
+  const passthrough = [routed, ...others].filter((u) => u.config.clientCredentials === 'passthrough').map((u) => u.config.name);
+  const access = o.auth && (await AccessPolicy.open(o.auth, { passthrough, log, now: clock.now }));
   const serverLogs: Record<string, unknown>[] = [];
   const logger = { ...(loggerOptions('debug') as object), stream: { write: (line: string) => void serverLogs.push(JSON.parse(line) as Record<string, unknown>) } };
   const metrics = new Metrics({ repositoryLabels: o.repositoryLabels ?? false });
-  const app = buildServer({ router: new Router([routed], routed), cache, logger, metrics });
-  upstream.observer = upstreamObserver(metrics, () => app.log);
-  metrics.watch({ upstreams: [routed], store, activity: () => cache.activity() });
+  const app = buildServer({ router: new Router([routed, ...others], routed), cache, access, logger, metrics });
+  const observer = upstreamObserver(metrics, () => app.log);
+  for (const u of [routed, ...others]) u.client.observer = observer;
+  metrics.watch({ upstreams: [routed, ...others], store, activity: () => cache.activity() });
   t.teardown(async () => {
     await app.close();
     await cache.close();
     await removeDir(spool);
   });
-  return { app, upstream, store, meta, clock, logs, serverLogs, metrics };
+  const upstreams = new Map([routed, ...others].map((u) => [u.config.name, u.client]));
+  return { app, upstream, upstreams, store, meta, clock, logs, serverLogs, metrics };
 }
 
 /** The OCI error codes of an answer's body (empty when it has none). */

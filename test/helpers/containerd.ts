@@ -58,6 +58,8 @@ export interface PullOptions {
   hostsDir: string;
   /** e.g. linux/amd64 */
   platform?: string;
+  /** "user:password", sent to the hosts (the mirror included) that answer with a Basic challenge (`ctr --user`) */
+  user?: string;
   timeoutMs?: number;
 }
 
@@ -209,6 +211,7 @@ export async function startContainerd(opts: ContainerdOptions = {}): Promise<Con
           '--hosts-dir', p.hostsDir,
           '--snapshotter', SNAPSHOTTER,
           ...(p.platform !== undefined ? ['--platform', p.platform] : []),
+          ...(p.user !== undefined ? ['--user', p.user] : []),
           ref,
         ],
         p.timeoutMs ?? 30_000,

@@ -84,6 +84,11 @@ export const SECRETS = {
     'qTzsgk4yoVhr3rr7ULkEQw==',
     '-----END PRIVATE KEY-----',
   ].join('\n'),
+  /** passwords of pullthrough's own users (auth.htpasswd), and one nobody has */
+  alicePassword: 'alice-pw-R7fQ2mXk9TzL4vBn8sWd',
+  bobPassword: 'bob-pw-H3jK8pQw2ZxC6vNm1rTy',
+  ciPassword: 'ci-pw-Y5tG9kLm3QwE7rVb2nXz',
+  wrongClientPassword: 'wrong-pw-P8dF4hJk6LmN2bVc9xQs',
   /** the test CA's private key (test/helpers/tls.ts signs the test certificates with it; EC P-256, PKCS#8) */
   tlsCaKey: [
     '-----BEGIN PRIVATE KEY-----',

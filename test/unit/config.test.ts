@@ -4,7 +4,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { ConfigError, loadConfig, parseDuration, parseSize, type Config, type Flags } from '../../src/config.js';
+import { ConfigError, loadConfig, parseDuration, parseSize, upstreamSpec, type Config, type Flags } from '../../src/config.js';
 
 const ROOT = resolve(fileURLToPath(new URL('../..', import.meta.url)));
 const GiB = 2 ** 30;
@@ -139,6 +139,46 @@ t.test('--upstream forms', async (t) => {
     t.same({ name: c.upstreams[0]!.name, url: c.upstreams[0]!.url, type: c.upstreams[0]!.type }, want, spec);
     t.equal(c.defaultUpstream, want.name, `${spec}: default`);
   }
+});
+
+t.test('--upstream takes a type after a comma: [NAME=]URL[,type=TYPE]', async (t) => {
+  const cases: [string, { name: string; url: string; type: string }][] = [
+    ['docker.io=https://hub-mirror.internal,type=dockerhub', { name: 'docker.io', url: 'https://hub-mirror.internal', type: 'dockerhub' }],
+    ['hub=https://hub-mirror.internal,type=dockerhub', { name: 'hub', url: 'https://hub-mirror.internal', type: 'dockerhub' }],
+    ['https://hub-mirror.internal,type=dockerhub', { name: 'docker.io', url: 'https://hub-mirror.internal', type: 'dockerhub' }],
+    ['http://127.0.0.1:5001,type=ecr', { name: '127.0.0.1:5001', url: 'http://127.0.0.1:5001', type: 'ecr' }],
+    ['ghcr.io=https://ghcr.io,type=registry', { name: 'ghcr.io', url: 'https://ghcr.io', type: 'registry' }],
+    // without a type, a mirror named docker.io is Docker Hub by its name
+    ['docker.io=https://hub-mirror.internal', { name: 'docker.io', url: 'https://hub-mirror.internal', type: 'dockerhub' }],
+    ['docker.io=http://127.0.0.1:5001/', { name: 'docker.io', url: 'http://127.0.0.1:5001', type: 'dockerhub' }],
+  ];
+  for (const [spec, want] of cases) {
+    const u = loadConfig({ upstream: [spec] }, {}).upstreams[0]!;
+    t.same({ name: u.name, url: u.url, type: u.type }, want, spec);
+  }
+  const bad: [string, string, RegExp][] = [
+    ['docker.io=https://hub-mirror.internal,type=quay', '--upstream #1.type', /"quay" is not one of registry, dockerhub, ecr, gar, ghcr/],
+    ['docker.io=https://hub-mirror.internal,type=', '--upstream #1.type', /is not one of/],
+    ['docker.io=https://hub-mirror.internal,kind=dockerhub', '--upstream #1', /"kind" is not an option \(type=TYPE\)/],
+    ['docker.io=https://hub-mirror.internal,type', '--upstream #1', /type needs a value \(type=TYPE\)/],
+    ['docker.io=https://hub-mirror.internal,type=dockerhub,type=registry', '--upstream #1', /type is given twice/],
+    ['docker.io=https://hub-mirror.internal,password=hunter2', '--upstream #1', /^--upstream #1: "password" is not an option \(type=TYPE\)$/],
+    ['docker.io=https://hub-mirror.internal,name=x', '--upstream #1', /"name" is not an option/],
+  ];
+  for (const [spec, key, message] of bad) {
+    const e = configError({ upstream: [spec] });
+    t.equal(e?.key, key, `${spec}: key`);
+    t.match(e?.message, message, `${spec}: message`);
+  }
+  t.equal(configError({ upstream: ['https://ghcr.io', 'x=https://quay.io,type=nope'] })?.key, '--upstream #2.type', 'the flag is counted');
+  t.notMatch(configError({ upstream: ['https://u:hunter2@reg.example,type=x'] })?.message ?? '', 'hunter2', 'a URL with credentials is never echoed');
+});
+
+t.test('upstreamSpec writes an upstream as --upstream reads it, with its type', async (t) => {
+  const c = loadConfig({ config: await file(YAML_DOC) }, ENV);
+  t.same(c.upstreams.map(upstreamSpec), ['docker.io=https://registry-1.docker.io,type=dockerhub', 'ghcr.io=https://ghcr.io,type=ghcr', 'mirror.local:5000=http://mirror.local:5000,type=registry']);
+  const again = loadConfig({ upstream: c.upstreams.map(upstreamSpec) }, {});
+  t.same(again.upstreams.map((u) => [u.name, u.url, u.type]), c.upstreams.map((u) => [u.name, u.url, u.type]), 'read back unchanged');
 });
 
 t.test('Docker Hub is the default upstream when none is configured', async (t) => {
@@ -336,4 +376,43 @@ t.test('the CLI rejects bad configs with exit code 2 and one line naming the key
     t.match(lines[0], new RegExp(`^pullthrough: config: ${key.replace(/[[\].]/g, '\\$&')}: `), `${key}: names the key`);
     t.equal(r.stdout, '', `${key}: nothing on stdout`);
   }
+});
+
+/** Starts `pullthrough serve` with `args` and resolves with its 'pullthrough ready' log line, then stops it. */
+function readyLine(args: string[]): Promise<Record<string, unknown>> {
+  return new Promise((resolvePromise, reject) => {
+    const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli.ts', 'serve', '--listen', '127.0.0.1:0', '--cache-dir', join(dir, 'ready-cache'), ...args], {
+      cwd: ROOT,
+      env: { PATH: process.env.PATH, HOME: dir },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let out = '';
+    let err = '';
+    const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
+    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+    child.stdout.on('data', (d: Buffer) => {
+      out += d.toString();
+      const line = out.split('\n').find((l) => l.includes('"pullthrough ready"'));
+      if (line) {
+        child.kill('SIGKILL');
+        resolvePromise(JSON.parse(line) as Record<string, unknown>);
+      }
+    });
+    child.on('error', reject);
+    child.on('close', () => {
+      clearTimeout(timer);
+      reject(new Error(`no ready line: ${out}${err}`));
+    });
+  });
+}
+
+t.test("the ready log line shows each upstream's type, in --upstream's syntax", async (t) => {
+  const ready = await readyLine(['--upstream', 'docker.io=http://127.0.0.1:9', '--upstream', 'ghcr.io=https://ghcr.io', '--upstream', 'mirror=https://ghcr.io,type=registry', '--upstream', 'quay.io']);
+  t.same(ready.upstreams, [
+    'docker.io=http://127.0.0.1:9,type=dockerhub',
+    'ghcr.io=https://ghcr.io,type=ghcr',
+    'mirror=https://ghcr.io,type=registry',
+    'quay.io=https://quay.io,type=registry',
+  ]);
+  t.equal(ready.defaultUpstream, 'docker.io');
 });

@@ -1,5 +1,6 @@
 // Docker Hub: its API lives on registry-1.docker.io, and docker.io and index.docker.io are names
-// for it; bare repository names are in the implicit library/ namespace.
+// for it; bare repository names are in the implicit library/ namespace. An upstream named by one
+// of those names is Docker Hub at any URL no other kind owns (an internal mirror of it).
 import { anonymous } from '../auth/credentials.js';
 import { basicOrAnonymous, genericKind, type Kind } from './kind.js';
 
@@ -11,6 +12,7 @@ export const dockerHub: Kind = {
   type: 'dockerhub',
   defaultUrl: API_URL,
   ownsHost: (host) => HOSTS.includes(host),
+  ownsName: (name) => HOSTS.includes(name.toLowerCase()),
   apiUrl: (url) => (url.hostname === 'docker.io' || url.hostname === 'index.docker.io' ? new URL(API_URL) : url),
   defaultName: () => 'docker.io',
   defaultAliases: (name) => HOSTS.filter((a) => a !== name),

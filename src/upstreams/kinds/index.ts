@@ -11,15 +11,21 @@ import { registry } from './registry.js';
 
 export { UPSTREAM_TYPES, type Adapter, type AdapterDeps, type AwsUpstreamConfig, type Kind, type UpstreamConfig, type UpstreamType } from './kind.js';
 
-/** In the order a URL's host is matched against them; registry owns every other host. */
+/** In the order a URL's host is matched against them. */
 const KINDS: readonly Kind[] = [dockerHub, ecr, gar, ghcr, registry];
 
 export function kindOf(type: UpstreamType): Kind {
   return KINDS.find((k) => k.type === type)!;
 }
 
-function kindOfHost(url: URL): Kind {
-  return KINDS.find((k) => k.ownsHost(url.hostname))!;
+/**
+ * The kind of an entry without a type: the one whose host the URL names; else the one the name
+ * claims (docker.io at an internal Hub mirror's URL); else any registry. A URL of another known
+ * registry (an ECR pull-through cache named docker.io) keeps that registry's kind, since its
+ * credentials are that registry's.
+ */
+function inferKind(url: URL, name: string | undefined): Kind {
+  return KINDS.find((k) => k.ownsHost(url.hostname)) ?? (name === undefined ? undefined : KINDS.find((k) => k.ownsName(name))) ?? registry;
 }
 
 const clientCredentials = setting((v) => (v === 'passthrough' ? v : new Problem('must be "passthrough" (the client\'s own credentials are the upstream\'s), or absent')));
@@ -65,7 +71,7 @@ export function resolveUpstream(entry: UpstreamEntry, key: string, env: NodeJS.P
   if (givenType !== undefined && givenKind === undefined) {
     throw new ConfigError(`${key}.type`, `"${givenType}" is not one of ${UPSTREAM_TYPES.join(', ')}`);
   }
-  const kind = givenKind ?? kindOfHost(url);
+  const kind = givenKind ?? inferKind(url, entry.name as string | undefined);
   const apiUrl = kind.apiUrl(url);
   const name = (entry.name as string | undefined) ?? kind.defaultName(apiUrl);
   const aliases = (entry.aliases as string[] | undefined) ?? kind.defaultAliases(name);

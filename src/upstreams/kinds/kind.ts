@@ -71,6 +71,11 @@ export interface Kind {
   readonly defaultUrl?: string;
   /** whether an upstream URL's host is this kind's (the type is inferred from the URL) */
   ownsHost(host: string): boolean;
+  /**
+   * Whether an upstream given this name is of this kind at a URL no kind owns: an internal mirror
+   * named docker.io keeps Docker Hub's rules (library/, a host-like first component refused).
+   */
+  ownsName(name: string): boolean;
   /** the URL the API lives on, for a URL a user may write (docker.io is a name of Docker Hub) */
   apiUrl(url: URL): URL;
   /** the upstream's name when the entry gives none */
@@ -97,6 +102,7 @@ export interface Kind {
 
 /** What most kinds share; a kind module spreads it and overrides what differs. */
 export const genericKind = {
+  ownsName: (): boolean => false,
   apiUrl: (url: URL): URL => url,
   defaultName: (url: URL): string => url.host,
   defaultAliases: (): string[] => [],

@@ -5,7 +5,7 @@ import { basicOrAnonymous, genericKind, type Kind } from './kind.js';
 export const registry: Kind = {
   ...genericKind,
   type: 'registry',
-  // the kind of every host no other kind owns
-  ownsHost: () => true,
+  // owns no host or name itself: it is the kind of every upstream no other kind claims
+  ownsHost: () => false,
   adapter: (u) => ({ credentials: basicOrAnonymous(u, 'token'), deniedHint: undefined }),
 };

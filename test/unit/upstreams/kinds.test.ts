@@ -123,3 +123,21 @@ t.test('ECR: ECR Public from the host unless set; an empty key is absent', async
     public: true,
   });
 });
+
+t.test('an upstream named docker.io is Docker Hub at any URL no other kind owns (an internal mirror)', async (t) => {
+  for (const name of ['docker.io', 'index.docker.io', 'registry-1.docker.io', 'Docker.IO']) {
+    const u = resolve({ name, url: 'https://hub-mirror.internal' });
+    t.equal(u.type, 'dockerhub', `${name}: Docker Hub's rules`);
+    t.equal(u.url, 'https://hub-mirror.internal', `${name}: at the mirror's URL, not Docker Hub's`);
+    t.equal(kindOf(u.type).repositoryName('alpine'), 'library/alpine', `${name}: bare names get library/`);
+  }
+  t.same(resolve({ name: 'docker.io', url: 'http://127.0.0.1:5000' }).aliases, ['index.docker.io', 'registry-1.docker.io'], "Docker Hub's other names route to the mirror too");
+  t.match(resolve({ name: 'docker.io', url: 'https://hub-mirror.internal' }, { REGISTRY_USERNAME: 'alice', REGISTRY_PASSWORD: 'dckr_pat_x' }), { username: 'alice' }, 'and it takes REGISTRY_USERNAME/PASSWORD like any Docker Hub upstream');
+  t.equal(resolve({ name: 'hub', url: 'https://hub-mirror.internal' }).type, 'registry', 'another name: any registry');
+  t.equal(resolve({ name: 'docker.io.example', url: 'https://hub-mirror.internal' }).type, 'registry', 'a look-alike name: any registry');
+  t.equal(resolve({ name: 'docker.io', url: 'https://hub-mirror.internal', type: 'registry' }).type, 'registry', 'a given type wins over the name');
+  t.equal(resolve({ name: 'docker.io', url: 'https://hub-mirror.internal', type: 'dockerhub' }).type, 'dockerhub');
+  t.equal(resolve({ name: 'docker.io', url: '123456789012.dkr.ecr.eu-west-1.amazonaws.com' }).type, 'ecr', "a known registry's URL keeps its kind (its credentials are that registry's)");
+  t.equal(resolve({ url: 'https://hub-mirror.internal', type: 'dockerhub' }).name, 'docker.io', 'type dockerhub at a mirror URL is named docker.io');
+  t.equal(resolve({ url: 'https://hub-mirror.internal', type: 'dockerhub' }).url, 'https://hub-mirror.internal');
+});
