@@ -104,6 +104,7 @@ t.test('credentials a client sends never reach the log', async (t) => {
   }
   const text = JSON.stringify(c.serverLogs);
   t.ok(completions(c).length >= 4, 'the requests were logged');
+  t.match(lineFor(c, `/v2/${REPO}/manifests/v1`), { user: 'alice', status: 200 }, "the client's user name, not its password");
   t.notMatch(text, SECRETS.registryPassword);
   t.notMatch(text, basic.slice('Basic '.length));
 });
