@@ -83,7 +83,7 @@ export class Metrics {
     this.gauges();
   }
 
-  /** Where the figures read at a scrape come from (set once the app's parts exist). */
+  /** Where the figures read at a scrape come from: set once, when the app's parts exist. */
   watch(sources: MetricsSources): void {
     this.sources = sources;
     if (sources.s3) {

@@ -45,10 +45,13 @@ const outcomes = new WeakMap<FastifyRequest, Outcome>();
 
 /**
  * The logger of the request being served, in whatever the core calls on its behalf. The core and
- * the upstream clients take no request, logger or id through their 37 signatures, and should not:
- * the id is a concern of the log line only. So the edge runs each request in an async context
- * holding its logger, and an upstream call reported from inside it finds the request there. Work
- * one request starts and others join (a fill) stays in the context of the one that started it.
+ * the upstream clients take no request, logger or id through their many signatures, and should
+ * not: the id is a concern of the log line only, and threading it down would put an edge concern
+ * in every layer. So the edge runs each request in an async context holding its logger, and an
+ * upstream call (or a core log line) from inside it finds the request there. Work one request
+ * starts and others join (a fill) stays in the context of the one that started it. The cost:
+ * Node 20's AsyncLocalStorage tracks every promise (measured: some 5-10 µs of CPU on a warm 1 kB
+ * blob GET that costs about 110 µs in all, client included; a noisy machine).
  */
 const current = new AsyncLocalStorage<FastifyBaseLogger>();
 
