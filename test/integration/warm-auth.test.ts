@@ -4,11 +4,13 @@
 // wrong password exits 1 with the proxy's 401, a user no rule allows with its 403. The
 // credentials go to the --server only (not where it redirects), and no password reaches warm's
 // output or the proxy's log.
+import { spawn } from 'node:child_process';
 import { createServer, type IncomingHttpHeaders } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { Readable, Writable } from 'node:stream';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import t from 'tap';
 import { runWarm, type WarmIo } from '../../src/warm/command.js';
 import { LeakWatch } from '../helpers/captured-proxy.js';
@@ -118,6 +120,28 @@ t.test('the password from stdin when PULLTHROUGH_PASSWORD is unset (its first li
   const empty = await warmIn(['--server', proxy.url, '--user', 'alice', APP]);
   t.equal(empty.code, 2, 'nothing on stdin: a usage error');
   t.match(empty.stderr, /^pullthrough warm: --user alice: no password in PULLTHROUGH_PASSWORD nor on stdin\n/);
+});
+
+t.test('the CLI reads the password piped to it', async (t) => {
+  const argv = ['--import', 'tsx', 'src/cli.ts', 'warm', '--server', proxy.url, '--user', 'alice', APP];
+  const r = await new Promise<Warmed>((resolve, reject) => {
+    // no PULLTHROUGH_PASSWORD in its environment: the password comes through the pipe
+    const child = spawn(process.execPath, argv, { cwd: fileURLToPath(new URL('../..', import.meta.url)), env: { PATH: process.env.PATH, HOME: work }, stdio: ['pipe', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    const timer = setTimeout(() => child.kill('SIGKILL'), 60_000);
+    child.on('error', reject);
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code: code ?? -1, stdout, stderr });
+    });
+    child.stdin.end(`${SECRETS.alicePassword}\n`);
+  });
+  outputs.push(r.stdout, r.stderr);
+  t.equal(r.code, 0, `exit code 0: ${r.stderr}`);
+  t.match(r.stdout, /^warmed 1 image: 3 blobs verified/m, 'let in as alice (the proxy refuses anyone else)');
 });
 
 t.test('the credentials go to the --server only: where it redirects gets none', async (t) => {
