@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import type { Server as TlsServer } from 'node:tls';
 import type { FastifyInstance, FastifyServerOptions } from 'fastify';
 import type { BlobStore, MetadataStore } from './cache/blob-store.js';
-import type { Logger } from './lib/log.js';
+import { HeldLogger, type Logger } from './lib/log.js';
 import { FsMetadataStore } from './cache/fs-metadata.js';
 import { FsBlobStore } from './cache/fs-store.js';
 import { diskWriteCheck, Readiness, type WriteCheck } from './cache/readiness.js';
@@ -113,11 +113,12 @@ export function loggerOptions(level: string, o: { pretty?: boolean } = {}): Fast
 }
 
 export async function createApp(config: Config, logger: FastifyServerOptions['logger'] = loggerOptions(config.logLevel)): Promise<App> {
-  let server: FastifyInstance | undefined;
+  // what the htpasswd file and the stores log while they open is held until the server's logger exists
+  const held = new HeldLogger();
   // what the core logs while serving a request carries that request's id (request-log.ts)
-  const log = {
-    info: (obj: object, msg?: string) => (requestLogger() ?? server?.log)?.info(obj, msg),
-    warn: (obj: object, msg?: string) => (requestLogger() ?? server?.log)?.warn(obj, msg),
+  const log: Logger = {
+    info: (obj, msg) => (requestLogger() ?? held).info(obj, msg),
+    warn: (obj, msg) => (requestLogger() ?? held).warn(obj, msg),
   };
   // with auth, an upstream whose clients bring their own credentials decides for itself what they may read
   const passthrough = config.upstreams.filter((u) => u.clientCredentials === 'passthrough').map((u) => u.name);
@@ -125,7 +126,7 @@ export async function createApp(config: Config, logger: FastifyServerOptions['lo
   const stores = await createStores(config.cache, log);
   const { store, meta } = stores;
   const metrics = new Metrics(config.metrics);
-  const observer = upstreamObserver(metrics, () => server?.log);
+  const observer = upstreamObserver(metrics, () => held);
   const upstreams: RoutedUpstream[] = config.upstreams.map((u) => ({ config: u, client: createUpstream(u, config, observer) }));
   const fallback = upstreams.find((u) => u.config.name === config.defaultUpstream) ?? upstreams[0]!;
   const router = new Router(upstreams, fallback);
@@ -135,7 +136,8 @@ export async function createApp(config: Config, logger: FastifyServerOptions['lo
     : undefined;
   const cache = new PullThrough({ store, meta, ...config.cache, redirectTtlSeconds, estargz, confine: config.auth !== undefined, log });
   const tls = config.tls && { files: config.tls, material: readTls(config.tls) };
-  server = buildServer({ router, cache, access, logger, metrics, https: tls && httpsOptions(tls.material) });
+  const server = buildServer({ router, cache, access, logger, metrics, https: tls && httpsOptions(tls.material) });
+  held.attach(server.log);
   // Fastify types the server as HTTP's; with the https option it is Node's https.Server
   const stopTls = tls ? serveTls(server.server as unknown as TlsServer, tls.files, tls.material, log) : () => undefined;
   metrics.watch({ upstreams, s3: stores.s3Health, store, activity: () => cache.activity() });

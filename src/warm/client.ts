@@ -11,6 +11,7 @@ import { parseErrorEnvelope } from '../oci/errors.js';
 import { declaredMediaType, MAX_MANIFEST_BYTES, parseManifest, type Descriptor, type ParsedManifest } from '../oci/manifest.js';
 import { MANIFEST_TYPES } from '../oci/media-types.js';
 import { referenceString, type Reference } from '../oci/reference.js';
+import { basicAuthorization, type Credentials } from '../upstreams/auth/credentials.js';
 import { header } from '../upstreams/errors.js';
 
 const MAX_REDIRECTS = 5;
@@ -33,13 +34,17 @@ type Headers = Record<string, string | string[] | undefined>;
 
 export class ServerClient {
   private readonly origin: string;
+  private readonly authorization: string | undefined;
 
   constructor(
     server: URL,
     /** its connection settings (TLS trust and client certificate) are the caller's */
     private readonly dispatcher: Agent = new Agent({ keepAliveTimeout: 30_000 }),
+    /** a user of the server's `auth`: sent to the server's own origin only, never where it redirects */
+    credentials?: Credentials,
   ) {
     this.origin = server.origin;
+    this.authorization = credentials && basicAuthorization(credentials);
   }
 
   /**
@@ -51,7 +56,7 @@ export class ServerClient {
     const what = `manifest ${referenceString(ref)}`;
     const accept = from?.mediaType && !MANIFEST_TYPES.includes(from.mediaType) ? [...MANIFEST_TYPES, from.mediaType] : MANIFEST_TYPES;
     const res = await this.get(`/v2/${name}/manifests/${referenceString(ref)}`, { accept: accept.join(', ') }, what);
-    if (res.status !== 200) throw await answerError(res, what);
+    if (res.status !== 200) throw await this.answerError(res, what);
     const body = await readBounded(res.body, MAX_MANIFEST_BYTES, what);
     const named = ref.kind === 'digest' ? ref.digest : tryParseDigest(header(res.headers, 'docker-content-digest') ?? '');
     const digest = digestOf(body, named?.algorithm ?? 'sha256');
@@ -74,7 +79,7 @@ export class ServerClient {
     const digest = tryParseDigest(d.digest);
     if (!digest) throw new WarmError(`blob ${d.digest.slice(0, 80)} has a digest this client cannot check (sha256 and sha512 only)`);
     const res = await this.get(`/v2/${name}/blobs/${digest.value}`, {}, `blob ${digest.value}`);
-    if (res.status !== 200) throw await answerError(res, `blob ${digest.value}`);
+    if (res.status !== 200) throw await this.answerError(res, `blob ${digest.value}`);
     const announced = header(res.headers, 'content-length');
     if (announced !== undefined && Number(announced) !== d.size) {
       destroy(res.body);
@@ -109,8 +114,11 @@ export class ServerClient {
     let url = new URL(path, this.origin);
     for (let hop = 0; ; hop++) {
       let res;
+      // sent before any challenge: the server is ours, and a redirect elsewhere (a bucket's
+      // pre-signed URL) gets no credentials
+      const auth = this.authorization !== undefined && url.origin === this.origin ? { authorization: this.authorization } : {};
       try {
-        res = await request(url, { method: 'GET', headers: { 'user-agent': USER_AGENT, ...headers }, dispatcher: this.dispatcher });
+        res = await request(url, { method: 'GET', headers: { 'user-agent': USER_AGENT, ...headers, ...auth }, dispatcher: this.dispatcher });
       } catch (e) {
         const where = url.origin === this.origin ? `the server at ${this.origin}` : `${url.origin} (where the server redirected the ${what})`;
         throw new WarmError(`cannot reach ${where}: ${reasonOf(e)}`);
@@ -124,19 +132,20 @@ export class ServerClient {
       return { status: res.statusCode, headers: res.headers, body: res.body };
     }
   }
-}
 
-/** What the server answered instead, with its OCI error code and message when it sent them. */
-async function answerError(res: { status: number; body: Readable }, what: string): Promise<WarmError> {
-  let body: Buffer = Buffer.alloc(0);
-  try {
-    body = await readBounded(res.body, MAX_ERROR_BODY, what);
-  } catch {
-    // the status alone says enough
+  /** What the server answered instead, with its OCI error code and message when it sent them. */
+  private async answerError(res: { status: number; body: Readable }, what: string): Promise<WarmError> {
+    let body: Buffer = Buffer.alloc(0);
+    try {
+      body = await readBounded(res.body, MAX_ERROR_BODY, what);
+    } catch {
+      // the status alone says enough
+    }
+    const [first] = parseErrorEnvelope(body);
+    const said = first ? ` ${first.code}${first.message ? `: ${first.message}` : ''}` : '';
+    const hint = res.status === 401 && this.authorization === undefined ? ' (the server wants a user: --user NAME, the password in PULLTHROUGH_PASSWORD)' : '';
+    return new WarmError(`the server answered ${res.status}${said.slice(0, 500)} for the ${what}${hint}`);
   }
-  const [first] = parseErrorEnvelope(body);
-  const said = first ? ` ${first.code}${first.message ? `: ${first.message}` : ''}` : '';
-  return new WarmError(`the server answered ${res.status}${said.slice(0, 500)} for the ${what}`);
 }
 
 async function readBounded(body: Readable, limit: number, what: string): Promise<Buffer> {

@@ -10,6 +10,7 @@ import { RegistryError } from '../oci/errors.js';
 import { parseImageReference } from '../oci/reference.js';
 import { BarProgress } from './bars.js';
 import { ServerClient } from './client.js';
+import { CredentialsError, PASSWORD_VARIABLE, warmCredentials, type CredentialsSource } from './credentials.js';
 import { LineProgress } from './lines.js';
 import { parsePlatform } from './platforms.js';
 import type { WarmImage } from './plan.js';
@@ -17,7 +18,7 @@ import { bytes, count, duration } from './progress.js';
 import { warm, type WarmOptions } from './warm.js';
 
 export const WARM_USAGE = `usage: pullthrough warm [--server URL] IMAGE... [--platform OS/ARCH[/VARIANT]]... [--all-platforms]
-                        [--concurrency N] [--cacert FILE] [--cert FILE --key FILE]
+                        [--concurrency N] [--cacert FILE] [--cert FILE --key FILE] [--user NAME]
 
   fills a running pullthrough's cache with the images' manifests and blobs, checking each blob's
   digest and size; exit code 0 only when everything was fetched and verified
@@ -31,12 +32,14 @@ export const WARM_USAGE = `usage: pullthrough warm [--server URL] IMAGE... [--pl
   --concurrency N           downloads at a time, 1 to 32 (default 4)
   --cacert FILE             trust this PEM CA for an https:// server (instead of the system's)
   --cert FILE --key FILE    present this PEM client certificate and key (a server with tls.clientCa)
+  --user NAME               authenticate as NAME (a server with auth); the password is taken from
+                            ${PASSWORD_VARIABLE}, else from the first line of stdin (not a terminal)
 `;
 
 const DEFAULT_SERVER = 'http://127.0.0.1:5000';
 const DEFAULT_PLATFORM: Platform = { os: 'linux', architecture: 'amd64' };
 
-export interface WarmIo {
+export interface WarmIo extends Partial<CredentialsSource> {
   stdout: Writable & { isTTY?: boolean };
   stderr: Writable;
 }
@@ -45,25 +48,29 @@ class UsageError extends Error {}
 
 interface Parsed extends WarmOptions {
   server: URL;
+  /** --user */
+  user: string | undefined;
   /** the TLS settings of the connection to the server, read from the files given */
   tls: { ca?: Buffer; cert?: Buffer; key?: Buffer };
 }
 
 export async function runWarm(argv: string[], io: WarmIo = process): Promise<number> {
   let o: Parsed | 'help';
+  let credentials;
   try {
     o = parseWarmArgs(argv);
+    if (o === 'help') {
+      io.stdout.write(WARM_USAGE);
+      return 0;
+    }
+    if (o.user !== undefined) credentials = await warmCredentials(o.user, { env: io.env ?? process.env, stdin: io.stdin ?? process.stdin });
   } catch (e) {
-    if (!(e instanceof UsageError)) throw e;
+    if (!(e instanceof UsageError || e instanceof CredentialsError)) throw e;
     io.stderr.write(`pullthrough warm: ${e.message}\n${WARM_USAGE}`);
     return 2;
   }
-  if (o === 'help') {
-    io.stdout.write(WARM_USAGE);
-    return 0;
-  }
   const started = Date.now();
-  const client = new ServerClient(o.server, new Agent({ keepAliveTimeout: 30_000, connect: o.tls }));
+  const client = new ServerClient(o.server, new Agent({ keepAliveTimeout: 30_000, connect: o.tls }), credentials);
   const progress = io.stdout.isTTY ? new BarProgress(io.stdout) : new LineProgress(io.stdout, o.server.origin);
   // a terminal left without its cursor is worse than a lost summary: restore it, then go
   const interrupted = (): void => {
@@ -106,6 +113,7 @@ function parseWarmArgs(argv: string[]): Parsed | 'help' {
         cacert: { type: 'string' },
         cert: { type: 'string' },
         key: { type: 'string' },
+        user: { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
     }));
@@ -134,7 +142,7 @@ function parseWarmArgs(argv: string[]): Parsed | 'help' {
     ...(values.cert !== undefined ? { cert: readPem('--cert', values.cert) } : {}),
     ...(values.key !== undefined ? { key: readPem('--key', values.key) } : {}),
   };
-  return { server, images, platforms: values['all-platforms'] ? 'all' : platforms.length ? platforms : [DEFAULT_PLATFORM], concurrency, tls };
+  return { server, user: values.user, images, platforms: values['all-platforms'] ? 'all' : platforms.length ? platforms : [DEFAULT_PLATFORM], concurrency, tls };
 }
 
 function readPem(flag: string, path: string): Buffer {

@@ -40,8 +40,10 @@ export interface Dockerd {
   dir: string;
   /** `docker version --format '{{.Server.Version}}'` */
   version: string;
-  /** Runs `docker <args>` against this daemon, with a CLI config dir of its own. */
-  docker(args: readonly string[], timeoutMs?: number): Promise<RunResult>;
+  /** Runs `docker <args>` against this daemon, with a CLI config dir of its own; `input` is its stdin. */
+  docker(args: readonly string[], timeoutMs?: number, input?: string): Promise<RunResult>;
+  /** The CLI's config dir (config.json holds what `docker login` stored). */
+  cliConfig: string;
   /** Contents of dockerd.log, for debugging failures and for what dockerd says about a pull. */
   log(): Promise<string>;
   /** Stops dockerd (which stops its containerd) and removes its temp dir. Idempotent. */
@@ -126,8 +128,8 @@ export async function startDockerd(opts: DockerdOptions = {}): Promise<Dockerd> 
   const log = (): Promise<string> => readFile(logPath, 'utf8').catch(() => '');
 
   const cliEnv = cleanEnv({ DOCKER_HOST: host, DOCKER_CONFIG: cliConfig });
-  const docker = (args: readonly string[], timeoutMs = 60_000): Promise<RunResult> =>
-    run(DOCKER_CLI, args, { env: cliEnv, timeoutMs });
+  const docker = (args: readonly string[], timeoutMs = 60_000, input?: string): Promise<RunResult> =>
+    run(DOCKER_CLI, args, { env: cliEnv, timeoutMs, input });
 
   let version: string;
   try {
@@ -153,6 +155,7 @@ export async function startDockerd(opts: DockerdOptions = {}): Promise<Dockerd> 
     dir,
     version,
     docker,
+    cliConfig,
     log,
     stop: () =>
       (stopped ??= (async () => {

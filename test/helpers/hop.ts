@@ -20,6 +20,8 @@ export interface HopLogEntry {
   range?: string | undefined;
   /** The faults that took effect on this request, when any did. */
   injected?: Injected[] | undefined;
+  /** The scheme of the request's Authorization header (`basic`, `bearer`), when it had one; never its value. */
+  authScheme?: string | undefined;
 }
 
 /** Which requests faults apply to; every given field must match. */
@@ -197,7 +199,8 @@ export function startHop(target: string): Promise<Hop> {
 
   const handle = (req: IncomingMessage, res: ServerResponse): void => {
     const range = req.headers.range;
-    const entry: HopLogEntry = { method: req.method ?? 'GET', path: req.url ?? '/', status: 0, bytes: 0, range, injected: undefined };
+    const authScheme = req.headers.authorization?.split(' ')[0]?.toLowerCase();
+    const entry: HopLogEntry = { method: req.method ?? 'GET', path: req.url ?? '/', status: 0, bytes: 0, range, injected: undefined, authScheme };
     log.push(entry);
     const f = planFor(faults, entry);
     if (f.down) {

@@ -54,6 +54,13 @@ export interface MirrorFixture {
   refusals(pathPart: string): Record<string, unknown>[];
 }
 
+export interface MirrorFixtureOptions {
+  /** More of pullthrough's config document (such as `auth`), over the fixture's own. */
+  config?: Record<string, unknown>;
+  /** More upstreams, by name, each reaching the same registry directly (for a config that names them). */
+  moreUpstreams?: string[];
+}
+
 /** Lengths of the hops' logs at one moment. */
 export interface Mark {
   front: number;
@@ -67,7 +74,7 @@ interface Assert {
   same(found: unknown, wanted: unknown, message: string): unknown;
 }
 
-export async function startMirrorFixture(t: { teardown(fn: () => unknown): void }): Promise<MirrorFixture> {
+export async function startMirrorFixture(t: { teardown(fn: () => unknown): void }, opts: MirrorFixtureOptions = {}): Promise<MirrorFixture> {
   const work = await makeTempDir('pt-clients-');
   t.teardown(() => removeDir(work));
   // different content per upstream, so that a pull served from the wrong one shows as a wrong digest
@@ -89,9 +96,11 @@ export async function startMirrorFixture(t: { teardown(fn: () => unknown): void 
       upstreams: [
         { name: 'docker.io', url: hub.hop.url },
         { name: 'ghcr.io', url: ghcr.hop.url },
+        ...(opts.moreUpstreams ?? []).map((name) => ({ name, url: registry.url })),
       ],
       defaultUpstream: 'docker.io',
       cache: { tagTtl: '0s' },
+      ...opts.config,
     },
   });
   t.teardown(() => proxy.stop());

@@ -31,8 +31,10 @@ export type Tool = 'podman' | 'buildah' | 'skopeo';
 export interface ContainersHome {
   /** The temp dir holding the configuration files, storage/ and home/. */
   dir: string;
-  /** Runs `<tool> <args>` in this world; a `pull` (podman, buildah) or `copy` (skopeo) gets its policy. */
-  run(tool: Tool, args: readonly string[], timeoutMs?: number): Promise<RunResult>;
+  /** Runs `<tool> <args>` in this world; a `pull` (podman, buildah) or `copy` (skopeo) gets its policy; `input` is its stdin. */
+  run(tool: Tool, args: readonly string[], timeoutMs?: number, input?: string): Promise<RunResult>;
+  /** The auth file (REGISTRY_AUTH_FILE) that `podman login` and `buildah login` write. */
+  authFile: string;
   /** Removes the storage and the configuration. Idempotent. */
   remove(): Promise<void>;
 }
@@ -82,14 +84,15 @@ export async function makeContainersHome(opts: ContainersHomeOptions = {}): Prom
   let removed: Promise<void> | undefined;
   return {
     dir,
-    run: (tool, args, timeoutMs = 60_000) => {
+    authFile: path('auth.json'),
+    run: (tool, args, timeoutMs = 60_000, input) => {
       // The signature policy is a global flag of skopeo's and a pull flag of podman's and buildah's.
       // skopeo 1.9 ignores CONTAINERS_REGISTRIES_CONF (it reads /etc/containers/registries.conf)
       // and takes the file as a (hidden) flag.
       let argv = [...args];
       if (tool === 'skopeo') argv = ['--policy', policy, '--registries-conf', path('registries.conf'), '--tmpdir', path('tmp'), ...argv];
       else if (argv[0] === 'pull') argv = ['pull', '--signature-policy', policy, ...argv.slice(1)];
-      return run(tool, argv, { env, timeoutMs });
+      return run(tool, argv, { env, timeoutMs, input });
     },
     remove: () => (removed ??= removeDir(dir)),
   };

@@ -89,6 +89,8 @@ export const SECRETS = {
   bobPassword: 'bob-pw-H3jK8pQw2ZxC6vNm1rTy',
   ciPassword: 'ci-pw-Y5tG9kLm3QwE7rVb2nXz',
   wrongClientPassword: 'wrong-pw-P8dF4hJk6LmN2bVc9xQs',
+  /** a password written in clear into an htpasswd file (a line pullthrough ignores, and must not log) */
+  htpasswdClearPassword: 'clear-pw-Wm4Rt8Yq2Kv6Nb3Xs9Lp',
   /** the test CA's private key (test/helpers/tls.ts signs the test certificates with it; EC P-256, PKCS#8) */
   tlsCaKey: [
     '-----BEGIN PRIVATE KEY-----',
