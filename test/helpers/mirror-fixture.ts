@@ -132,7 +132,7 @@ export async function startMirrorFixture(t: { teardown(fn: () => unknown): void 
     refusals: (pathPart) => {
       const logs = proxy.logs();
       const ids = new Set(
-        logs.filter((l) => String((l.req as { url?: unknown } | undefined)?.url ?? '').includes(pathPart)).map((l) => l.reqId),
+        logs.filter((l) => l.msg === 'request completed' && String(l.path).includes(pathPart)).map((l) => l.reqId),
       );
       return logs.filter((l) => ids.has(l.reqId) && typeof l.code === 'string');
     },
