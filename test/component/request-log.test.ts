@@ -42,6 +42,7 @@ t.test('a completion line per request: what happened, with the upstream, and its
   t.match(calls[0], { upstream: UP, kind: 'blob', method: 'GET', status: 200, path: `/v2/${REPO}/blobs/${image.layers[0]}` });
 
   const seen = completions(c).length;
+  await c.fillsSettled();
   t.equal((await c.app.inject({ url: path })).statusCode, 200);
   const warm = lineFor(c, path, seen);
   t.match(warm, { status: 200, bytes: layer.length, cache: 'hit', upstream: UP });

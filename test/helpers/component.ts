@@ -15,7 +15,7 @@ import { Metrics } from '../../src/proxy/metrics.js';
 import { upstreamObserver } from '../../src/proxy/request-log.js';
 import { buildServer } from '../../src/proxy/server.js';
 import { FakeUpstream } from './fake-upstream.js';
-import { makeTempDir, removeDir, type Test } from './util.js';
+import { makeTempDir, removeDir, waitFor, type Test } from './util.js';
 
 export interface Clock {
   now(): number;
@@ -41,6 +41,12 @@ export interface Component {
   /** what the server logged (request completions, upstream calls, errors), each line parsed */
   serverLogs: Record<string, unknown>[];
   metrics: Metrics;
+  /**
+   * Resolves once no fill is in flight. A whole GET's client has every byte once the digest is
+   * verified and the fill commits just after: a request before that joins the fill (coalesced),
+   * so a test that means "now cached" waits for this first.
+   */
+  fillsSettled(): Promise<void>;
 }
 
 export interface ComponentOptions extends Partial<Pick<PullThroughOptions, 'tagTtlMs' | 'revalidateTimeoutMs' | 'fillOnRange' | 'unverifiedRanges'>> {
@@ -106,7 +112,10 @@ export async function component(t: Test, o: ComponentOptions = {}): Promise<Comp
     await removeDir(spool);
   });
   const upstreams = new Map([routed, ...others].map((u) => [u.config.name, u.client]));
-  return { app, upstream, upstreams, store, meta, clock, logs, serverLogs, metrics };
+  const fillsSettled = async () => {
+    await waitFor(() => cache.activity().fillsInFlight === 0, { timeoutMs: 5000, intervalMs: 5, what: 'no fill in flight' });
+  };
+  return { app, upstream, upstreams, store, meta, clock, logs, serverLogs, metrics, fillsSettled };
 }
 
 /** The OCI error codes of an answer's body (empty when it has none). */

@@ -36,3 +36,18 @@ export function seriesOf(text: string, prefixes: readonly string[]): string[] {
     .filter((s) => prefixes.some((p) => s.name.startsWith(p)))
     .map((s) => `${s.name}{${Object.entries(s.labels).sort().map(([k, v]) => `${k}="${v}"`).join(',')}}`);
 }
+
+/**
+ * Resolves once the proxy at `baseUrl` has no fill in flight (its /metrics says so). A whole GET's
+ * client has every byte once the digest is verified, and the fill commits just after: a request
+ * before that joins the fill, so a test that means "now cached" waits for this first.
+ */
+export async function fillsSettled(baseUrl: string): Promise<void> {
+  const deadline = Date.now() + 5000;
+  for (;;) {
+    const text = await (await fetch(`${baseUrl}/metrics`)).text();
+    if (valueOf(text, 'pullthrough_fills_in_flight') === 0 && text.includes('pullthrough_fills_in_flight')) return;
+    if (Date.now() > deadline) throw new Error(`${baseUrl}: a fill still in flight after 5 s`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
