@@ -79,6 +79,8 @@ const fetchManifest = async (proxy: Proxy, path: string): Promise<void> => {
 };
 /** Ranged requests to this registry widened to the start of the big chunk: lazy reads (a plain Range is passed on as asked). */
 const lazyReads = (reg: HostileRegistry): number => reg.log.filter((r) => r.headers.range?.startsWith(`bytes=${bigChunk.offset}-`)).length;
+/** The same, of requests through one repository of the registry. */
+const lazyReadsVia = (reg: HostileRegistry, repo: string): number => reg.log.filter((r) => r.path.startsWith(`/v2/${repo}/blobs/`) && r.headers.range?.startsWith(`bytes=${bigChunk.offset}-`)).length;
 
 /** Ranges of the layer through `path` (single ones; with `whole`, also multi-range and a full GET, which may cache it): all must be the truth. */
 async function servedRight(t: Test, proxy: Proxy, path: string, what: string, whole = false): Promise<void> {
@@ -132,6 +134,27 @@ for (const lie of [
     t.same([lazyReads(a) - la, lazyReads(b) - lb], [0, 0], 'B still lazily (the chunk from its sparse copy), A plainly');
     await servedRight(t, proxy, 'a/evil', 'after a restart, through A, whole', true);
     await servedRight(t, proxy, 'b/app', 'after a restart, through B, whole', true);
+  });
+
+  t.test(`A's repository evil claims ${lie.name} for a layer A's repository app also holds: app is not touched by it`, async (t) => {
+    const cacheDir = await makeTempDir('pullthrough-hostile-lazy-');
+    t.teardown(() => removeDir(cacheDir));
+    const { a, b } = await registries(t);
+    manifest(a, 'evil', lie.claim);
+    manifest(a, 'app', { tocDigest: layer.tocDigest, size: S }); // the truth, in another repository of the same upstream
+    const proxy = await proxyOver(t, a, b, cacheDir);
+    await fetchManifest(proxy, 'a/evil'); // the lie is learned first
+    const early = await get(blobUrl(proxy, 'a/app'), { range: 'bytes=100-199' });
+    t.equal(early.status, 206, 'a Range through a/app, whose manifests claimed nothing yet, is not touched by the lie');
+    t.ok(early.body.equals(layer.blob.subarray(100, 200)));
+    t.same(a.log.filter((r) => r.path.startsWith('/v2/app/blobs/')).map((r) => r.headers.range), ['bytes=100-199'], 'passed on as asked: no lazy open under evil\'s claim');
+
+    await fetchManifest(proxy, 'a/app');
+    await servedRight(t, proxy, 'a/app', 'through a/app');
+    t.equal(lazyReadsVia(a, 'app'), 1, 'a/app served it lazily, under its own claim');
+    await servedRight(t, proxy, 'a/evil', 'through a/evil, plainly', true);
+    t.equal(lazyReadsVia(a, 'evil'), 0, 'a/evil was served plainly');
+    await servedRight(t, proxy, 'a/app', 'through a/app, whole', true);
   });
 
   t.test(`upstream A claims ${lie.name} and is read lazily first: B is served right afterwards, lazily`, async (t) => {
