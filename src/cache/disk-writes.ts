@@ -1,7 +1,8 @@
 // Writes that either land whole or fail, and leave nothing behind when they fail. A write to a
 // filling disk can be short (the kernel writes what fits and reports how much); taken as whole,
 // it would make a file shorter than what was hashed, and such a file must never become visible.
-import { rename, rm, writeFile, type FileHandle } from 'node:fs/promises';
+import { mkdir, rename, rm, stat, writeFile, type FileHandle } from 'node:fs/promises';
+import { dirname } from 'node:path';
 import { RegistryError } from '../oci/errors.js';
 
 /** Writes `bytes` bytes of `buffers` at `position`, continuing after short writes; throws ENOSPC when the disk takes none. */
@@ -39,6 +40,27 @@ export async function replaceFile(tmp: string, path: string, data: string | Buff
     await rm(tmp, { force: true });
     throw e;
   }
+}
+
+/**
+ * mkdir -p that names the real cause. Node's recursive mkdir reports ENOENT when a level cannot be
+ * made on a read-only or full filesystem; then the first missing level is made alone, which fails
+ * with EROFS or ENOSPC (that is what diskError turns into a 503).
+ */
+export async function makeDir(dir: string): Promise<void> {
+  try {
+    await mkdir(dir, { recursive: true });
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+    let missing = dir;
+    while (dirname(missing) !== missing && !(await exists(dirname(missing)))) missing = dirname(missing);
+    await mkdir(missing); // throws the cause; should it succeed after all, the rest follows
+    await mkdir(dir, { recursive: true });
+  }
+}
+
+async function exists(path: string): Promise<boolean> {
+  return stat(path).then(() => true, () => false);
 }
 
 const DISK_FAILURES = new Map([

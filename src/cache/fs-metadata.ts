@@ -2,12 +2,12 @@
 // hash of (upstream, repository, tag or digest), so no client-supplied string ever becomes part
 // of a path. Each file's mtime is its last read or write (ReadStamps), so tag and manifest records
 // nobody read for a while can be removed (expire), as their blobs are; holding records are kept.
-import { mkdir, readFile } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { randomUUID } from 'node:crypto';
 import type { Digest } from '../oci/digest.js';
 import { holdingRecordKey, tagRecordKey, type ManifestRecord, type MetadataStore, type TagRecord } from './blob-store.js';
-import { replaceFile } from './disk-writes.js';
+import { makeDir, replaceFile } from './disk-writes.js';
 import { isNotFound } from './fs-store.js';
 import { ReadStamps, removeUnreadSince } from './read-stamps.js';
 
@@ -95,8 +95,8 @@ export class FsMetadataStore implements MetadataStore {
 
   /** Write to a temp file and rename, so a crash never leaves a half-written record. */
   private async write(path: string, value: unknown): Promise<void> {
-    await mkdir(join(path, '..'), { recursive: true });
-    await mkdir(this.tmpDir, { recursive: true });
+    await makeDir(join(path, '..'));
+    await makeDir(this.tmpDir);
     await replaceFile(join(this.tmpDir, `meta-${randomUUID()}`), path, JSON.stringify(value));
     await this.stamps.stamp(path, path, true);
   }

@@ -9,6 +9,7 @@ import type { Digest } from '../oci/digest.js';
 import { tryParseDigest } from '../oci/digest.js';
 import type { Readable, Writable } from 'node:stream';
 import type { ByteRange } from '../oci/range.js';
+import { makeDir } from './disk-writes.js';
 import { pumpFile } from './file-pump.js';
 import type { BlobInfo, BlobReader, BlobStore, StoreUsage } from './blob-store.js';
 import { LruIndex } from './lru-index.js';
@@ -127,7 +128,7 @@ export class FsBlobStore implements BlobStore {
     try {
       const onDisk = (await stat(file)).size;
       if (onDisk !== size) throw new Error(`${digest.value}: the file to cache holds ${onDisk} of its ${size} bytes`);
-      await mkdir(join(path, '..'), { recursive: true });
+      await makeDir(join(path, '..'));
       await rename(file, path);
     } catch (e) {
       await rm(file, { force: true });

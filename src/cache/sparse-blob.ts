@@ -1,13 +1,13 @@
 // A partly cached blob: verified byte ranges written at their offsets into a sparse file, with the
 // list of ranges held beside it (<dir>/<alg>/<hex>.data and .ranges). Used for eStargz layers that
 // clients read lazily, so no byte is fetched from the upstream twice and no whole-layer fill starts.
-import { mkdir, open, readFile, rename, rm, type FileHandle } from 'node:fs/promises';
+import { open, readFile, rename, rm, type FileHandle } from 'node:fs/promises';
 import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import type { Digest } from '../oci/digest.js';
 import type { ByteRange } from '../oci/range.js';
-import { replaceFile, writeAll } from './disk-writes.js';
+import { makeDir, replaceFile, writeAll } from './disk-writes.js';
 import { isNotFound } from './fs-store.js';
 
 const READ_CHUNK = 1 << 20;
@@ -74,7 +74,7 @@ export class SparseBlob {
   /** Opens (or creates) the sparse copy of a blob under `dir`. */
   static async open(dir: string, digest: Digest, size: number): Promise<SparseBlob> {
     const base = join(dir, digest.algorithm);
-    await mkdir(base, { recursive: true });
+    await makeDir(base);
     const dataPath = join(base, `${digest.hex}.data`);
     const rangesPath = join(base, `${digest.hex}.ranges`);
     const spans = (await readSpans(rangesPath)).filter((s) => s.end <= size);

@@ -10,10 +10,11 @@
 // layers' indexes are bounded by their estimated memory in total (estargz.maxIndexMemory),
 // sparse copies by their bytes on disk (estargz.maxSparseSize). Once the blob is cached whole,
 // the layer is forgotten.
-import { access, mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { access, readdir, readFile, rm, stat } from 'node:fs/promises';
 import { randomUUID } from 'node:crypto';
 import { basename, join } from 'node:path';
 import { LRUCache } from 'lru-cache';
+import { makeDir, replaceFile } from '../cache/disk-writes.js';
 import { LruIndex } from '../cache/lru-index.js';
 import { removeSparse, sparseBytes } from '../cache/sparse-blob.js';
 import { tryParseDigest, type Digest } from '../oci/digest.js';
@@ -383,10 +384,8 @@ export class LazyLayers {
     const { format, index, size } = entry.claim;
     const record: LayerRecord = { format, tocDigest: index, size, claimants: [...entry.claimants].slice(-MAX_CLAIMANTS) };
     const path = recordPath(this.opts.dir, digest);
-    await mkdir(join(this.opts.dir, digest.algorithm), { recursive: true });
-    const tmp = `${path}.${randomUUID()}.tmp`;
-    await writeFile(tmp, JSON.stringify(record));
-    await rename(tmp, path);
+    await makeDir(join(this.opts.dir, digest.algorithm));
+    await replaceFile(`${path}.${randomUUID()}.tmp`, path, JSON.stringify(record));
   }
 }
 

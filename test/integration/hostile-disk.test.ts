@@ -132,6 +132,32 @@ for (const [which, leave] of [['metadata', 0], ['manifest', PAGE]] as const) {
   });
 }
 
+t.test('a read-only cache while keeping a manifest: 503 naming EROFS, nothing left; writable again, it works', async (t) => {
+  const e = await setup(t);
+  const config = Buffer.from('{"ro":true}');
+  const manifest = JSON.stringify({
+    schemaVersion: 2,
+    mediaType: OCI_MANIFEST,
+    config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: e.reg.addBlob(config), size: config.length },
+    layers: [],
+  });
+  const digest = e.reg.addManifest('lib/x', manifest, OCI_MANIFEST, 'v1');
+  const url = `${e.proxy.url}/v2/hostile/lib/x/manifests/v1`;
+  t.equal((await get(`${e.proxy.url}/v2/`)).status, 200, 'the cache directory is made while writable');
+  await e.fs.readOnly();
+  for (const ref of ['v1', digest]) {
+    const res = await get(`${e.proxy.url}/v2/hostile/lib/x/manifests/${ref}`, { accept: OCI_MANIFEST });
+    t.equal(res.status, 503, `by ${ref === 'v1' ? 'tag' : 'digest'}: 503`);
+    t.match(ociError(res), { code: 'UNAVAILABLE', message: /read-only/, detail: { reason: 'EROFS' } }, 'an OCI body naming the cause');
+  }
+  await e.fs.readWrite();
+  t.same(await files(join(e.cacheDir, 'tmp')), [], 'no temp file left');
+  const ok = await get(url, { accept: OCI_MANIFEST });
+  t.equal(ok.status, 200);
+  t.equal(ok.headers['docker-content-digest'], digest);
+  t.equal(ok.body.toString(), manifest, 'writable again: the manifest');
+});
+
 t.test('a sparse copy on a full disk: a short write never counts as present, no temp file left', async (t) => {
   const fs = await mountTmpfs(t, 1 << 20);
   const digest = parseDigest(`sha256:${'cd'.repeat(32)}`);
