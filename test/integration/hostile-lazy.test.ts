@@ -9,7 +9,7 @@ import { Readable, Writable } from 'node:stream';
 import t from 'tap';
 import { request } from 'undici';
 import { convertToEstargz, openEstargz, TOC_DIGEST_ANNOTATION, type EstargzIndex } from '../../src/estargz/index.js';
-import { bufferSource } from '../helpers/estargz-fixtures.js';
+import { bufferSource, tempDir, unpackFixture } from '../helpers/estargz-fixtures.js';
 import { buildTar } from '../helpers/estargz-tar.js';
 import { startHostileRegistry, type HostileRegistry } from '../helpers/hostile-registry.js';
 import { startProxy, type Proxy } from '../helpers/proxy.js';
@@ -200,11 +200,11 @@ t.test('A and B both claim the truth: they share the verified sparse copy, each 
 });
 
 /** Every span the sparse copy says it has, compared with the real blob. */
-async function sparseIsTruth(t: Test, cacheDir: string): Promise<void> {
-  const base = join(cacheDir, 'sparse', 'sha256', layer.digest.slice(7));
+async function sparseIsTruth(t: Test, cacheDir: string, of: { blob: Buffer; digest: string } = layer): Promise<void> {
+  const base = join(cacheDir, 'sparse', 'sha256', of.digest.slice(7));
   const spans = JSON.parse(await readFile(`${base}.ranges`, 'utf8').catch(() => '[]')) as { start: number; end: number }[];
   const data = await readFile(`${base}.data`).catch(() => Buffer.alloc(0));
-  const wrong = spans.filter((s) => !data.subarray(s.start, s.end).equals(layer.blob.subarray(s.start, s.end)));
+  const wrong = spans.filter((s) => !data.subarray(s.start, s.end).equals(of.blob.subarray(s.start, s.end)));
   t.same(wrong, [], `every byte the sparse copy holds is the blob's (${spans.length} spans)`);
 }
 
@@ -227,6 +227,40 @@ t.test('a flipped byte inside a chunk: 502 before any header, nothing of it kept
   await sparseIsTruth(t, cacheDir);
   const full = await get(blobUrl(proxy, 'b/app'));
   t.equal(sha256(full.body), layer.digest, 'and a full GET from the sparse copy is the layer');
+});
+
+t.test('zstd:chunked (the reference converter\'s busybox): a flipped byte inside a frame is a 502 before any header, never kept', async (t) => {
+  const fixture = (await unpackFixture('busybox-zstdchunked', await tempDir(t, 'hostile-zstd'))).layers[0]!;
+  t.equal(fixture.mediaType, 'application/vnd.oci.image.layer.v1.tar+zstd');
+  const blob = await readFile(fixture.path);
+  const index = await openEstargz(bufferSource(blob));
+  const zs = { blob, digest: fixture.digest };
+  const chunk = index.chunks.filter((c) => c.digest !== undefined).reduce((a, b) => (b.end - b.offset > a.end - a.offset ? b : a));
+  const reg = await startHostileRegistry();
+  t.teardown(() => reg.close());
+  reg.addBlob(blob);
+  const config = Buffer.from('{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}');
+  reg.addManifest('busybox', JSON.stringify({ schemaVersion: 2, mediaType: MANIFEST, config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: reg.addBlob(config), size: config.length }, layers: [{ mediaType: fixture.mediaType, digest: fixture.digest, size: fixture.size, annotations: fixture.annotations }] }), MANIFEST, 'v1');
+  const cacheDir = await makeTempDir('pullthrough-hostile-lazy-');
+  t.teardown(() => removeDir(cacheDir));
+  const proxy = await startProxy({ upstream: [`z=${reg.url}`], cacheDir, configDoc: { retries: 0, estargz: { prefetch: false }, cache: { fillOnRange: false } } });
+  t.teardown(() => proxy.stop());
+  const url = `${proxy.url}/v2/z/busybox/blobs/${fixture.digest}`;
+  await fetchManifest(proxy, 'z/busybox');
+  t.equal((await get(url, { range: `bytes=${blob.length - 100}-${blob.length - 1}` })).status, 206, 'the layer is open');
+  t.ok(reg.log.some((r) => r.headers.range !== undefined && r.headers.range !== `bytes=${blob.length - 100}-${blob.length - 1}`), 'lazily: the footer Range went upstream widened');
+
+  reg.misbehave({ kind: 'wrongByte', offset: Math.floor((chunk.end - chunk.offset) / 2) }, { only: { ranged: true }, times: 1 });
+  const bad = await get(url, { range: `bytes=${chunk.offset}-${chunk.end - 1}` });
+  t.equal(bad.status, 502, 'the Range over the bent frame is a 502');
+  t.equal((JSON.parse(bad.body.toString('utf8')) as { errors: { code: string }[] }).errors[0]?.code, 'UNKNOWN', 'with an OCI error body');
+  await sparseIsTruth(t, cacheDir, zs);
+  const good = await get(url, { range: `bytes=${chunk.offset}-${chunk.end - 1}` });
+  t.equal(good.status, 206);
+  t.ok(good.body.equals(blob.subarray(chunk.offset, chunk.end)), 'once the upstream behaves, the right bytes');
+  await sparseIsTruth(t, cacheDir, zs);
+  const full = await get(url);
+  t.equal(sha256(full.body), fixture.digest, 'and a full GET is the layer');
 });
 
 t.test('a flipped byte in the prologue (no chunk digest covers it) passes through, but is never kept', async (t) => {
