@@ -14,6 +14,7 @@ import { access, readdir, readFile, rm, stat } from 'node:fs/promises';
 import { randomUUID } from 'node:crypto';
 import { basename, join } from 'node:path';
 import { LRUCache } from 'lru-cache';
+import { SingleFlight } from '../lib/single-flight.js';
 import { makeDir, replaceFile } from '../cache/disk-writes.js';
 import { LruIndex } from '../cache/lru-index.js';
 import { removeSparse, sparseBytes } from '../cache/sparse-blob.js';
@@ -90,7 +91,7 @@ export class LazyLayers {
   private readonly maxIndexBytes: number;
   private readonly budget: SparseBudget;
   /** copies not open here being removed for the budget: opening one waits for that */
-  private readonly pruning = new Map<string, Promise<void>>();
+  private readonly pruning = new SingleFlight<void>();
   /** the start-up scan of the copies already on disk */
   private readonly ready: Promise<void>;
   private opening = 0;
@@ -228,7 +229,7 @@ export class LazyLayers {
 
   private async openLayer(repo: Repository, digest: Digest, entry: OpenLayer): Promise<Layer> {
     await this.ready;
-    await this.pruning.get(digest.value);
+    await this.pruning.peek(digest.value);
     const [record, copy] = await Promise.all([this.readRecord(digest), this.hasSparseCopy(digest)]);
     const recorded = record && claimOfRecord(record, this.opts.formats?.[0]?.name);
     if (copy && recorded && !sameClaim(recorded, entry.claim)) throw new ClaimRefuted('the sparse copy of this layer was verified under another claim (index or size)');
@@ -331,10 +332,7 @@ export class LazyLayers {
         void this.discard(digest);
         continue;
       }
-      const removing = removeSparse(this.opts.dir, digest)
-        .catch((e: Error) => this.opts.log.warn({ digest: victim, err: e.message }, 'could not remove a sparse copy'))
-        .finally(() => this.pruning.delete(victim));
-      this.pruning.set(victim, removing);
+      void this.pruning.run(victim, () => removeSparse(this.opts.dir, digest).catch((e: Error) => this.opts.log.warn({ digest: victim, err: e.message }, 'could not remove a sparse copy')));
     }
   }
 

@@ -96,7 +96,7 @@ export class Metrics {
       const usage = () => store.usage?.() ?? { bytes: 0, entries: 0, evictions: 0 };
       this.gauge('pullthrough_cache_bytes', 'Bytes of blobs and manifests in the (local) cache.', () => usage().bytes);
       this.gauge('pullthrough_cache_entries', 'Blobs and manifests in the (local) cache.', () => usage().entries);
-      this.counter('pullthrough_cache_evictions_total', 'Blobs removed from the (local) cache to stay within cache.maxSize.', () => usage().evictions);
+      this.counter('pullthrough_cache_evictions_total', 'Blobs removed from the (local) cache to stay within cache.maxSize or cache.maxAge.', () => usage().evictions);
     }
   }
 
