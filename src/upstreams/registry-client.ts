@@ -39,6 +39,8 @@ export interface RegistryClientOptions {
   onBytes?: (e: UpstreamBytes) => void;
   /** what this upstream's credential needs, added to DENIED messages (see adapters.ts) */
   deniedHint?: string | undefined;
+  /** the clock of the health circuit (default Date.now) */
+  now?: (() => number) | undefined;
 }
 
 export interface UpstreamCall {
@@ -82,9 +84,10 @@ export class RegistryClient implements Upstream {
   private readonly base: URL;
   private lastRateLimit: RateLimit | undefined;
   /** open (unhealthy) after failures in a row; requests still go, the core only stops relying on them */
-  private readonly circuit = new CircuitBreaker({ failuresToOpen: DOWN_AFTER_FAILURES, coolDownMs: DOWN_FOR_MS });
+  private readonly circuit: CircuitBreaker;
 
   constructor(private readonly opts: RegistryClientOptions) {
+    this.circuit = new CircuitBreaker({ failuresToOpen: DOWN_AFTER_FAILURES, coolDownMs: DOWN_FOR_MS, now: opts.now });
     this.name = opts.name;
     this.base = new URL(opts.url);
     this.dispatcher = opts.dispatcher;

@@ -184,3 +184,26 @@ t.test('a Bearer token the registry refuses: one new token, one retry, then DENI
   t.equal(revoked.realm.hits.length - realmAt, 1, 'one refresh');
   t.same(revoked.registry.hits.slice(registryAt).map((h) => h.authorization), ['Bearer tok-1', 'Bearer tok-2'], 'exactly one retry');
 });
+
+t.test('health: down after three failures in a row, on the clock given; probed again after the cool-down, up on a success', async (t) => {
+  let failing = true;
+  const registry = await serve(t, (_req, res) => (failing ? void res.writeHead(500).end() : void res.writeHead(200, { 'content-length': BLOB.length }).end(BLOB)));
+  let time = 1_000_000;
+  const dispatcher = new Agent();
+  t.teardown(() => dispatcher.close());
+  const authenticator = new Authenticator({ upstream: new URL(registry.url), upstreamName: 'up.test', credentials: anonymous, dispatcher });
+  const c = new RegistryClient({ name: 'up.test', url: registry.url, authenticator, dispatcher, retries: 0, now: () => time });
+  for (let i = 0; i < 3; i++) {
+    t.ok(c.healthy(), `healthy before failure ${i + 1}`);
+    await t.rejects(c.headBlob('repo', DIGEST));
+  }
+  t.notOk(c.healthy(), 'three failures in a row: down');
+  time += 9_999;
+  t.notOk(c.healthy(), 'still down within the cool-down, by the given clock');
+  time += 2;
+  t.ok(c.healthy(), 'after the cool-down: tried again');
+  failing = false;
+  t.equal(await c.headBlob('repo', DIGEST), BLOB.length);
+  time += 1;
+  t.ok(c.healthy(), 'a success: up');
+});
