@@ -104,20 +104,24 @@ t.test('a read-only cache: cached blobs are still served, others get 503 naming 
   t.ok(again.complete && again.body.equals(blob), 'writable again: the whole blob, correct');
 });
 
+/** An image manifest with no layers at lib/x:v1 of the registry, and its URL through the proxy. */
+function smallManifest(e: Env): { manifest: string; digest: string; url: string } {
+  const config = Buffer.from('{}');
+  const manifest = JSON.stringify({
+    schemaVersion: 2,
+    mediaType: OCI_MANIFEST,
+    config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: e.reg.addBlob(config), size: config.length },
+    layers: [],
+  });
+  return { manifest, digest: e.reg.addManifest('lib/x', manifest, OCI_MANIFEST, 'v1'), url: `${e.proxy.url}/v2/hostile/lib/x/manifests/v1` };
+}
+
 // With no page free, the metadata record's temp file fails; with one, the record is written and
 // the manifest's own temp file fails. Neither may stay behind.
 for (const [which, leave] of [['metadata', 0], ['manifest', PAGE]] as const) {
   t.test(`a full disk while keeping a manifest: 503 naming ENOSPC, no ${which} temp file left; works once space is freed`, async (t) => {
     const e = await setup(t);
-    const config = Buffer.from('{}');
-    const manifest = JSON.stringify({
-      schemaVersion: 2,
-      mediaType: OCI_MANIFEST,
-      config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: e.reg.addBlob(config), size: config.length },
-      layers: [],
-    });
-    const digest = e.reg.addManifest('lib/x', manifest, OCI_MANIFEST, 'v1');
-    const url = `${e.proxy.url}/v2/hostile/lib/x/manifests/v1`;
+    const { manifest, digest, url } = smallManifest(e);
     await e.fs.fill(leave);
     const res = await get(url, { accept: OCI_MANIFEST });
     t.equal(res.status, 503);
@@ -134,15 +138,7 @@ for (const [which, leave] of [['metadata', 0], ['manifest', PAGE]] as const) {
 
 t.test('a read-only cache while keeping a manifest: 503 naming EROFS, nothing left; writable again, it works', async (t) => {
   const e = await setup(t);
-  const config = Buffer.from('{"ro":true}');
-  const manifest = JSON.stringify({
-    schemaVersion: 2,
-    mediaType: OCI_MANIFEST,
-    config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: e.reg.addBlob(config), size: config.length },
-    layers: [],
-  });
-  const digest = e.reg.addManifest('lib/x', manifest, OCI_MANIFEST, 'v1');
-  const url = `${e.proxy.url}/v2/hostile/lib/x/manifests/v1`;
+  const { manifest, digest, url } = smallManifest(e);
   t.equal((await get(`${e.proxy.url}/v2/`)).status, 200, 'the cache directory is made while writable');
   await e.fs.readOnly();
   for (const ref of ['v1', digest]) {
