@@ -54,7 +54,10 @@ export async function makeDir(dir: string): Promise<void> {
     if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
     let missing = dir;
     while (dirname(missing) !== missing && !(await exists(dirname(missing)))) missing = dirname(missing);
-    await mkdir(missing); // throws the cause; should it succeed after all, the rest follows
+    // throws the cause; made meanwhile (EEXIST) or made now, the rest follows
+    await mkdir(missing).catch((m: NodeJS.ErrnoException) => {
+      if (m.code !== 'EEXIST') throw m;
+    });
     await mkdir(dir, { recursive: true });
   }
 }

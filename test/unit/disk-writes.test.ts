@@ -2,8 +2,10 @@
 // a batch landed at its place, and fails rather than loop when the disk takes nothing.
 import t from 'tap';
 import { randomBytes } from 'node:crypto';
-import type { FileHandle } from 'node:fs/promises';
-import { writeAll } from '../../src/cache/disk-writes.js';
+import { mkdtemp, rm, stat, writeFile, type FileHandle } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { makeDir, writeAll } from '../../src/cache/disk-writes.js';
 
 /** A file in memory whose writev takes at most `max` bytes per call (0: none). */
 function shortWriter(max: number): { handle: FileHandle; data: Buffer; calls: () => number } {
@@ -38,4 +40,15 @@ t.test('short writes are continued until the whole batch is written, in order, a
 
 t.test('a write that takes nothing is ENOSPC, not a loop', async (t) => {
   await t.rejects(writeAll(shortWriter(0).handle, [Buffer.from('x')], 1, 0), { code: 'ENOSPC' });
+});
+
+t.test('makeDir: mkdir -p; a level that exists, or is made meanwhile, is no error', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'pullthrough-makedir-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  await makeDir(join(dir, 'a', 'b', 'c'));
+  t.ok((await stat(join(dir, 'a', 'b', 'c'))).isDirectory(), 'every level made');
+  await Promise.all(Array.from({ length: 8 }, () => makeDir(join(dir, 'x', 'y'))));
+  t.ok((await stat(join(dir, 'x', 'y'))).isDirectory(), 'eight at once: made, none failed');
+  await writeFile(join(dir, 'file'), '');
+  await t.rejects(makeDir(join(dir, 'file', 'sub')), { code: 'ENOTDIR' }, 'a file in the way: its own error');
 });
