@@ -1,4 +1,5 @@
 // Reading a /metrics answer (the Prometheus text format) in tests.
+import { waitFor } from './util.js';
 
 export interface Sample {
   name: string;
@@ -43,11 +44,8 @@ export function seriesOf(text: string, prefixes: readonly string[]): string[] {
  * before that joins the fill, so a test that means "now cached" waits for this first.
  */
 export async function fillsSettled(baseUrl: string): Promise<void> {
-  const deadline = Date.now() + 5000;
-  for (;;) {
+  await waitFor(async () => {
     const text = await (await fetch(`${baseUrl}/metrics`)).text();
-    if (valueOf(text, 'pullthrough_fills_in_flight') === 0 && text.includes('pullthrough_fills_in_flight')) return;
-    if (Date.now() > deadline) throw new Error(`${baseUrl}: a fill still in flight after 5 s`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
+    return text.includes('pullthrough_fills_in_flight') && valueOf(text, 'pullthrough_fills_in_flight') === 0;
+  }, { timeoutMs: 5000, intervalMs: 10, what: `${baseUrl}: no fill in flight` });
 }

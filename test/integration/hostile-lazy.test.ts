@@ -42,12 +42,23 @@ const layer = await estargzLayer();
 const S = layer.blob.length;
 const bigChunk = layer.index.chunks.reduce((a, b) => (b.end - b.offset > a.end - a.offset ? b : a));
 
+interface LayerDescriptor {
+  mediaType: string;
+  digest: string;
+  size: number;
+  annotations: Record<string, string>;
+}
+
+/** An image manifest with this one layer at <repo>:v1. */
+function imageManifest(reg: HostileRegistry, repo: string, descriptor: LayerDescriptor): void {
+  const config = Buffer.from('{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}');
+  const body = JSON.stringify({ schemaVersion: 2, mediaType: MANIFEST, config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: reg.addBlob(config), size: config.length }, layers: [descriptor] });
+  reg.addManifest(repo, body, MANIFEST, 'v1');
+}
+
 /** A manifest naming the layer with these claims. */
 function manifest(reg: HostileRegistry, repo: string, claim: { tocDigest: string; size: number }): void {
-  const config = Buffer.from('{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}');
-  const layers = [{ mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip', digest: layer.digest, size: claim.size, annotations: { [TOC_DIGEST_ANNOTATION]: claim.tocDigest } }];
-  const body = JSON.stringify({ schemaVersion: 2, mediaType: MANIFEST, config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: reg.addBlob(config), size: config.length }, layers });
-  reg.addManifest(repo, body, MANIFEST, 'v1');
+  imageManifest(reg, repo, { mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip', digest: layer.digest, size: claim.size, annotations: { [TOC_DIGEST_ANNOTATION]: claim.tocDigest } });
 }
 
 async function registries(t: Test): Promise<{ a: HostileRegistry; b: HostileRegistry }> {
@@ -239,8 +250,7 @@ t.test('zstd:chunked (the reference converter\'s busybox): a flipped byte inside
   const reg = await startHostileRegistry();
   t.teardown(() => reg.close());
   reg.addBlob(blob);
-  const config = Buffer.from('{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}');
-  reg.addManifest('busybox', JSON.stringify({ schemaVersion: 2, mediaType: MANIFEST, config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: reg.addBlob(config), size: config.length }, layers: [{ mediaType: fixture.mediaType, digest: fixture.digest, size: fixture.size, annotations: fixture.annotations }] }), MANIFEST, 'v1');
+  imageManifest(reg, 'busybox', { mediaType: fixture.mediaType, digest: fixture.digest, size: fixture.size, annotations: fixture.annotations });
   const cacheDir = await makeTempDir('pullthrough-hostile-lazy-');
   t.teardown(() => removeDir(cacheDir));
   const proxy = await startProxy({ upstream: [`z=${reg.url}`], cacheDir, configDoc: { retries: 0, estargz: { prefetch: false }, cache: { fillOnRange: false } } });

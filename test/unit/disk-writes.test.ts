@@ -42,7 +42,7 @@ t.test('a write that takes nothing is ENOSPC, not a loop', async (t) => {
   await t.rejects(writeAll(shortWriter(0).handle, [Buffer.from('x')], 1, 0), { code: 'ENOSPC' });
 });
 
-t.test('makeDir: mkdir -p; a level that exists, or is made meanwhile, is no error', async (t) => {
+t.test('makeDir: mkdir -p; levels that exist are no error, eight at once all succeed, a file in the way is its own error', async (t) => {
   const dir = await mkdtemp(join(tmpdir(), 'pullthrough-makedir-'));
   t.teardown(() => rm(dir, { recursive: true, force: true }));
   await makeDir(join(dir, 'a', 'b', 'c'));

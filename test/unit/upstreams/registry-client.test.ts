@@ -185,7 +185,7 @@ t.test('a Bearer token the registry refuses: one new token, one retry, then DENI
   t.same(revoked.registry.hits.slice(registryAt).map((h) => h.authorization), ['Bearer tok-1', 'Bearer tok-2'], 'exactly one retry');
 });
 
-t.test('health: down after three failures in a row, on the clock given; probed again after the cool-down, up on a success', async (t) => {
+t.test('health: down after three failures in a row, on the clock given; tried again after the cool-down; a success starts the count anew', async (t) => {
   let failing = true;
   const registry = await serve(t, (_req, res) => (failing ? void res.writeHead(500).end() : void res.writeHead(200, { 'content-length': BLOB.length }).end(BLOB)));
   let time = 1_000_000;
@@ -202,8 +202,12 @@ t.test('health: down after three failures in a row, on the clock given; probed a
   t.notOk(c.healthy(), 'still down within the cool-down, by the given clock');
   time += 2;
   t.ok(c.healthy(), 'after the cool-down: tried again');
+  await t.rejects(c.headBlob('repo', DIGEST));
+  t.notOk(c.healthy(), 'a failure then: down again at once (still failing in a row)');
+  time += 10_001;
   failing = false;
   t.equal(await c.headBlob('repo', DIGEST), BLOB.length);
-  time += 1;
-  t.ok(c.healthy(), 'a success: up');
+  failing = true;
+  await t.rejects(c.headBlob('repo', DIGEST));
+  t.ok(c.healthy(), 'after a success, one failure is not three in a row: still up');
 });
