@@ -19,6 +19,7 @@ const TOOLS = {
   dockerd: 'docker.io',
   podman: 'podman',
   buildah: 'buildah',
+  'redis-server': 'redis-server',
 };
 
 function which(cmd) {

@@ -192,6 +192,44 @@ const tlsSchema = mapping(
   'must be a mapping with cert and key (PEM files)',
 );
 
+const redisUrl = andThen(text, (v) => {
+  let url: URL;
+  try {
+    url = new URL(v);
+  } catch {
+    return new Problem(v ? `"${v.slice(0, 100)}" is not a URL (redis://host:6379)` : 'is required (redis://host:6379)');
+  }
+  return url.protocol === 'redis:' || url.protocol === 'rediss:' ? v : new Problem(`"${url.protocol}" must be redis: or rediss:`);
+});
+
+const fleetAddress = andThen(text, (v) => {
+  const url = httpUrl(v);
+  if (url instanceof Problem) return url;
+  return url.pathname === '/' && !url.search ? url.origin : new Problem(`"${v.slice(0, 100)}" must be only a scheme, host and port (http://host:port)`);
+});
+
+/** The shared secret replicas send each other: long enough that guessing it is no way in. */
+const fleetSecret = andThen(text, (v) => (v.length >= 16 ? v : new Problem(v ? 'must be at least 16 characters' : 'is required: the secret replicas present to each other (${FLEET_SECRET})')));
+
+/** A lease must outlive a few renewals (one every third of it), and a dead holder must not stall the fleet for long. */
+const leaseTtl = andThen(duration, (ms) => (ms >= 1000 && ms <= 60_000 ? ms : new Problem('must be from 1s to 60s')));
+
+/**
+ * fleet: replicas sharing one cache.s3 bucket coordinate through Redis (src/fleet): one upstream
+ * fetch per blob, per manifest by digest and per tag revalidation across the fleet
+ */
+const fleetSchema = mapping(
+  {
+    redis: redisUrl.prefault(''),
+    /** how the other replicas reach this one; default: the --listen address (this host's name for 0.0.0.0) */
+    advertise: fleetAddress.optional(),
+    secret: fleetSecret.prefault(''),
+    /** how long a lease outlives a holder that stopped renewing it (one that died) */
+    leaseTtl: leaseTtl.prefault('5s'),
+  },
+  'must be a mapping with redis and secret',
+).transform(({ leaseTtl, ...fleet }) => ({ ...fleet, leaseTtlMs: leaseTtl }));
+
 /** The config file: every setting, its type and its default. */
 const configSchema = mapping({
   listen: listen.prefault('0.0.0.0:5000'),
@@ -207,10 +245,13 @@ const configSchema = mapping({
   /** absent: anyone who reaches the port may pull anything */
   auth: authSchema.optional(),
   tls: tlsSchema.optional(),
+  /** absent: this replica coordinates with nobody */
+  fleet: fleetSchema.optional(),
 });
 
 export type Config = ReturnType<typeof loadConfig>;
 export type S3CacheConfig = NonNullable<Config['cache']['s3']>;
+export type FleetConfig = NonNullable<Config['fleet']>;
 
 export function defaultCacheDir(env: NodeJS.ProcessEnv = process.env): string {
   return join(env.XDG_CACHE_HOME || join(homedir(), '.cache'), 'pullthrough');
@@ -236,6 +277,7 @@ export function loadConfig(flags: Flags, env: NodeJS.ProcessEnv = process.env) {
   }
 
   const auth = doc.auth && resolveAuth(doc.auth, upstreams);
+  if (doc.fleet && !doc.cache.s3) throw new ConfigError('fleet', 'needs cache.s3: the replicas of a fleet share one bucket');
   checkTlsFiles(doc.tls, keyOf);
 
   const { cache, estargz } = doc;

@@ -1,5 +1,6 @@
 // Composition root: config → stores and upstreams → server. No listen() here, so tests can start
 // the whole proxy in-process and pick their own port.
+import { hostname } from 'node:os';
 import { join } from 'node:path';
 import type { Server as TlsServer } from 'node:tls';
 import type { FastifyInstance, FastifyServerOptions } from 'fastify';
@@ -10,7 +11,8 @@ import { FsBlobStore } from './cache/fs-store.js';
 import { diskWriteCheck, Readiness, type WriteCheck } from './cache/readiness.js';
 import { Retention, type RetentionOptions } from './cache/retention.js';
 import type { S3Health } from './cache/s3-client.js';
-import type { Config } from './config.js';
+import type { Config, FleetConfig } from './config.js';
+import type { FleetBlobs } from './core/blob-cache.js';
 import { AccessPolicy } from './access/policy.js';
 import { PullThrough } from './core/pull-through.js';
 import { Router, type RoutedUpstream } from './core/routing.js';
@@ -37,6 +39,8 @@ interface Stores {
   expiring: RetentionOptions['targets'];
   /** what /readyz writes to */
   checks: WriteCheck[];
+  /** with cache.s3: the bucket's store and the local tier's (when there is one), for a fleet */
+  tiers?: { shared: BlobStore; local: BlobStore | undefined };
   close(): Promise<void>;
 }
 
@@ -62,6 +66,7 @@ export async function createStores(cache: Config['cache'], log: Logger): Promise
     store: local ? new TieredBlobStore(local, bucket.store, log) : bucket.store,
     meta: new S3MetadataStore(bucket.location),
     s3Health: bucket.health,
+    tiers: { shared: bucket.store, local },
     expiring: local ? [{ name: 'local tier blobs', store: local }] : [],
     // fills spool to local disk whatever the tier
     checks: [diskWriteCheck(local?.spoolDir ?? bucket.store.spoolDir), bucket.writeCheck],
@@ -86,6 +91,25 @@ export async function openBucket(s3: NonNullable<Config['cache']['s3']>, spoolDi
   const location = { client, bucket: s3.bucket, prefix: s3.prefix, health };
   const store = await S3BlobStore.open({ ...location, spoolDir });
   return { store, location, health, writeCheck: s3WriteCheck(location), close: () => client.destroy() };
+}
+
+/** Connects to the fleet's Redis (waiting briefly, so the first pulls already coordinate); a Redis that is down is no reason not to serve. */
+async function joinFleet(config: FleetConfig, tiers: NonNullable<Stores['tiers']>, self: () => string, log: Logger): Promise<FleetBlobs> {
+  const { RedisFleet } = await import('./fleet/redis-fleet.js');
+  const { PeerClient } = await import('./fleet/peer-client.js');
+  const fleet = new RedisFleet({ redis: config.redis, self, secret: config.secret, leaseTtlMs: config.leaseTtlMs, log });
+  await fleet.ready(2000);
+  return { fleet, peers: new PeerClient(config.secret), shared: tiers.shared, local: tiers.local };
+}
+
+/** How the other replicas reach this one: fleet.advertise, else the address it listens on (this host's name for a wildcard). */
+function advertised(config: Config, server: FastifyInstance | undefined): string {
+  if (config.fleet?.advertise) return config.fleet.advertise;
+  const scheme = config.tls ? 'https' : 'http';
+  const address = server?.server.address();
+  const port = address && typeof address === 'object' ? address.port : config.listen.port;
+  const host = ['0.0.0.0', '::', ''].includes(config.listen.host) ? hostname() : config.listen.host;
+  return `${scheme}://${host.includes(':') ? `[${host}]` : host}:${port}`;
 }
 
 /** Age eviction (cache.maxAge), when set: at once, then periodically. Started once the server (so the log) exists. */
@@ -134,13 +158,16 @@ export async function createApp(config: Config, logger: FastifyServerOptions['lo
   const estargz = config.estargz.lazy
     ? { sparseDir: join(config.cache.dir, 'sparse'), prefetch: config.estargz.prefetch, fillAfterRange: config.estargz.fillAfterRange, maxSparseBytes: config.estargz.maxSparseSize, maxIndexBytes: config.estargz.maxIndexMemory, maxTocBytes: config.estargz.maxTocSize }
     : undefined;
-  const cache = new PullThrough({ store, meta, ...config.cache, redirectTtlSeconds, estargz, confine: config.auth !== undefined, log });
   const tls = config.tls && { files: config.tls, material: readTls(config.tls) };
-  const server = buildServer({ router, cache, access, logger, metrics, https: tls && httpsOptions(tls.material) });
+  // the fleet learns this replica's address once it listens (the --listen port may be 0)
+  let server: FastifyInstance | undefined;
+  const fleet = config.fleet && stores.tiers && (await joinFleet(config.fleet, stores.tiers, () => advertised(config, server), log));
+  const cache = new PullThrough({ store, meta, ...config.cache, redirectTtlSeconds, estargz, confine: config.auth !== undefined, fleet, log });
+  server = buildServer({ router, cache, access, logger, metrics, https: tls && httpsOptions(tls.material), fleetSecret: fleet?.fleet.secret });
   held.attach(server.log);
   // Fastify types the server as HTTP's; with the https option it is Node's https.Server
   const stopTls = tls ? serveTls(server.server as unknown as TlsServer, tls.files, tls.material, log) : () => undefined;
-  metrics.watch({ upstreams, s3: stores.s3Health, store, activity: () => cache.activity() });
+  metrics.watch({ upstreams, s3: stores.s3Health, store, activity: () => cache.activity(), fleet: fleet && (() => fleet.fleet.status()) });
   registerHealth(server, new Readiness(stores.checks));
   const retention = startRetention(config.cache.maxAgeMs, stores.expiring, log);
   return {
@@ -151,6 +178,8 @@ export async function createApp(config: Config, logger: FastifyServerOptions['lo
       await server.close();
       await Promise.all(upstreams.map((u) => u.client.close()));
       await cache.close();
+      await fleet?.fleet.close();
+      await fleet?.peers.close();
       await retention?.close();
       await stores.close();
     },

@@ -67,7 +67,8 @@ export interface BlobStore {
  * before `sink` ended normally, and never at all once it was destroyed or aborted.
  */
 export interface BlobWriter {
-  readonly sink: Writable;
+  /** absent: the writer takes the blob only at commit (the fill's clients need not wait for that) */
+  readonly sink?: Writable | undefined;
   /**
    * The fill verified; `file` holds the complete blob (`size` bytes), which the writer may move
    * (the fill removes whatever is left at that path afterwards). Resolves once the blob is stored;

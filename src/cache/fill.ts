@@ -97,6 +97,7 @@ export class Fill {
     }
     if (!writer) return;
     this.writer = writer;
+    if (!writer.sink) return;
     const feed = this.reader(); // ends only once the blob verified
     // a failing writer destroys its sink, which only ends this feed; the fill and its readers go on
     pipeline(feed, writer.sink).catch(() => undefined);

@@ -17,6 +17,41 @@ import type { LazyLayers } from '../lazy/layers.js';
 import type { Logger } from '../lib/log.js';
 import { SingleFlight } from '../lib/single-flight.js';
 import type { Served } from './served.js';
+import { FleetBlobSource } from '../fleet/blob-source.js';
+import type { Fleet } from '../fleet/fleet.js';
+import { FollowerStore } from '../fleet/follower-store.js';
+import type { PeerClient } from '../fleet/peer-client.js';
+
+/** Resumes of a fleet fill: each may change where its bytes come from (a holder dying, a lease changing hands). */
+const FLEET_RESUMES = 8;
+
+/** What a fill in a fleet works with (see src/fleet). */
+export interface FleetBlobs {
+  fleet: Fleet;
+  peers: PeerClient;
+  /** the bucket */
+  shared: BlobStore;
+  /** the local tier in front of it, if any */
+  local?: BlobStore | undefined;
+}
+
+/**
+ * The upstream's bytes of a blob from `offset` on (a plain GET at 0). `announced`: the size the
+ * fill was told, for the error when the upstream turns out to have fewer bytes.
+ */
+async function fromUpstream(repo: Repository, digest: Digest, offset: number, announced?: number): Promise<{ size: number | undefined; body: Readable }> {
+  if (offset === 0) return repo.getBlob(digest);
+  const part = await repo.getBlob(digest, { range: { start: offset, end: undefined } }).catch((e: unknown) => {
+    // a 416 here means the upstream announced more bytes than it has: its fault, not the client's Range
+    if (!(e instanceof RegistryError) || e.code !== 'RANGE_INVALID') throw e;
+    throw new RegistryError('UNKNOWN', { status: 502, message: `upstream "${repo.upstream.name}" has fewer bytes than the ${announced ?? 'size'} it announced`, detail: { upstream: repo.upstream.name, offset, announced }, cause: e });
+  });
+  if (part.range?.start !== offset) {
+    discard(part.body);
+    throw new Error('upstream ignored the resume range');
+  }
+  return { size: part.size, body: part.body };
+}
 
 /** A range starting within this distance of a fill's progress waits for the fill. */
 const NEAR_FILL_BYTES = 8 << 20;
@@ -56,6 +91,8 @@ export interface BlobCacheOptions {
   redirectTtlSeconds?: number | undefined;
   /** layers served lazily (eStargz); absent when lazy serving is off */
   lazy?: LazyLayers | undefined;
+  /** replicas coordinating their fills (src/fleet); absent: this replica fills on its own */
+  fleet?: FleetBlobs | undefined;
   now?: () => number;
 }
 
@@ -231,27 +268,68 @@ export class BlobCache {
   private async startFill(repo: Repository, digest: Digest): Promise<Fill> {
     const started = await this.opts.lazy?.started(repo, digest);
     if (started) return this.fillFromSparse(repo, digest, started);
+    if (this.opts.fleet) return this.fleetFill(repo, digest, this.opts.fleet);
     const res = await repo.getBlob(digest);
-    const resume = async (offset: number) => {
+    const resume = (offset: number) => {
       this.opts.log.warn({ ...repo.where, digest: digest.value, offset }, 'upstream stream broke; resuming with a ranged request');
-      const part = await repo.getBlob(digest, { range: { start: offset, end: undefined } }).catch((e: unknown) => {
-        // a 416 here means the upstream announced more bytes than it has: its fault, not the client's Range
-        if (!(e instanceof RegistryError) || e.code !== 'RANGE_INVALID') throw e;
-        throw new RegistryError('UNKNOWN', { status: 502, message: `upstream "${repo.upstream.name}" has fewer bytes than the ${res.size} it announced`, detail: { upstream: repo.upstream.name, offset, announced: res.size }, cause: e });
-      });
-      if (part.range?.start !== offset) {
-        discard(part.body);
-        throw new Error('upstream ignored the resume range');
-      }
-      return part.body;
+      return fromUpstream(repo, digest, offset, res.size).then((part) => part.body);
     };
-    const fill = this.track(await Fill.start(this.opts.store, digest, { size: res.size, body: res.body, resume }));
+    return this.logged(repo, digest, this.track(await Fill.start(this.opts.store, digest, { size: res.size, body: res.body, resume })));
+  }
+
+  /**
+   * A fill in a fleet (src/fleet): from the upstream under this replica's lease, else from the
+   * replica holding it (or the bucket, once the blob is there), resuming wherever the bytes went on.
+   */
+  private async fleetFill(repo: Repository, digest: Digest, f: FleetBlobs): Promise<Fill> {
+    const where = { ...repo.where, digest: digest.value };
+    const source = new FleetBlobSource({ ...f, digest, fromUpstream: (offset) => fromUpstream(repo, digest, offset), log: this.opts.log, where });
+    let fill: Fill;
+    try {
+      const first = await source.open(0);
+      // a fill that fetches from the upstream from its first byte streams into the bucket as ever; one fed by another replica must not
+      const store = first.from === 'upstream' ? this.opts.store : new FollowerStore(this.opts.store, f.shared, f.local, () => source.mayStore());
+      const resume = async (offset: number) => {
+        const next = await source.open(offset);
+        this.opts.log.warn({ ...where, offset, from: next.from }, 'fleet: the stream of this blob broke; resumed');
+        return next.body;
+      };
+      if (first.from !== 'upstream') this.opts.log.info({ ...where, from: first.from }, 'fleet: filling from another replica');
+      fill = this.track(await Fill.start(store, digest, { size: first.size, body: first.body, resume }, FLEET_RESUMES));
+    } catch (e) {
+      source.release();
+      throw e;
+    }
+    void fill.done.catch(() => undefined).finally(() => source.release());
+    return this.logged(repo, digest, fill);
+  }
+
+  /** Logs the fill's outcome once it settles. */
+  private logged(repo: Repository, digest: Digest, fill: Fill): Fill {
     const t0 = this.now();
     fill.done.then(
       () => this.opts.log.info({ ...repo.where, digest: digest.value, bytes: fill.bytesWritten, resumes: fill.resumes, ms: this.now() - t0 }, 'blob cached'),
       (e: Error) => this.opts.log.warn({ ...repo.where, digest: digest.value, err: e.message }, 'blob fill failed; nothing cached'),
     );
     return fill;
+  }
+
+  /**
+   * For the peer route (src/proxy/fleet-routes.ts): the blob from the fill of it running here, or
+   * from the store; undefined when it is in neither. Never starts a fill. The bytes of a fill pass
+   * as they come (all but the last, which waits for verification): the peer verifies them too.
+   */
+  async forPeer(digest: Digest, range: RangeRequest | undefined): Promise<ServedBlob | undefined> {
+    const fill = await this.fills.peek(digest.value)?.catch(() => undefined);
+    if (fill && !fill.error && fill.size !== undefined) {
+      const r = range && satisfy(range, fill.size);
+      return { served: 'coalesced', size: fill.size, range: r, body: fill.reader(r, true) };
+    }
+    const cached = await this.opts.store.stat(digest);
+    if (!cached) return undefined;
+    const r = range && satisfy(range, cached.size);
+    const reader = await this.opts.store.open(digest, r);
+    return reader && { served: 'hit', size: cached.size, range: r, body: reader.stream };
   }
 
   /** A full GET of a lazily touched layer: what the sparse copy holds plus the missing ranges, verified whole. */

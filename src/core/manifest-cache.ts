@@ -4,7 +4,7 @@
 // tag is served as it is. Every manifest is parsed before it is kept, and again when read back:
 // a body that is not what its media type says is never cached, and one an older version cached
 // is dropped and fetched again.
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { BlobStore, MetadataStore, TagRecord } from '../cache/blob-store.js';
@@ -14,7 +14,9 @@ import { RegistryError } from '../oci/errors.js';
 import { MAX_MANIFEST_BYTES, parseManifest, type ParsedManifest } from '../oci/manifest.js';
 import { accepts, MANIFEST_TYPES } from '../oci/media-types.js';
 import type { Reference } from '../oci/reference.js';
-import type { Manifest, Upstream } from '../upstreams/upstream.js';
+import type { Manifest, RateLimit, Upstream } from '../upstreams/upstream.js';
+import type { Fleet } from '../fleet/fleet.js';
+import { onceInFleet } from '../fleet/once.js';
 import type { Repository } from '../upstreams/repository.js';
 import type { Logger } from '../lib/log.js';
 import type { Served } from './served.js';
@@ -38,6 +40,10 @@ export interface ManifestCacheOptions {
   log: Logger;
   /** sees every manifest served, with the upstream and repository it was served for (e.g. to learn which layers are eStargz) */
   onManifest?: ((manifest: ParsedManifest, repo: Repository) => void) | undefined;
+  /** replicas that revalidate each tag and fetch each manifest once between them (src/fleet) */
+  fleet?: Fleet | undefined;
+  /** the upstream's rate limit as the fleet knows it (default: as this replica last saw it) */
+  rateLimit?: ((up: Upstream) => RateLimit | undefined) | undefined;
   now?: () => number;
 }
 
@@ -105,8 +111,25 @@ export class ManifestCache {
     }
     const key = `${repo.key}\0${variant}`;
     const joined = this.tagLookups.peek(key) !== undefined;
-    const resolved = await this.tagLookups.run(key, () => this.refreshTag(repo, tag, variant, accept, usable ? cached : undefined));
+    const held = usable ? cached : undefined;
+    // across a fleet too, one revalidation per tag: the others read the record it leaves
+    const resolved = await this.tagLookups.run(key, () =>
+      onceInFleet(this.opts.fleet, `tag:${hashKey(key)}`, {
+        found: () => this.freshTag(repo, variant),
+        work: () => this.refreshTag(repo, tag, variant, accept, held),
+        // with a copy to serve, nobody waits longer on the fleet than on the upstream itself
+        waitMs: held ? this.opts.revalidateTimeoutMs : undefined,
+        gaveUp: held && (async () => ({ record: held, served: 'stale' as const })),
+      }),
+    );
     return joined && resolved.served === 'miss' ? { ...resolved, served: 'coalesced' } : resolved;
+  }
+
+  /** The tag's record when it was checked within the TTL (by any replica) and its manifest is held. */
+  private async freshTag(repo: Repository, variant: string): Promise<Resolved | undefined> {
+    const record = await this.opts.meta.getTag(repo.upstream.name, repo.name, variant);
+    if (!record || this.now() - record.checkedAt >= this.opts.tagTtlMs || !(await this.have(parseDigest(record.digest)))) return undefined;
+    return { record, served: 'hit' };
   }
 
   private async refreshTag(repo: Repository, tag: string, variant: string, accept: readonly string[], cached: TagRecord | undefined): Promise<Resolved> {
@@ -139,7 +162,7 @@ export class ManifestCache {
 
   /** True while the upstream's announced rate limit is nearly used up and its window has not passed. */
   private conserving(up: Upstream): boolean {
-    const rl = up.rateLimit();
+    const rl = this.opts.rateLimit ? this.opts.rateLimit(up) : up.rateLimit();
     if (!rl) return false;
     return rl.remaining <= Math.max(1, Math.floor(rl.limit / 10)) && this.now() < rl.seenAt + rl.windowSeconds * 1000;
   }
@@ -151,10 +174,14 @@ export class ManifestCache {
     // the fetch is shared, so it runs on no client's signal: one client leaving must not fail the rest
     const fetched = await this.digestFetches.run(
       digest.value,
-      async () => {
-        const m = await repo.getManifest({ kind: 'digest', digest }, MANIFEST_TYPES);
-        return { digest: m.digest.value, mediaType: m.mediaType, body: m.body, manifest: await this.keep(repo, m) };
-      },
+      () =>
+        onceInFleet(this.opts.fleet, `manifest:${digest.value}`, {
+          found: () => this.held(digest),
+          work: async () => {
+            const m = await repo.getManifest({ kind: 'digest', digest }, MANIFEST_TYPES);
+            return { digest: m.digest.value, mediaType: m.mediaType, body: m.body, manifest: await this.keep(repo, m) };
+          },
+        }),
       { signal },
     );
     return { ...fetched, served: joined ? 'coalesced' : 'miss' };
@@ -222,4 +249,9 @@ export class ManifestCache {
 
 function isUpstreamFailure(e: RegistryError): boolean {
   return e.code === 'UNAVAILABLE' || e.code === 'TOOMANYREQUESTS' || e.status === 502;
+}
+
+/** A fixed-length name for a lookup key (which holds repository names and Accept lists) in the fleet's store. */
+function hashKey(key: string): string {
+  return createHash('sha256').update(key).digest('hex').slice(0, 32);
 }

@@ -11,7 +11,8 @@ import type { Reference } from '../oci/reference.js';
 import type { Logger } from '../lib/log.js';
 import type { Repository } from '../upstreams/repository.js';
 import type { TagPage } from '../upstreams/upstream.js';
-import { BlobCache, type BlobHead, type RangedParts, type ServedBlob } from './blob-cache.js';
+import { BlobCache, type BlobHead, type FleetBlobs, type RangedParts, type ServedBlob } from './blob-cache.js';
+import { SharedClaims, SharedRateLimits } from '../fleet/shared-facts.js';
 import { ClientAccess, type Item } from './client-access.js';
 import { LayerFiles, type LayerFile } from './layer-files.js';
 import { LazyLayers } from '../lazy/layers.js';
@@ -41,6 +42,8 @@ export interface PullThroughOptions {
    * served through any repository.
    */
   confine?: boolean | undefined;
+  /** replicas sharing the bucket that fetch each blob, manifest and tag revalidation once between them (src/fleet) */
+  fleet?: FleetBlobs | undefined;
   log: Logger;
   now?: () => number;
 }
@@ -68,9 +71,12 @@ export class PullThrough {
     this.access = new ClientAccess({ now: opts.now });
     const e = opts.estargz;
     const formats = opts.formats ?? [estargzFormat];
-    const lazy = e && new LazyLayers({ formats, dir: e.sparseDir, prefetch: e.prefetch, fillAfterRange: e.fillAfterRange ?? false, maxBytes: e.maxSparseBytes, maxIndexBytes: e.maxIndexBytes, maxTocBytes: e.maxTocBytes, log: opts.log });
+    const fleet = opts.fleet?.fleet;
+    const shared = fleet && new SharedClaims(fleet);
+    const lazy = e && new LazyLayers({ formats, dir: e.sparseDir, prefetch: e.prefetch, fillAfterRange: e.fillAfterRange ?? false, maxBytes: e.maxSparseBytes, maxIndexBytes: e.maxIndexBytes, maxTocBytes: e.maxTocBytes, shared, log: opts.log });
     this.lazy = lazy;
-    this.manifests = new ManifestCache({ ...opts, onManifest: lazy && ((manifest, repo) => lazy.learn(manifest, repo)) });
+    const rateLimits = fleet && new SharedRateLimits(fleet);
+    this.manifests = new ManifestCache({ ...opts, fleet, rateLimit: rateLimits && ((up) => rateLimits.view(up)), onManifest: lazy && ((manifest, repo) => lazy.learn(manifest, repo)) });
     this.blobs = new BlobCache({ ...opts, lazy });
     this.files = new LayerFiles({ store: opts.store, blobs: this.blobs, manifests: this.manifests, formats });
     this.contents = opts.confine ? new RepositoryContents({ meta: opts.meta, log: opts.log }) : undefined;
@@ -134,6 +140,11 @@ export class PullThrough {
   async blobRanges(repo: Repository, digest: Digest, ranges: readonly RangeRequest[]): Promise<RangedParts | undefined> {
     await this.confirm(repo, { kind: 'blob', digest });
     return this.blobs.getRanges(repo, digest, ranges);
+  }
+
+  /** A blob for another replica of the fleet (the peer route): from the fill running here, or the store; never fetched for it. */
+  peerBlob(digest: Digest, range: RangeRequest | undefined): Promise<ServedBlob | undefined> {
+    return this.blobs.forPeer(digest, range);
   }
 
   /** Where a client can GET a cached blob directly (redirect mode), or undefined: serve it here. */

@@ -52,6 +52,11 @@ export interface LazyLayersOptions {
   maxIndexBytes?: number;
   /** the largest index (eStargz: TOC JSON) a lazily served layer may have */
   maxTocBytes?: number;
+  /** claims shared with other replicas (src/fleet/shared-facts.ts), by upstream and repository (`who`) and layer digest */
+  shared?: {
+    share(who: string, digest: string, claim: LayerClaim): void;
+    get(who: string, digest: string): Promise<LayerClaim | undefined>;
+  } | undefined;
 }
 
 /**
@@ -126,7 +131,10 @@ export class LazyLayers {
       for (const format of this.formats.values()) {
         const claim = format.claim(layer);
         if (!claim) continue;
-        if (!this.refuted.has(claimId(who, digest, claim))) this.claims.set(`${who}\n${digest.value}`, claim);
+        if (!this.refuted.has(claimId(who, digest, claim))) {
+          this.claims.set(`${who}\n${digest.value}`, claim);
+          this.opts.shared?.share(who, digest.value, claim);
+        }
         break;
       }
     }
@@ -195,8 +203,18 @@ export class LazyLayers {
 
   /** The claim of `who` about the layer: from a manifest it served, else from the record of a copy verified under its claim. */
   private async claimOf(who: string, digest: Digest): Promise<LayerClaim | undefined> {
-    const claim = this.claims.get(`${who}\n${digest.value}`) ?? (await this.recordedClaim(who, digest));
+    const claim = this.claims.get(`${who}\n${digest.value}`) ?? (await this.recordedClaim(who, digest)) ?? (await this.sharedClaim(who, digest));
     return claim && !this.refuted.has(claimId(who, digest, claim)) ? claim : undefined;
+  }
+
+  /** A claim another replica of the fleet learned from a manifest this one never served. */
+  private async sharedClaim(who: string, digest: Digest): Promise<LayerClaim | undefined> {
+    const claim = await this.opts.shared?.get(who, digest.value);
+    if (claim && this.formats.has(claim.format)) {
+      this.claims.set(`${who}\n${digest.value}`, claim);
+      return claim;
+    }
+    return undefined;
   }
 
   private async recordedClaim(who: string, digest: Digest): Promise<LayerClaim | undefined> {

@@ -9,6 +9,7 @@
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { FastifyInstance } from 'fastify';
 import type { StoreUsage } from '../cache/blob-store.js';
+import type { FleetStatus } from '../fleet/fleet.js';
 import type { Activity } from '../core/pull-through.js';
 import type { RoutedUpstream } from '../core/routing.js';
 import type { UpstreamBytes, UpstreamCall } from '../upstreams/registry-client.js';
@@ -26,6 +27,8 @@ export interface MetricsSources {
   /** the blob store, when it can tell its size */
   store?: { usage?(): StoreUsage | undefined } | undefined;
   activity?: (() => Activity) | undefined;
+  /** in a fleet: whether Redis answers, and how claims went */
+  fleet?: (() => FleetStatus) | undefined;
 }
 
 const TYPES = ['blob', 'manifest'] as const;
@@ -90,6 +93,13 @@ export class Metrics {
       const s3 = sources.s3;
       this.counter('pullthrough_s3_errors_total', 'S3 requests that failed.', () => s3.errors);
       this.counter('pullthrough_s3_skipped_total', 'S3 requests not sent while the bucket was paused.', () => s3.skipped);
+    }
+    const fleet = sources.fleet;
+    if (fleet) {
+      this.gauge('pullthrough_fleet_coordinated', '1 while the fleet\'s Redis answers; 0 while this replica fetches on its own.', () => (fleet().coordinated ? 1 : 0));
+      this.counter('pullthrough_fleet_uncoordinated_total', 'Fetches this replica made on its own because the fleet\'s Redis could not be asked.', () => fleet().uncoordinated);
+      this.counter('pullthrough_fleet_leases_taken_total', 'Leases this replica took: fetches it made for the fleet.', () => fleet().claims.mine);
+      this.counter('pullthrough_fleet_leases_held_elsewhere_total', 'Claims that found another replica fetching (read from it or the bucket instead).', () => fleet().claims.held);
     }
     const store = sources.store;
     if (store?.usage?.()) {

@@ -10,7 +10,7 @@ import type { Logger } from '../lib/log.js';
 import type { UpstreamObserver } from '../upstreams/index.js';
 import type { UpstreamBytes, UpstreamCall } from '../upstreams/registry-client.js';
 
-export type RouteKind = 'base' | 'manifest' | 'blob' | 'tags' | 'referrers' | 'files' | 'metrics' | 'health' | 'other';
+export type RouteKind = 'base' | 'manifest' | 'blob' | 'tags' | 'referrers' | 'files' | 'metrics' | 'health' | 'fleet' | 'other';
 
 /** What the routes learn about a request while serving it. */
 export interface Outcome {

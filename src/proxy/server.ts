@@ -11,6 +11,7 @@ import type { Router } from '../core/routing.js';
 import type { AccessPolicy } from '../access/policy.js';
 import { registerMetrics, type Metrics } from './metrics.js';
 import { trackRequests } from './request-log.js';
+import { registerFleetRoutes } from './fleet-routes.js';
 
 export interface ServerDeps {
   router: Router;
@@ -22,6 +23,8 @@ export interface ServerDeps {
   metrics?: Metrics | undefined;
   /** HTTPS with these options (src/proxy/tls.ts); absent: plain HTTP */
   https?: HttpsOptions | undefined;
+  /** in a fleet: the secret of the peer route (fleet-routes.ts); absent: no peer route */
+  fleetSecret?: string | undefined;
 }
 
 /** What the request's URL looked like, for an error's detail (bounded: URLs can be long). */
@@ -118,6 +121,7 @@ export function buildServer(deps: ServerDeps): FastifyInstance {
     errorHandler(new RegistryError('NAME_UNKNOWN', { message: 'unknown API path', detail: pathDetail(req) }), req, reply);
   });
   registerRoutes(app, deps);
+  if (deps.fleetSecret) registerFleetRoutes(app, { cache: deps.cache, secret: deps.fleetSecret });
   if (deps.metrics) registerMetrics(app, deps.metrics);
   app.server.on('connect', connectRequest);
   app.server.on('checkExpectation', unmetExpectation);
