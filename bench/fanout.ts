@@ -27,14 +27,14 @@
 // (bench/RESULTS.md; "-" for stdout only), BENCH_MAX_MINUTES (30, hard stop). The section it
 // writes sits between its own markers, after pull.ts's notes marker, so `npm run bench` keeps it
 // and a rerun of this one with the same BENCH_SECTION replaces only it.
-import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { join, relative } from 'node:path';
 import { pushLayout } from '../test/helpers/skopeo.js';
 import { startRegistry } from '../test/helpers/registry.js';
-import { atExit, makeTempDir, removeDir, run, sleep } from '../test/helpers/util.js';
+import { makeTempDir, removeDir, run, sleep } from '../test/helpers/util.js';
 import { buildLayout, type Descriptor } from './layout.js';
+import { curlClients, type Batch } from './clients.js';
 import { logProblems, readCpu, readMem, registryPid, startPullthrough } from './procs.js';
 import { fmt, fmtInt, max, median, min, ratioCell, table } from './stats.js';
 import { startThrottleProcess, type ThrottleMode, type ThrottleProcess, type ThrottleStats } from './throttle.js';
@@ -99,104 +99,8 @@ setTimeout(() => {
 }, cfg.maxMinutes * 60_000).unref();
 for (const sig of ['SIGINT', 'SIGTERM'] as const) process.on(sig, () => process.exit(130));
 
-// ---------------------------------------------------------------------------------------------
-// clients
-
-interface ClientResult {
-  status: string;
-  bytes: number;
-  /** hex sha256 of the body, for hashing clients */
-  sha256?: string;
-  /** seconds from the start of the batch until this client finished */
-  doneS: number;
-  err: string;
-}
-
-interface Batch {
-  /** first start to last finish, s */
-  seconds: number;
-  firstS: number;
-  medianS: number;
-  /** time it took to start every client, s */
-  spawnS: number;
-  hashed: number;
-  failures: string[];
-}
-
-/** process groups of running clients, killed if the bench exits while they run */
-const liveClients = new Set<number>();
-atExit(() => {
-  for (const pgid of liveClients) {
-    try {
-      process.kill(-pgid, 'SIGKILL');
-    } catch {
-      // gone
-    }
-  }
-});
-
-const HASHING = 'set -o pipefail; curl "$@" -o - -w "%{stderr}%{http_code} %{size_download}\\n" | openssl dgst -sha256 -r';
-
-function startClient(url: string, timeoutS: number, hash: boolean, t0: number): Promise<ClientResult> {
-  // a client receiving under 1 KiB/s for 60 s gives up: a stall shows up as a failure, not a hang
-  const curl = ['-sS', '--max-time', String(timeoutS), '--speed-limit', '1024', '--speed-time', '60', url];
-  const child = hash
-    ? spawn('bash', ['-c', HASHING, 'fanout-client', ...curl], { stdio: ['ignore', 'pipe', 'pipe'], detached: true })
-    : spawn('curl', [...curl, '-o', '/dev/null', '-w', '%{http_code} %{size_download}\n'], { stdio: ['ignore', 'pipe', 'pipe'], detached: true });
-  const pgid = child.pid;
-  if (pgid) liveClients.add(pgid);
-  let out = '';
-  let err = '';
-  child.stdout.on('data', (d: Buffer) => (out += d.toString()));
-  child.stderr.on('data', (d: Buffer) => (err += d.toString()));
-  return new Promise((resolve) => {
-    const finish = (code: number | null, e?: Error): void => {
-      if (pgid) liveClients.delete(pgid);
-      const doneS = (performance.now() - t0) / 1000;
-      const statusLine = /^(\d{3}) (\d+)\s*$/m.exec(hash ? err : out);
-      const rest = (hash ? err.replace(statusLine?.[0] ?? '', '') : err).trim();
-      resolve({
-        status: statusLine?.[1] ?? '',
-        bytes: Number(statusLine?.[2] ?? 0),
-        ...(hash ? { sha256: /^([0-9a-f]{64})\b/.exec(out)?.[1] ?? '' } : {}),
-        doneS,
-        err: e ? e.message : code === 0 ? '' : `exit ${String(code)}${rest ? `: ${rest.slice(0, 200)}` : ''}`,
-      });
-    };
-    child.once('error', (e) => finish(null, e));
-    child.once('close', (code) => finish(code));
-  });
-}
-
-/** Indices of the clients that hash their body: spread over the start order, first and last included. */
-function hashingIndices(n: number, k: number): Set<number> {
-  const out = new Set<number>();
-  if (k <= 0) return out;
-  if (k === 1 || n === 1) return new Set([0]);
-  for (let i = 0; i < Math.min(k, n); i++) out.add(Math.round((i * (n - 1)) / (Math.min(k, n) - 1)));
-  return out;
-}
-
-async function clients(url: string, n: number, blob: Descriptor, timeoutS: number): Promise<Batch> {
-  const hashers = hashingIndices(n, n === 1 ? Math.min(1, cfg.hashClients) : cfg.hashClients);
-  const t0 = performance.now();
-  const runs: Promise<ClientResult>[] = [];
-  for (let i = 0; i < n; i++) runs.push(startClient(url, timeoutS, hashers.has(i), t0));
-  const spawnS = (performance.now() - t0) / 1000;
-  const results = await Promise.all(runs);
-  const done = results.map((r) => r.doneS);
-  const hex = blob.digest.slice('sha256:'.length);
-  const failures: string[] = [];
-  for (const r of results) {
-    const problems: string[] = [];
-    if (r.status !== '200') problems.push(`status ${r.status || 'none'}`);
-    if (r.bytes !== blob.size) problems.push(`${r.bytes} of ${blob.size} bytes`);
-    if (r.sha256 !== undefined && r.sha256 !== hex) problems.push(`body sha256 ${r.sha256 ? `${r.sha256.slice(0, 12)}…` : 'missing'}, not the digest`);
-    if (r.err) problems.push(r.err);
-    if (problems.length) failures.push(`after ${fmt(r.doneS, 1)} s: ${problems.join(', ')}`);
-  }
-  return { seconds: max(done), firstS: min(done), medianS: median(done), spawnS, hashed: hashers.size, failures };
-}
+/** BENCH_CLIENTS curl clients of `url`, BENCH_HASH_CLIENTS of them hashing (see bench/clients.ts). */
+const clients = (url: string, n: number, blob: Descriptor, timeoutS: number): Promise<Batch> => curlClients(url, n, blob, timeoutS, cfg.hashClients);
 
 // ---------------------------------------------------------------------------------------------
 // one cold measurement of one peer
