@@ -13,6 +13,7 @@ import { Retention, type RetentionOptions } from './cache/retention.js';
 import type { S3Health } from './cache/s3-client.js';
 import type { Config, FleetConfig } from './config.js';
 import type { FleetBlobs } from './core/blob-cache.js';
+import { SharedRateLimits } from './fleet/shared-facts.js';
 import { AccessPolicy } from './access/policy.js';
 import { PullThrough } from './core/pull-through.js';
 import { Router, type RoutedUpstream } from './core/routing.js';
@@ -162,7 +163,8 @@ export async function createApp(config: Config, logger: FastifyServerOptions['lo
   // the fleet learns this replica's address once it listens (the --listen port may be 0)
   let server: FastifyInstance | undefined;
   const fleet = config.fleet && stores.tiers && (await joinFleet(config.fleet, stores.tiers, () => advertised(config, server), log));
-  const cache = new PullThrough({ store, meta, ...config.cache, redirectTtlSeconds, estargz, confine: config.auth !== undefined, fleet, log });
+  const rateLimits = fleet && new SharedRateLimits(fleet.fleet, upstreams.map((u) => u.client));
+  const cache = new PullThrough({ store, meta, ...config.cache, redirectTtlSeconds, estargz, confine: config.auth !== undefined, fleet, rateLimit: rateLimits && ((up) => rateLimits.view(up)), log });
   server = buildServer({ router, cache, access, logger, metrics, https: tls && httpsOptions(tls.material), fleetSecret: fleet?.fleet.secret });
   held.attach(server.log);
   // Fastify types the server as HTTP's; with the https option it is Node's https.Server
@@ -178,6 +180,7 @@ export async function createApp(config: Config, logger: FastifyServerOptions['lo
       await server.close();
       await Promise.all(upstreams.map((u) => u.client.close()));
       await cache.close();
+      rateLimits?.close();
       await fleet?.fleet.close();
       await fleet?.peers.close();
       await retention?.close();

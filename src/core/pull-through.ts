@@ -10,9 +10,9 @@ import type { RangeRequest } from '../oci/range.js';
 import type { Reference } from '../oci/reference.js';
 import type { Logger } from '../lib/log.js';
 import type { Repository } from '../upstreams/repository.js';
-import type { TagPage } from '../upstreams/upstream.js';
+import type { RateLimit, TagPage, Upstream } from '../upstreams/upstream.js';
 import { BlobCache, type BlobHead, type FleetBlobs, type RangedParts, type ServedBlob } from './blob-cache.js';
-import { SharedClaims, SharedRateLimits } from '../fleet/shared-facts.js';
+import { SharedClaims } from '../fleet/shared-facts.js';
 import { ClientAccess, type Item } from './client-access.js';
 import { LayerFiles, type LayerFile } from './layer-files.js';
 import { LazyLayers } from '../lazy/layers.js';
@@ -44,6 +44,8 @@ export interface PullThroughOptions {
   confine?: boolean | undefined;
   /** replicas sharing the bucket that fetch each blob, manifest and tag revalidation once between them (src/fleet) */
   fleet?: FleetBlobs | undefined;
+  /** an upstream's rate limit as the fleet knows it (default: as this replica last saw it) */
+  rateLimit?: ((up: Upstream) => RateLimit | undefined) | undefined;
   log: Logger;
   now?: () => number;
 }
@@ -75,8 +77,7 @@ export class PullThrough {
     const shared = fleet && new SharedClaims(fleet);
     const lazy = e && new LazyLayers({ formats, dir: e.sparseDir, prefetch: e.prefetch, fillAfterRange: e.fillAfterRange ?? false, maxBytes: e.maxSparseBytes, maxIndexBytes: e.maxIndexBytes, maxTocBytes: e.maxTocBytes, shared, log: opts.log });
     this.lazy = lazy;
-    const rateLimits = fleet && new SharedRateLimits(fleet);
-    this.manifests = new ManifestCache({ ...opts, fleet, rateLimit: rateLimits && ((up) => rateLimits.view(up)), onManifest: lazy && ((manifest, repo) => lazy.learn(manifest, repo)) });
+    this.manifests = new ManifestCache({ ...opts, fleet, onManifest: lazy && ((manifest, repo) => lazy.learn(manifest, repo)) });
     this.blobs = new BlobCache({ ...opts, lazy });
     this.files = new LayerFiles({ store: opts.store, blobs: this.blobs, manifests: this.manifests, formats });
     this.contents = opts.confine ? new RepositoryContents({ meta: opts.meta, log: opts.log }) : undefined;

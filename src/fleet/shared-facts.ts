@@ -9,40 +9,50 @@ import type { LayerClaim } from '../lazy/format.js';
 import type { RateLimit, Upstream } from '../upstreams/upstream.js';
 import type { Fleet } from './fleet.js';
 
-/** How often a replica reads the fleet's view of an upstream's rate limit. */
-const RATE_LIMIT_READ_MS = 1000;
+/** How often a replica shares its upstreams' rate limits and reads the fleet's. */
+const RATE_LIMIT_SYNC_MS = 1000;
 /** How long a lazy claim is kept in the fleet's store (a manifest served again renews it). */
 const CLAIM_TTL_MS = 7 * 86_400_000;
 
 export class SharedRateLimits {
-  private readonly known = new Map<string, { rl: RateLimit | undefined; readAt: number }>();
+  private readonly theirs = new Map<string, RateLimit>();
   private readonly shared = new Map<string, number>();
-  private readonly reading = new Set<string>();
+  private readonly timer: NodeJS.Timeout;
 
-  constructor(private readonly fleet: Fleet) {}
+  /** Shares this replica's figures as they change and reads the fleet's, once a second. */
+  constructor(
+    private readonly fleet: Fleet,
+    private readonly upstreams: readonly Upstream[],
+  ) {
+    this.timer = setInterval(() => void this.sync(), RATE_LIMIT_SYNC_MS);
+    this.timer.unref();
+  }
 
-  /**
-   * The newer of what this replica saw last and what the fleet last heard; this replica's own
-   * figures are shared as they change. The fleet's are read in the background, at most once a second.
-   */
+  /** The newer of what this replica saw last and what the fleet last heard. */
   view(up: Upstream): RateLimit | undefined {
     const ours = up.rateLimit();
-    const key = `ratelimit:${up.name}`;
-    if (ours && this.shared.get(up.name) !== ours.seenAt) {
-      this.shared.set(up.name, ours.seenAt);
-      this.fleet.share(key, JSON.stringify(ours), Math.max(1000, ours.seenAt + ours.windowSeconds * 1000 - Date.now()));
-    }
-    const known = this.known.get(up.name);
-    if ((!known || Date.now() - known.readAt > RATE_LIMIT_READ_MS) && !this.reading.has(up.name)) {
-      this.reading.add(up.name);
-      void this.fleet
-        .fact(key)
-        .then((v) => this.known.set(up.name, { rl: v === undefined ? undefined : asRateLimit(v), readAt: Date.now() }))
-        .finally(() => this.reading.delete(up.name));
-    }
-    const theirs = known?.rl;
+    const theirs = this.theirs.get(up.name);
     if (!theirs) return ours;
     return !ours || theirs.seenAt > ours.seenAt ? theirs : ours;
+  }
+
+  close(): void {
+    clearInterval(this.timer);
+  }
+
+  private async sync(): Promise<void> {
+    for (const up of this.upstreams) {
+      const key = `ratelimit:${up.name}`;
+      const ours = up.rateLimit();
+      if (ours && this.shared.get(up.name) !== ours.seenAt) {
+        this.shared.set(up.name, ours.seenAt);
+        // the figures last as long as their window (Docker Hub's is 6 hours)
+        this.fleet.share(key, JSON.stringify(ours), ours.seenAt + ours.windowSeconds * 1000 - Date.now());
+      }
+      const v = await this.fleet.fact(key);
+      const rl = v === undefined ? undefined : asRateLimit(v);
+      if (rl) this.theirs.set(up.name, rl);
+    }
   }
 }
 

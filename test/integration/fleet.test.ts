@@ -16,6 +16,8 @@ import { startHop, type Hop } from '../helpers/hop.js';
 import { makeImage, pushLayout, type ImageLayout } from '../helpers/images.js';
 import { startRegistry } from '../helpers/registry.js';
 import { startS3rver } from '../helpers/s3rver.js';
+import { fixturesDir, unpackFixture } from '../helpers/estargz-fixtures.js';
+import { skopeo } from '../helpers/skopeo.js';
 import { makeTempDir, removeDir, sleep, waitFor } from '../helpers/util.js';
 
 const MiB = 1 << 20;
@@ -32,6 +34,9 @@ for (const [name, bytes] of [['big', 40 * MiB], ['takeover', 24 * MiB], ['alone'
   images[name] = await makeImage({ layers: 1, layerBytes: bytes, seed: `fleet-${name}`, dir: join(work, name) });
   await pushLayout(images[name].dir, `${registry.host}/team/${name}:v1`);
 }
+if (!fixturesDir()) throw new Error('the shared eStargz fixtures are missing (../shared/fixtures/estargz)');
+const esgz = await unpackFixture('busybox-esgz-prefetch-1m', work);
+await skopeo(['copy', '--retry-times', '0', '--dest-tls-verify=false', '--preserve-digests', `oci:${esgz.dir}`, `docker://${registry.host}/lazy/esgz:v1`]);
 const layerOf = (name: string) => images[name]!.images[0]!.layers[0]!;
 const layerBytes = (name: string): Promise<Buffer> => readFile(join(images[name]!.dir, 'blobs', 'sha256', hexOf(layerOf(name).digest)));
 
@@ -106,6 +111,38 @@ t.test('a manifest by digest and a tag revalidation: once across the fleet', asy
   for (const r of revalidated) t.equal(r.digest, digest, 'each replica answered the tag');
   t.equal(manifests('HEAD'), 1, 'one upstream HEAD for the tag across the fleet, past its TTL');
   t.equal(manifests('GET'), 0, 'and no GET: the manifest is in the bucket');
+});
+
+t.test('shared knowledge: a layer one replica learned is eStargz is lazy on the others; a low rate limit one replica saw makes every one conserve', async (t) => {
+  t.teardown(() => hops.forEach((h) => h.reset()));
+  const layer = esgz.layers.reduce((a, b) => (b.size > a.size ? b : a));
+  const whole = await readFile(layer.path);
+  const manifest = (r: Replica, repo: string, tag: string) => request(`${r.url}/v2/${repo}/manifests/${tag}`, { headers: { accept: OCI_MANIFEST } }).then(async (res) => ({ status: res.statusCode, digest: res.headers['docker-content-digest'], body: await res.body.dump() }));
+  t.equal((await manifest(replicas[0]!, 'lazy/esgz', 'v1')).status, 200, 'replica 0 served the eStargz image\'s manifest');
+  await sleep(300);
+  const mid = Math.floor(layer.size / 2);
+  const res = await request(`${replicas[1]!.url}/v2/lazy/esgz/blobs/${layer.digest}`, { headers: { range: `bytes=${mid}-${mid + 999}` } });
+  t.equal(res.statusCode, 206, 'replica 1, which never served the manifest, answers a Range of the layer');
+  t.same(Buffer.from(await res.body.arrayBuffer()), whole.subarray(mid, mid + 1000), 'with the right bytes');
+  t.equal(hops.reduce((n, h) => n + h.log.filter((e) => e.method === 'GET' && e.path.includes(layer.digest) && !e.range).length, 0), 0, 'lazily: no replica fetched the whole layer');
+  t.ok(hops[1]!.count({ method: 'GET', pathIncludes: layer.digest, ranged: true }) > 0, 'replica 1 fetched only ranges of it');
+  const lazyMetrics = await request(`${replicas[1]!.url}/metrics`).then((r) => r.body.text());
+  t.match(lazyMetrics, /^pullthrough_lazy_served_bytes_total [1-9]\d*$/m, 'and counts them as lazily served');
+
+  // the rate limit: every replica holds the tag; replica 0's upstream says the budget is nearly spent
+  for (const r of replicas) await manifest(r, 'team/meta', 'v1');
+  await sleep(2200);
+  hops.forEach((h) => h.log.splice(0));
+  Object.assign(hops[0]!.faults, { headers: { 'ratelimit-limit': '100;w=21600', 'ratelimit-remaining': '3;w=21600' } });
+  t.equal((await manifest(replicas[0]!, 'team/meta', 'v1')).status, 200, 'replica 0 revalidated the tag');
+  t.equal(hops[0]!.count({ method: 'HEAD', pathIncludes: '/manifests/' }), 1, 'with a HEAD, which announced 3 of 100 left');
+  await sleep(2200); // past the TTL again, and past a sync of the fleet's facts
+  for (const r of replicas.slice(1)) {
+    const m = await manifest(r, 'team/meta', 'v1');
+    t.equal(m.digest, images.meta!.top.digest, 'the other replicas serve the tag');
+  }
+  t.equal(hops[1]!.count({ method: 'HEAD' }) + hops[2]!.count({ method: 'HEAD' }), 0, 'without revalidating it: the fleet\'s budget is low, though their own upstream never said so');
+  t.ok(logLines(replicas[1]!, 'upstream rate limit is low; serving the cached tag without revalidation').length > 0, 'and replica 1 says why');
 });
 
 t.test('the peer route: only with the fleet secret, and it never makes a replica fetch', async (t) => {
