@@ -1,6 +1,7 @@
-// Every client snippet the README marks is read by a test that runs it with the real client
-// (test/e2e/clients-*.test.ts), so no snippet can be added or renamed without one; and the
-// snippet reader finds what it should and refuses what it should not.
+// Every snippet the README marks is read by a test that runs it: a client's with the real client
+// (test/e2e/clients-*.test.ts), a config's through the config loader (test/unit/*-config.test.ts),
+// so no snippet can be added or renamed without one; and the snippet reader finds what it should
+// and refuses what it should not.
 import { readdirSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import t from 'tap';
@@ -8,13 +9,14 @@ import { README_MIRROR, readmeCommands, readmeSnippet, substitute } from '../hel
 
 const root = (p: string): string => fileURLToPath(new URL(`../../${p}`, import.meta.url));
 const markers = [...readFileSync(root('README.md'), 'utf8').matchAll(/^<!-- snippet: (\S+) -->$/gm)].map((m) => m[1]!);
-const e2e = readdirSync(root('test/e2e'))
-  .filter((f) => /^clients-.*\.test\.ts$/.test(f))
-  .map((f) => readFileSync(root(`test/e2e/${f}`), 'utf8'))
-  .join('\n');
+const readers = [
+  ...readdirSync(root('test/e2e')).filter((f) => /^clients-.*\.test\.ts$/.test(f)).map((f) => `test/e2e/${f}`),
+  ...readdirSync(root('test/unit')).filter((f) => /-config\.test\.ts$/.test(f)).map((f) => `test/unit/${f}`),
+];
+const readerText = readers.map((f) => readFileSync(root(f), 'utf8')).join('\n');
 
 t.ok(markers.length >= 9, `the README marks its client snippets (${markers.join(', ')})`);
-t.same(markers.filter((m) => !e2e.includes(`'${m}'`)), [], 'each is read by a clients-*.test.ts');
+t.same(markers.filter((m) => !readerText.includes(`'${m}'`)), [], 'each is read by a clients-*.test.ts or a *-config.test.ts');
 t.same(markers.filter((m, i) => markers.indexOf(m) !== i), [], 'no marker is used twice');
 
 t.test('readmeSnippet returns the block after the marker, without its fences', async (t) => {
