@@ -32,7 +32,7 @@ import { makeTempDir, removeDir, sleep } from '../test/helpers/util.js';
 import { batchOf, hashingIndices, startClient, type Batch, type ClientResult } from './clients.js';
 import { envNum, gitDescribe, machine, progress, pullthroughSnapshot, ROOT } from './env.js';
 import { buildLayout, type Descriptor } from './layout.js';
-import { logProblems, readMem, startPullthrough, type Pullthrough } from './procs.js';
+import { logProblems, readCpu, readMem, startPullthrough, type Pullthrough } from './procs.js';
 import { fmt, fmtInt, max, median, min, table } from './stats.js';
 import { startThrottleProcess, type ThrottleProcess } from './throttle.js';
 
@@ -72,6 +72,8 @@ interface Sample {
   upstream: number;
   /** peak RSS of each replica, MiB (the killed one left out) */
   hwmMiB: number[];
+  /** CPU seconds the replicas spent on the cold batch, together (the killed one left out) */
+  cpuS: number;
   warm?: Batch | undefined;
   /** the killed replica's clients, which fail with it */
   lost?: number | undefined;
@@ -137,6 +139,7 @@ async function measure(ctx: Ctx, scenario: Scenario, round: number): Promise<Sam
   const killed = new Set<number>();
   try {
     const down0 = await settledDown(ctx.throttle);
+    const cpu0 = await Promise.all(replicas.map((r) => readCpu(r.pid)));
     const n = scenario === 'one client' ? 1 : cfg.clients;
     const t0 = performance.now();
     const clients = spread(replicas, n, ctx.blob, t0);
@@ -154,6 +157,8 @@ async function measure(ctx: Ctx, scenario: Scenario, round: number): Promise<Sam
     const kept = results.filter((c) => !killed.has(c.replica)).map((c) => c.r);
     const batch = batchOf(kept, ctx.blob, spawnS, kept.filter((r) => r.sha256 !== undefined).length);
     const upstream = ((await settledDown(ctx.throttle)) - down0) / ctx.blob.size;
+    let cpuS = 0;
+    for (const [i, r] of replicas.entries()) if (!killed.has(i)) cpuS += (await readCpu(r.pid)) - cpu0[i]!;
     const hwmMiB: number[] = [];
     for (const [i, r] of replicas.entries()) if (!killed.has(i)) hwmMiB.push((await readMem(r.pid))?.hwmMiB ?? NaN);
     let warm: Batch | undefined;
@@ -162,7 +167,7 @@ async function measure(ctx: Ctx, scenario: Scenario, round: number): Promise<Sam
       const again = spread(replicas, n, ctx.blob, w0);
       warm = batchOf(await Promise.all(again.map((c) => c.result)), ctx.blob, 0, 0);
     }
-    return { batch, upstream, hwmMiB, warm, lost: killed.size ? results.length - kept.length : undefined };
+    return { batch, upstream, hwmMiB, cpuS, warm, lost: killed.size ? results.length - kept.length : undefined };
   } finally {
     for (const [i, r] of replicas.entries()) {
       if (!killed.has(i)) await r.stop();
@@ -218,7 +223,7 @@ async function main(): Promise<void> {
         say(`round ${round + 1}/${cfg.runs}: ${scenario}`);
         const s = await measure(ctx, scenario, round + 1);
         samples.get(scenario)!.push(s);
-        say(`  last client done ${fmt(s.batch.seconds)} s, upstream ${fmt(s.upstream, 3)}× the blob, peak RSS ${s.hwmMiB.map((m) => fmt(m, 0)).join('/')} MiB${s.batch.failures.length ? `, FAILURES: ${s.batch.failures.slice(0, 3).join('; ')}` : ''}`);
+        say(`  last client done ${fmt(s.batch.seconds)} s, upstream ${fmt(s.upstream, 3)}× the blob, CPU ${fmt(s.cpuS, 1)} s, peak RSS ${s.hwmMiB.map((m) => fmt(m, 0)).join('/')} MiB${s.batch.failures.length ? `, FAILURES: ${s.batch.failures.slice(0, 3).join('; ')}` : ''}`);
       }
     }
   } finally {
@@ -248,6 +253,7 @@ function render(samples: Map<Scenario, Sample[]>, problems: string[], x: { mach:
     `${cell(of(s, secs))} s`,
     `${fmt(median(of(s, secs)) / one)} ×`,
     `${fmt(max(samples.get(s)!.flatMap((x) => x.hwmMiB)), 0)} MiB`,
+    `${cell(of(s, (x) => x.cpuS), 1)} s`,
   ]);
   const warm = of('fleet', (x) => x.warm?.seconds ?? NaN);
   const out: string[] = [];
@@ -256,7 +262,7 @@ function render(samples: Map<Scenario, Sample[]>, problems: string[], x: { mach:
   out.push(`Command: \`npm run bench:fleet\` (BENCH_RUNS=${cfg.runs} BENCH_SIZE_MIB=${cfg.sizeMiB} BENCH_CLIENTS=${cfg.clients} BENCH_REPLICAS=${cfg.replicas} BENCH_UPSTREAM_MIBPS=${cfg.mibps}); ${new Date().toISOString().slice(0, 10)}, ${gitDescribe(ROOT)}, ${x.snap.note}.`);
   out.push(`Machine: ${x.mach.nproc} cores, ${x.mach.memory}; load average during the run: median ${fmt(median(loads), 1)}, max ${fmt(max(loads), 1)}. Upstream: docker-registry behind one ${cfg.mibps} MiB/s link (bench/throttle.ts, aggregate); bucket: s3rver; Redis: ${x.mach['redis-server'] ?? 'redis-server'}; each replica with its local tier; lease TTL 2 s. Medians of ${cfg.runs} rounds (min–max); each measurement on fresh processes and a fresh bucket prefix.`);
   out.push('');
-  out.push(table(['', 'upstream bytes ÷ blob', `last of ${cfg.clients} clients done`, 'that ÷ one client alone', 'peak RSS, any replica'], rows));
+  out.push(table(['', 'upstream bytes ÷ blob', `last of ${cfg.clients} clients done`, 'that ÷ one client alone', 'peak RSS, any replica', 'CPU of the replicas, together'], rows));
   out.push('');
   out.push(`One client alone (a fleet of ${cfg.replicas} running): ${cell(of('one client', secs))} s, i.e. ${fmt(x.blob.size / MiB / one, 0)} MiB/s against the ${cfg.mibps} MiB/s link. ` +
     `${cfg.clients} warm clients of the same fleet (from the replicas' local tiers) took ${cell(warm)} s: ${fmt(median(warm) / one)}× one cold client, the floor this machine puts under any ${cfg.clients}-client figure.`);

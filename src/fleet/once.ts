@@ -12,7 +12,6 @@ export interface OnceInFleet<T> {
   waitMs?: number | undefined;
   /** past waitMs: what to answer instead of doing the work here (default: the work) */
   gaveUp?: (() => Promise<T>) | undefined;
-  signal?: AbortSignal | undefined;
 }
 
 export async function onceInFleet<T>(fleet: Fleet | undefined, key: string, o: OnceInFleet<T>): Promise<T> {
@@ -30,8 +29,7 @@ export async function onceInFleet<T>(fleet: Fleet | undefined, key: string, o: O
     }
     const left = deadline - Date.now();
     if (left <= 0) return (o.gaveUp ?? o.work)();
-    await pause(Math.min(25 * 2 ** attempt, 400, left), o.signal);
-    o.signal?.throwIfAborted();
+    await pause(Math.min(25 * 2 ** attempt, 400, left));
     const got = await o.found();
     if (got !== undefined) return got;
   }
