@@ -107,7 +107,7 @@ async function settledDown(throttle: ThrottleProcess): Promise<number> {
   return last;
 }
 
-async function startFleet(ctx: Ctx, label: string, withFleet: boolean): Promise<Pullthrough[]> {
+async function startFleet(ctx: Ctx, label: string, withFleet: boolean): Promise<{ replicas: Pullthrough[]; prefix: string }> {
   const prefix = `${label.replace(/[^a-z0-9]+/g, '-')}-${randomBytes(4).toString('hex')}/`;
   const out: Pullthrough[] = [];
   for (let i = 0; i < cfg.replicas; i++) {
@@ -120,7 +120,7 @@ async function startFleet(ctx: Ctx, label: string, withFleet: boolean): Promise<
     await writeFile(join(dir, 'config.json'), JSON.stringify(config));
     out.push(await startPullthrough(ctx.cli, join(dir, 'cache'), ctx.throttle.url, join(dir, 'log.json'), ['--config', join(dir, 'config.json'), '--log-level', 'info']));
   }
-  return out;
+  return { replicas: out, prefix };
 }
 
 /** `n` clients spread over the replicas; `hashClients` per replica hash their body. */
@@ -135,7 +135,7 @@ function spread(replicas: readonly Pullthrough[], n: number, blob: Descriptor, t
 }
 
 async function measure(ctx: Ctx, scenario: Scenario, round: number): Promise<Sample> {
-  const replicas = await startFleet(ctx, `r${round}-${scenario}`, scenario !== 'no fleet');
+  const { replicas, prefix } = await startFleet(ctx, `r${round}-${scenario}`, scenario !== 'no fleet');
   const killed = new Set<number>();
   try {
     const down0 = await settledDown(ctx.throttle);
@@ -144,7 +144,7 @@ async function measure(ctx: Ctx, scenario: Scenario, round: number): Promise<Sam
     const t0 = performance.now();
     const clients = spread(replicas, n, ctx.blob, t0);
     if (scenario === 'fleet, holder killed') {
-      const holder = await holderOf(ctx, replicas, down0);
+      const holder = await holderOf(ctx, replicas, prefix, down0);
       if (holder === undefined) note(`round ${round}: no lease holder seen; nothing killed`);
       else {
         process.kill(replicas[holder]!.pid, 'SIGKILL');
@@ -178,12 +178,13 @@ async function measure(ctx: Ctx, scenario: Scenario, round: number): Promise<Sam
 }
 
 /** The replica holding the blob's lease, once the upstream has sent a third of the blob. */
-async function holderOf(ctx: Ctx, replicas: readonly Pullthrough[], down0: number): Promise<number | undefined> {
+async function holderOf(ctx: Ctx, replicas: readonly Pullthrough[], prefix: string, down0: number): Promise<number | undefined> {
   const deadline = performance.now() + 120_000;
   while (performance.now() < deadline) {
     const sent = (await ctx.throttle.stats()).down - down0;
     if (sent >= ctx.blob.size / 3) {
-      const value = await ctx.redis.get(`pullthrough:lease:blob:${ctx.blob.digest}`);
+      // the key src/main.ts and src/fleet/redis-fleet.ts make for the lease
+      const value = await ctx.redis.get(`pullthrough:${ctx.s3.bucket}/${prefix}:lease:blob:${ctx.blob.digest}`);
       const origin = value?.split(' ')[0];
       const i = replicas.findIndex((r) => r.url === origin);
       return i >= 0 ? i : undefined;

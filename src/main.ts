@@ -11,8 +11,8 @@ import { FsBlobStore } from './cache/fs-store.js';
 import { diskWriteCheck, Readiness, type WriteCheck } from './cache/readiness.js';
 import { Retention, type RetentionOptions } from './cache/retention.js';
 import type { S3Health } from './cache/s3-client.js';
-import type { Config, FleetConfig } from './config.js';
-import type { FleetBlobs } from './core/blob-cache.js';
+import type { Config, FleetConfig, S3CacheConfig } from './config.js';
+import type { FleetBlobs } from './fleet/fleet.js';
 import { SharedRateLimits } from './fleet/shared-facts.js';
 import { AccessPolicy } from './access/policy.js';
 import { PullThrough } from './core/pull-through.js';
@@ -95,10 +95,12 @@ export async function openBucket(s3: NonNullable<Config['cache']['s3']>, spoolDi
 }
 
 /** Connects to the fleet's Redis (waiting briefly, so the first pulls already coordinate); a Redis that is down is no reason not to serve. */
-async function joinFleet(config: FleetConfig, tiers: NonNullable<Stores['tiers']>, self: () => string, log: Logger): Promise<FleetBlobs> {
+async function joinFleet(config: FleetConfig, s3: S3CacheConfig, tiers: NonNullable<Stores['tiers']>, self: () => string, log: Logger): Promise<FleetBlobs> {
   const { RedisFleet } = await import('./fleet/redis-fleet.js');
   const { PeerClient } = await import('./fleet/peer-client.js');
-  const fleet = new RedisFleet({ redis: config.redis, self, secret: config.secret, leaseTtlMs: config.leaseTtlMs, log });
+  // the fleet is its bucket: two fleets on one Redis never see each other's leases
+  const prefix = `pullthrough:${s3.bucket}/${s3.prefix}:`;
+  const fleet = new RedisFleet({ redis: config.redis, self, secret: config.secret, leaseTtlMs: config.leaseTtlMs, prefix, log });
   await fleet.ready(2000);
   return { fleet, peers: new PeerClient(config.secret), shared: tiers.shared, local: tiers.local };
 }
@@ -162,7 +164,7 @@ export async function createApp(config: Config, logger: FastifyServerOptions['lo
   const tls = config.tls && { files: config.tls, material: readTls(config.tls) };
   // the fleet learns this replica's address once it listens (the --listen port may be 0)
   let server: FastifyInstance | undefined;
-  const fleet = config.fleet && stores.tiers && (await joinFleet(config.fleet, stores.tiers, () => advertised(config, server), log));
+  const fleet = config.fleet && config.cache.s3 && stores.tiers && (await joinFleet(config.fleet, config.cache.s3, stores.tiers, () => advertised(config, server), log));
   const rateLimits = fleet && new SharedRateLimits(fleet.fleet, upstreams.map((u) => u.client));
   const cache = new PullThrough({ store, meta, ...config.cache, redirectTtlSeconds, estargz, confine: config.auth !== undefined, fleet, rateLimit: rateLimits && ((up) => rateLimits.view(up)), log });
   server = buildServer({ router, cache, access, logger, metrics, https: tls && httpsOptions(tls.material), fleetSecret: fleet?.fleet.secret });

@@ -18,22 +18,11 @@ import type { Logger } from '../lib/log.js';
 import { SingleFlight } from '../lib/single-flight.js';
 import type { Served } from './served.js';
 import { FleetBlobSource } from '../fleet/blob-source.js';
-import type { Fleet } from '../fleet/fleet.js';
+import type { FleetBlobs } from '../fleet/fleet.js';
 import { FollowerStore } from '../fleet/follower-store.js';
-import type { PeerClient } from '../fleet/peer-client.js';
 
 /** Resumes of a fleet fill: each may change where its bytes come from (a holder dying, a lease changing hands). */
 const FLEET_RESUMES = 8;
-
-/** What a fill in a fleet works with (see src/fleet). */
-export interface FleetBlobs {
-  fleet: Fleet;
-  peers: PeerClient;
-  /** the bucket */
-  shared: BlobStore;
-  /** the local tier in front of it, if any */
-  local?: BlobStore | undefined;
-}
 
 /**
  * The upstream's bytes of a blob from `offset` on (a plain GET at 0). `announced`: the size the

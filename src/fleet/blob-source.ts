@@ -3,7 +3,8 @@
 // fleet cannot be asked); else from the replica holding the lease, through its in-progress fill.
 // A holder that dies stops renewing its lease; until the lease lapses, reads from it fail and are
 // tried again a little later, after which this replica takes the lease and resumes from the
-// upstream where its bytes stopped. So a fill of this replica's goes on, whoever feeds it.
+// upstream where its bytes stopped. So a fill of this replica's goes on, whoever feeds it; and
+// when the holder can be read from by nobody for several lease TTLs, this replica fetches it too.
 import type { Readable } from 'node:stream';
 import type { BlobStore } from '../cache/blob-store.js';
 import type { Digest } from '../oci/digest.js';
@@ -72,7 +73,12 @@ export class FleetBlobSource {
         });
         if (got) return { ...got, from: 'peer' };
       }
-      if (Date.now() > deadline) throw new Error(`no replica could provide ${digest.value} from ${offset}, and its lease did not lapse`);
+      if (Date.now() > deadline) {
+        // a holder that answers nobody yet keeps its lease (a wrong secret, a partition): fetch rather than fail the pull
+        this.o.log.warn({ ...this.o.where, peer: claim.holder, offset }, 'fleet: the replica holding this blob\'s lease cannot be read from; fetching it here');
+        this.alone = true;
+        return this.upstream(offset);
+      }
       await pause(Math.min(100 * (attempt + 1), 1000));
     }
   }

@@ -4,6 +4,9 @@
 // fetch, never a byte, since every replica verifies what it keeps. So whenever the fleet cannot
 // answer (Redis down or stalled), a replica is told to go `alone`, as it would without a fleet.
 
+import type { BlobStore } from '../cache/blob-store.js';
+import type { PeerClient } from './peer-client.js';
+
 export type Claim =
   /** nobody else is fetching this: fetch it, keep the lease renewed, release it once the result is stored */
   | { kind: 'mine'; lease: Lease }
@@ -41,6 +44,16 @@ export interface FleetStatus {
   uncoordinated: number;
   /** claims by outcome since start-up */
   claims: { mine: number; held: number };
+}
+
+/** What a replica's blob fills work with in a fleet (core/blob-cache.ts). */
+export interface FleetBlobs {
+  fleet: Fleet;
+  peers: PeerClient;
+  /** the bucket */
+  shared: BlobStore;
+  /** the local tier in front of it, if any */
+  local?: BlobStore | undefined;
 }
 
 /** Waits `ms`. */

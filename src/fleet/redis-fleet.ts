@@ -24,8 +24,8 @@ export interface RedisFleetOptions {
   secret: string;
   leaseTtlMs: number;
   log: Logger;
-  /** key prefix, so that several fleets (or test runs) can share one Redis */
-  prefix?: string | undefined;
+  /** key prefix, so that several fleets can share one Redis */
+  prefix: string;
 }
 
 export class RedisFleet implements Fleet {
@@ -38,7 +38,7 @@ export class RedisFleet implements Fleet {
   private readonly counts = { uncoordinated: 0, mine: 0, held: 0 };
 
   constructor(private readonly opts: RedisFleetOptions) {
-    this.prefix = opts.prefix ?? 'pullthrough:';
+    this.prefix = opts.prefix;
     this.redis = new Redis(opts.redis, {
       enableOfflineQueue: false,
       maxRetriesPerRequest: 0,
