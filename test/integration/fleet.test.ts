@@ -9,7 +9,7 @@ import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import t from 'tap';
-import { GetObjectCommand, HeadObjectCommand } from '@aws-sdk/client-s3';
+import { GetObjectCommand, HeadObjectCommand, ListObjectsV2Command } from '@aws-sdk/client-s3';
 import { request } from 'undici';
 import { FLEET_SECRET, logLines, startRedis, startReplica, type Replica } from '../helpers/fleet.js';
 import { startHop, type Hop } from '../helpers/hop.js';
@@ -30,7 +30,7 @@ t.teardown(() => removeDir(work));
 const registry = await startRegistry({ mode: 'open' });
 t.teardown(() => registry.stop());
 const images: Record<string, ImageLayout> = {};
-for (const [name, bytes] of [['big', 40 * MiB], ['takeover', 24 * MiB], ['alone', 2 * MiB], ['rejoin', 2 * MiB], ['stall', 1 * MiB], ['meta', 256 << 10]] as const) {
+for (const [name, bytes] of [['big', 40 * MiB], ['takeover', 24 * MiB], ['alone', 2 * MiB], ['rejoin', 2 * MiB], ['stall', 1 * MiB], ['meta', 256 << 10], ['secret', 4 * MiB]] as const) {
   images[name] = await makeImage({ layers: 1, layerBytes: bytes, seed: `fleet-${name}`, dir: join(work, name) });
   await pushLayout(images[name].dir, `${registry.host}/team/${name}:v1`);
 }
@@ -247,3 +247,32 @@ t.test('Redis stalled (SIGSTOP): pulls go on within a second or two, on each rep
   t.ok(ms < 5000, `served in ${ms} ms, not held up by the stalled Redis`);
   redis.resume();
 });
+
+t.test('a replica whose secret the others do not share: they cannot read its fill, so after a few lease TTLs they fetch the blob themselves, and still serve it', async (t) => {
+  const hop = await startHop(registry.url);
+  t.teardown(() => hop.close());
+  t.teardown(() => hops.forEach((h) => h.reset()));
+  const odd = await startReplica(t, { upstream: hop.url, s3, redis, config: { fleet: { redis: redis.url, secret: 'another-secret-altogether-42', leaseTtl: '2s' } } });
+  const want = await layerBytes('secret');
+  Object.assign(hop.faults, { throttleBytesPerSec: 256 << 10, only: { pathIncludes: '/blobs/' } });
+  const first = getBlob(odd, 'secret');
+  await waitFor(() => hop.log.some((e) => e.path.includes(layerOf('secret').digest)) || undefined, { timeoutMs: 10_000, what: 'the odd replica fetching' });
+  const second = await getBlob(replicas[0]!, 'secret');
+  t.ok(second.status === 200 && second.body.equals(want), 'the replica with the fleet\'s secret served the blob');
+  t.ok(logLines(replicas[0]!, "fleet: the replica holding this blob's lease cannot be read from; fetching it here").length > 0, 'after saying it could not read from the holder');
+  t.equal(hops[0]!.count({ method: 'GET', pathIncludes: layerOf('secret').digest }), 1, 'and fetching it itself');
+  t.ok((await first).body.equals(want), 'the odd replica served it too');
+});
+
+t.test('nothing partial in the bucket: every blob object there hashes to its name', async (t) => {
+  const listed = await bucket.send(new ListObjectsV2Command({ Bucket: s3.bucket, Prefix: 'fleet/blobs/' }));
+  const keys = (listed.Contents ?? []).map((o) => o.Key!);
+  t.ok(keys.length >= 6, `${keys.length} blobs in the bucket`);
+  for (const key of keys) {
+    const object = await bucket.send(new GetObjectCommand({ Bucket: s3.bucket, Key: key }));
+    const got = sha256(Buffer.from(await object.Body!.transformToByteArray()));
+    if (got !== `sha256:${key.split('/').pop()}`) t.fail(`${key} holds ${got}`);
+  }
+  t.pass('each object is the blob its key names');
+});
+

@@ -1,19 +1,10 @@
 // fleet: the settings as the README shows them, their defaults, and one clear message per mistake.
 import t from 'tap';
-import { writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
-import { ConfigError, loadConfig } from '../../src/config.js';
+import { ConfigError } from '../../src/config.js';
+import { configLoader } from '../helpers/config-file.js';
 import { readmeSnippet } from '../helpers/readme.js';
-import { makeTempDir, removeDir } from '../helpers/util.js';
 
-const dir = await makeTempDir('pullthrough-fleet-config-');
-t.teardown(() => removeDir(dir));
-let n = 0;
-async function load(yaml: string, env: NodeJS.ProcessEnv = {}) {
-  const path = join(dir, `c${n++}.yml`);
-  await writeFile(path, yaml);
-  return loadConfig({ config: path }, env);
-}
+const load = await configLoader(t, 'pullthrough-fleet-config-');
 const S3 = 'cache:\n  s3: { bucket: my-cache }\n';
 
 t.test("the README's fleet config", async (t) => {

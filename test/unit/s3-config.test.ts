@@ -1,18 +1,9 @@
 // cache.s3: the settings, their defaults and fallbacks, and one clear message per mistake.
 import t from 'tap';
-import { writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
-import { ConfigError, loadConfig } from '../../src/config.js';
-import { makeTempDir, removeDir } from '../helpers/util.js';
+import { ConfigError } from '../../src/config.js';
+import { configLoader } from '../helpers/config-file.js';
 
-const dir = await makeTempDir('pullthrough-s3-config-');
-t.teardown(() => removeDir(dir));
-let n = 0;
-async function load(yaml: string, env: NodeJS.ProcessEnv = {}) {
-  const path = join(dir, `c${n++}.yml`);
-  await writeFile(path, yaml);
-  return loadConfig({ config: path }, env);
-}
+const load = await configLoader(t, 'pullthrough-s3-config-');
 
 t.test('no cache.s3: the filesystem cache', async (t) => {
   t.equal((await load('cache:\n  dir: /x\n')).cache.s3, undefined);
