@@ -140,3 +140,20 @@ export function progress(): { say(msg: string): void; loads: number[]; started: 
   };
   return { say, loads, started };
 }
+
+/**
+ * Replaces a benchmark's section of RESULTS.md (between its `start` and `end` markers), or
+ * appends it; the rest stays as it is. The file is read right before it is written: other
+ * benchmarks write their own sections of it.
+ */
+export async function writeSection(file: string, start: string, end: string, report: string): Promise<void> {
+  const section = `${start}\n${report}\n${end}`;
+  const text = await readFile(file, 'utf8').catch(() => '');
+  const a = text.indexOf(start);
+  const b = text.indexOf(end);
+  const next =
+    a >= 0 && b > a
+      ? `${text.slice(0, a)}${section}${text.slice(b + end.length)}`
+      : `${text}${text && !text.endsWith('\n\n') ? (text.endsWith('\n') ? '\n' : '\n\n') : ''}${section}\n`;
+  await writeFile(file, next);
+}

@@ -28,7 +28,7 @@
 // writes sits between its own markers, after pull.ts's notes marker, so `npm run bench` keeps it
 // and a rerun of this one with the same BENCH_SECTION replaces only it.
 import { existsSync } from 'node:fs';
-import { mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, rm, stat } from 'node:fs/promises';
 import { join, relative } from 'node:path';
 import { pushLayout } from '../test/helpers/skopeo.js';
 import { startRegistry } from '../test/helpers/registry.js';
@@ -38,7 +38,7 @@ import { curlClients, type Batch } from './clients.js';
 import { logProblems, readCpu, readMem, registryPid, startPullthrough } from './procs.js';
 import { fmt, fmtInt, max, median, min, ratioCell, table } from './stats.js';
 import { startThrottleProcess, type ThrottleMode, type ThrottleProcess, type ThrottleStats } from './throttle.js';
-import { envNum, gitDescribe, machine, progress, pullthroughSnapshot, ROOT } from './env.js';
+import { envNum, gitDescribe, machine, progress, pullthroughSnapshot, ROOT, writeSection } from './env.js';
 
 const OUT = join(ROOT, 'bench', 'out');
 const MiB = 1 << 20;
@@ -309,7 +309,10 @@ async function main(): Promise<void> {
   const runtime = (performance.now() - started) / 1000;
   const report = render({ date, mach, git, cliNote, fingerprint, blob, samples, runtime, ptProblems, drProblems });
   console.log(`\n${report}`);
-  if (cfg.results !== '-') await writeSection(cfg.results, report);
+  if (cfg.results !== '-') {
+    await writeSection(cfg.results, START, END, report);
+    say(`wrote the fan-out section of ${relative(process.cwd(), cfg.results) || cfg.results}`);
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -471,20 +474,6 @@ function render(x: ReportInput): string {
   out.push(`pullthrough log (level warn and above): ${x.ptProblems.length ? `${x.ptProblems.length} line(s), e.g. ${x.ptProblems.slice(0, 3).join(' | ')}` : 'nothing'}. docker-registry proxy log (warn and above): ${x.drProblems.length ? `${x.drProblems.length} line(s), e.g. ${x.drProblems.slice(0, 3).join(' | ')}` : 'nothing'}.`);
   if (odd.length) out.push(`\nNoted during the run: ${odd.slice(0, 10).join('; ')}.`);
   return out.join('\n');
-}
-
-/** Replaces this benchmark's section of RESULTS.md (between its markers), or appends it; the rest stays as it is. */
-async function writeSection(file: string, report: string): Promise<void> {
-  const section = `${START}\n${report}\n${END}`;
-  const text = await readFile(file, 'utf8').catch(() => ''); // read right before writing: others edit this file too
-  const a = text.indexOf(START);
-  const b = text.indexOf(END);
-  const next =
-    a >= 0 && b > a
-      ? `${text.slice(0, a)}${section}${text.slice(b + END.length)}`
-      : `${text}${text && !text.endsWith('\n\n') ? (text.endsWith('\n') ? '\n' : '\n\n') : ''}${section}\n`;
-  await writeFile(file, next);
-  say(`wrote the fan-out section of ${relative(process.cwd(), file) || file}`);
 }
 
 main().then(

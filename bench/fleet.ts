@@ -21,7 +21,7 @@
 // default: build src/ into bench/out), BENCH_RESULTS (bench/RESULTS.md; "-" for stdout only),
 // BENCH_MAX_MINUTES (45, hard stop). Its section in RESULTS.md sits between its own markers.
 import { randomBytes } from 'node:crypto';
-import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import { startRedis } from '../test/helpers/fleet.js';
@@ -30,7 +30,7 @@ import { startS3rver } from '../test/helpers/s3rver.js';
 import { pushLayout } from '../test/helpers/skopeo.js';
 import { makeTempDir, removeDir, sleep } from '../test/helpers/util.js';
 import { batchOf, hashingIndices, startClient, type Batch, type ClientResult } from './clients.js';
-import { envNum, gitDescribe, machine, progress, pullthroughSnapshot, ROOT } from './env.js';
+import { envNum, gitDescribe, machine, progress, pullthroughSnapshot, ROOT, writeSection } from './env.js';
 import { buildLayout, type Descriptor } from './layout.js';
 import { logProblems, readCpu, readMem, startPullthrough, type Pullthrough } from './procs.js';
 import { fmt, fmtInt, max, median, min, table } from './stats.js';
@@ -233,11 +233,7 @@ async function main(): Promise<void> {
   const report = render(samples, problems, { mach, snap, blob });
   console.log(report);
   if (cfg.results !== '-') {
-    const text = await readFile(cfg.results, 'utf8').catch(() => '');
-    const section = `${START}\n${report}\n${END}`;
-    const a = text.indexOf(START);
-    const b = text.indexOf(END);
-    await writeFile(cfg.results, a >= 0 && b > a ? `${text.slice(0, a)}${section}${text.slice(b + END.length)}` : `${text.trimEnd()}\n\n${section}\n`);
+    await writeSection(cfg.results, START, END, report);
     say(`wrote ${cfg.results}`);
   }
 }
