@@ -5,8 +5,8 @@
 //   - docker-registry (CNCF Distribution 2.8) serving the same image itself;
 //   - pullthrough with that image cached (from that docker-registry), at its default log level
 //     (info: one line per request), and again at `warn` for the manifest paths (what logging costs).
-// Requests: a manifest GET by tag and by digest, a HEAD of the cached blob, and 4 KiB and 64 KiB
-// Range GETs at random offsets of it (a Lua script picks each offset), with 10 and 100
+// Requests: a manifest GET by tag and by digest, a HEAD of the cached blob (by ab, see below), and
+// 4 KiB and 64 KiB Range GETs at random offsets of it (a Lua script picks each offset), with 10 and 100
 // connections, BENCH_SECONDS each. Rounds interleave the peers (their order rotating) so that a
 // change in the machine's load touches all of them alike; medians of BENCH_RUNS rounds. Any
 // answer that is not 2xx is reported. Peak RSS (VmHWM) of pullthrough over the whole run.
@@ -62,11 +62,24 @@ interface Run {
   non2xx: number;
 }
 
+/**
+ * HEADs by ApacheBench (`ab -k -i`, from apache2-utils): wrk waits for the body a HEAD answer's
+ * Content-Length announces, and stalls. ab is one thread, so its figures are lower than wrk's
+ * would be, for every peer alike.
+ */
+async function ab(url: string, conns: number): Promise<Run> {
+  const { stdout } = await run('ab', ['-q', '-k', '-i', '-c', String(conns), '-t', String(cfg.seconds), '-n', '10000000', url], { timeoutMs: (cfg.seconds + 30) * 1000 });
+  const rps = Number(/Requests per second:\s+([\d.]+)/.exec(stdout)?.[1] ?? NaN);
+  const non2xx = Number(/Non-2xx responses:\s+(\d+)/.exec(stdout)?.[1] ?? 0) + Number(/Failed requests:\s+(\d+)/.exec(stdout)?.[1] ?? 0);
+  return { rps, non2xx };
+}
+
 /** One wrk run; the Lua script sets the method, the Accept header and (for Ranges) a random offset per request. */
 async function wrk(work: string, url: string, kind: Kind, conns: number, blobSize: number): Promise<Run> {
+  if (kind === 'HEAD of a blob') return ab(url, conns);
   const len = kind === '4 KiB Range' ? 4096 : kind === '64 KiB Range' ? 65536 : 0;
   const lua = [
-    `wrk.method = "${kind === 'HEAD of a blob' ? 'HEAD' : 'GET'}"`,
+    'wrk.method = "GET"',
     `wrk.headers["Accept"] = "${OCI_MANIFEST}"`,
     len
       ? `request = function() local off = math.random(0, ${blobSize - len}); return wrk.format(nil, nil, { ["Range"] = "bytes=" .. off .. "-" .. (off + ${len - 1}) }) end`
@@ -91,7 +104,8 @@ async function startBare(manifestFile: string, blobFile: string): Promise<{ url:
 }
 
 async function main(): Promise<void> {
-  const mach = await machine(['wrk', 'docker-registry']);
+  const mach = await machine(['docker-registry']);
+  const wrkVersion = (await run('wrk', ['-v']).then((r) => r.stdout || r.stderr, (e: { stdout?: string; stderr?: string }) => e.stdout || e.stderr || 'wrk')).split('\n')[0]!.trim();
   const snap = await pullthroughSnapshot('hot-cli', say);
   const layout = await buildLayout({ dir: join(ROOT, 'bench', 'out', 'layouts', `hot-1x${cfg.sizeMiB}`), layers: 1, layerBytes: cfg.sizeMiB * MiB, seed: 'bench-hot' }, say);
   const blob = layout.layers[0]!;
@@ -187,7 +201,7 @@ async function main(): Promise<void> {
   out.push(`## Hot paths against the limit of the stack (bench/hot.ts)`);
   out.push('');
   out.push(`Command: \`npm run bench:hot\` (BENCH_RUNS=${cfg.runs} BENCH_SECONDS=${cfg.seconds} BENCH_SIZE_MIB=${cfg.sizeMiB} BENCH_CONNECTIONS=${cfg.connections.join(',')}); ${new Date().toISOString().slice(0, 10)}, ${gitDescribe(ROOT)}, ${snap.note}.`);
-  out.push(`Machine: ${mach.nproc} cores, ${mach.memory}; ${mach.wrk}; load average during the run: median ${fmt(median(loads), 1)}, max ${fmt(max(loads), 1)}. wrk with 2 threads, ${cfg.seconds} s a run, medians of ${cfg.runs} interleaved rounds (min–max), requests per second; the ratio is to the bare Fastify limit of the same row.`);
+  out.push(`Machine: ${mach.nproc} cores, ${mach.memory}; ${wrkVersion}; ${mach['docker-registry']}; load average during the run: median ${fmt(median(loads), 1)}, max ${fmt(max(loads), 1)}. wrk with 2 threads, ${cfg.seconds} s a run, medians of ${cfg.runs} interleaved rounds (min–max), requests per second; the ratio is to the bare Fastify limit of the same row.`);
   out.push('');
   out.push(table(['request', 'connections', 'bare Fastify (the limit)', 'docker-registry', 'pullthrough (log at info)'], rows));
   out.push('');

@@ -48,6 +48,8 @@ export interface BlobStore {
    * or undefined when the blob is not stored where such a URL can point.
    */
   presign?(digest: Digest, ttlSeconds: number): Promise<string | undefined>;
+  /** Optional: a read of the blob served from a copy elsewhere (in memory), counted as a read for the store's LRU order and age bound. */
+  touch?(digest: Digest): void;
   delete(digest: Digest): Promise<void>;
   /**
    * Optional: what a bounded store holds now and has evicted since start-up, for the metrics.

@@ -10,6 +10,10 @@ import { holdingRecordKey, tagRecordKey, type ManifestRecord, type MetadataStore
 import { makeDir, replaceFile } from './disk-writes.js';
 import { isNotFound } from './fs-store.js';
 import { ReadStamps, removeUnreadSince } from './read-stamps.js';
+import { LRUCache } from 'lru-cache';
+
+/** Tag, manifest and holding records kept in memory, by an estimate of their size: tens of thousands of records. */
+const RECORDS_MEMORY_BYTES = 8 << 20;
 
 export interface FsMetadataStoreOptions {
   /** ms clock, injectable for tests */
@@ -22,6 +26,12 @@ export class FsMetadataStore implements MetadataStore {
   private readonly holdingDir: string;
   private readonly tmpDir: string;
   private readonly stamps: ReadStamps;
+  /**
+   * The records read or written lately, by path, bounded by bytes. This process is the only
+   * writer of its cache directory, and every write and removal goes through here, so a record in
+   * memory is the file's content; the file is still stamped on a read, for the age bound.
+   */
+  private readonly records = new LRUCache<string, object>({ maxSize: RECORDS_MEMORY_BYTES, sizeCalculation: (_v, path) => path.length + 256 });
 
   constructor(dir: string, opts: FsMetadataStoreOptions = {}) {
     this.tagDir = join(dir, 'meta', 'tags');
@@ -65,7 +75,9 @@ export class FsMetadataStore implements MetadataStore {
 
   /** Removes the tag and manifest records last read (or written) before `cutoff` (ms on the clock); returns how many. */
   async expire(cutoff: number): Promise<number> {
-    return (await removeUnreadSince(this.tagDir, cutoff)) + (await removeUnreadSince(this.manifestDir, cutoff));
+    const removed = (await removeUnreadSince(this.tagDir, cutoff)) + (await removeUnreadSince(this.manifestDir, cutoff));
+    if (removed > 0) this.records.clear(); // which ones went is the disk's to say: read afresh
+    return removed;
   }
 
   /** Waits for the last-read stamps under way. */
@@ -83,9 +95,15 @@ export class FsMetadataStore implements MetadataStore {
   }
 
   private async read(path: string): Promise<unknown> {
+    const known = this.records.get(path);
+    if (known) {
+      void this.stamps.stamp(path, path);
+      return known;
+    }
     try {
       const record: unknown = JSON.parse(await readFile(path, 'utf8'));
       void this.stamps.stamp(path, path);
+      if (typeof record === 'object' && record !== null) this.records.set(path, record);
       return record;
     } catch (e) {
       if (isNotFound(e) || e instanceof SyntaxError) return undefined;
@@ -97,7 +115,9 @@ export class FsMetadataStore implements MetadataStore {
   private async write(path: string, value: unknown): Promise<void> {
     await makeDir(join(path, '..'));
     await makeDir(this.tmpDir);
+    this.records.delete(path); // until the file holds the new record, the old one is not its content
     await replaceFile(join(this.tmpDir, `meta-${randomUUID()}`), path, JSON.stringify(value));
+    if (typeof value === 'object' && value !== null) this.records.set(path, value);
     await this.stamps.stamp(path, path, true);
   }
 }

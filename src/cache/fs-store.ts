@@ -64,7 +64,10 @@ export class FsBlobStore implements BlobStore {
     return { bytes: this.index.bytes, entries: this.index.count, evictions: this.evictions };
   }
 
+  /** From the index when it knows the blob (a file removed behind its back is noticed by open()), else from the disk. */
   async stat(digest: Digest): Promise<BlobInfo | undefined> {
+    const known = this.index.sizeOf(digest.value);
+    if (known !== undefined) return { digest: digest.value, size: known };
     try {
       const s = await stat(this.pathOf(digest));
       return { digest: digest.value, size: s.size };
@@ -77,13 +80,14 @@ export class FsBlobStore implements BlobStore {
   async open(digest: Digest, range?: ByteRange): Promise<BlobReader | undefined> {
     const path = this.pathOf(digest);
     let handle;
+    const key = digest.value;
     try {
       handle = await open(path, 'r');
     } catch (e) {
-      if (isNotFound(e)) return undefined;
-      throw e;
+      if (!isNotFound(e)) throw e;
+      this.index.remove(key); // removed behind the index's back (`pullthrough verify`, a person): stat must not vouch for it
+      return undefined;
     }
-    const key = digest.value;
     this.index.pin(key);
     this.index.touch(key);
     let size: number;
@@ -120,6 +124,14 @@ export class FsBlobStore implements BlobStore {
           return handle.close().catch(() => undefined);
         }),
     };
+  }
+
+  /** A read of the blob served from a copy elsewhere (in memory): it counts for the LRU order and the age bound as a read here would. */
+  touch(digest: Digest): void {
+    const key = digest.value;
+    if (!this.index.has(key)) return;
+    this.index.touch(key);
+    if (this.opts.stampReads !== false) void this.stamps.stamp(key, this.pathOf(digest));
   }
 
   /** The file becomes visible only at its full size: a short write on a full disk must not pass as a blob. */

@@ -68,6 +68,10 @@ export class TieredBlobStore implements BlobStore {
     return this.remote.presign?.(digest, ttlSeconds) ?? Promise.resolve(undefined);
   }
 
+  touch(digest: Digest): void {
+    this.local.touch?.(digest);
+  }
+
   async delete(digest: Digest): Promise<void> {
     await Promise.all([this.local.delete(digest), this.remote.delete(digest)]);
   }

@@ -8,6 +8,7 @@ import { createHash, randomUUID } from 'node:crypto';
 import { rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { BlobStore, MetadataStore, TagRecord } from '../cache/blob-store.js';
+import { LRUCache } from 'lru-cache';
 import { SingleFlight } from '../lib/single-flight.js';
 import { parseDigest, type Digest } from '../oci/digest.js';
 import { RegistryError } from '../oci/errors.js';
@@ -40,6 +41,8 @@ export interface ManifestCacheOptions {
   log: Logger;
   /** sees every manifest served, with the upstream and repository it was served for (e.g. to learn which layers are eStargz) */
   onManifest?: ((manifest: ParsedManifest, repo: Repository) => void) | undefined;
+  /** the bytes of parsed manifests kept in memory (default DEFAULT_MEMORY_BYTES) */
+  memoryBytes?: number | undefined;
   /** replicas that revalidate each tag and fetch each manifest once between them (src/fleet) */
   fleet?: Fleet | undefined;
   /** the upstream's rate limit as the fleet knows it (default: as this replica last saw it) */
@@ -48,6 +51,9 @@ export interface ManifestCacheOptions {
 }
 
 type Held = Omit<ServedManifest, 'served'>;
+
+/** Manifests in memory: about 16 MiB of bodies, some thousands of manifests. */
+const DEFAULT_MEMORY_BYTES = 48 << 20;
 
 interface Resolved {
   record: TagRecord;
@@ -60,10 +66,18 @@ interface Resolved {
 export class ManifestCache {
   private readonly tagLookups = new SingleFlight<Resolved>();
   private readonly digestFetches = new SingleFlight<Held>();
+  /**
+   * Manifests read or fetched lately, parsed, by digest, bounded by bytes: a manifest is
+   * immutable, so a copy in memory needs only the store's word that it still holds it (the
+   * store's index answers that without the disk), and the hot path reads no file.
+   */
+  private readonly memory: LRUCache<string, Held>;
   private readonly now: () => number;
 
   constructor(private readonly opts: ManifestCacheOptions) {
     this.now = opts.now ?? Date.now;
+    // a parsed manifest takes about twice its body again
+    this.memory = new LRUCache<string, Held>({ maxSize: opts.memoryBytes ?? DEFAULT_MEMORY_BYTES, sizeCalculation: (h) => 3 * h.body.length + 256 });
   }
 
   /** GET or HEAD of a manifest by tag or digest, honouring the client's Accept list. */
@@ -192,6 +206,22 @@ export class ManifestCache {
    * (kept by a version that did not check) is deleted and counts as not cached.
    */
   private async held(digest: Digest): Promise<Held | undefined> {
+    const known = this.memory.get(digest.value);
+    if (known) {
+      if (await this.opts.store.stat(digest)) {
+        this.opts.store.touch?.(digest); // read from memory, it still counts as read for the store's LRU and age bound
+        return known;
+      }
+      this.memory.delete(digest.value); // evicted from the store: fetched again, like any evicted manifest
+      return undefined;
+    }
+    const held = await this.fromStore(digest);
+    if (held) this.memory.set(digest.value, held);
+    return held;
+  }
+
+  /** The cached manifest as the store holds it, parsed (see held). */
+  private async fromStore(digest: Digest): Promise<Held | undefined> {
     const record = await this.opts.meta.getManifest(digest);
     const reader = record && (await this.opts.store.open(digest));
     if (!record || !reader) return undefined;
@@ -209,10 +239,12 @@ export class ManifestCache {
   }
 
   private async have(digest: Digest): Promise<boolean> {
-    return (await this.opts.meta.getManifest(digest)) !== undefined && (await this.opts.store.stat(digest)) !== undefined;
+    const recorded = this.memory.has(digest.value) || (await this.opts.meta.getManifest(digest)) !== undefined;
+    return recorded && (await this.opts.store.stat(digest)) !== undefined;
   }
 
   private async drop(digest: Digest, why: string): Promise<undefined> {
+    this.memory.delete(digest.value);
     this.opts.log.warn({ digest: digest.value, err: why }, 'dropping a cached manifest that is not valid; it will be fetched again');
     await this.opts.store.delete(digest).catch((e: Error) => this.opts.log.warn({ digest: digest.value, err: e.message }, 'could not delete an invalid cached manifest'));
     return undefined;
@@ -235,6 +267,7 @@ export class ManifestCache {
       });
     }
     await this.opts.meta.putManifest(m.digest, { mediaType: m.mediaType, size: m.body.length });
+    this.memory.set(m.digest.value, { digest: m.digest.value, mediaType: m.mediaType, body: m.body, manifest });
     if (await this.opts.store.stat(m.digest)) return manifest;
     const file = join(this.opts.store.spoolDir, `manifest-${randomUUID()}`);
     try {
