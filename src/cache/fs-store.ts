@@ -3,11 +3,12 @@
 // by an LRU index rebuilt from file mtimes at start-up, and (expire) an age bound on the same index.
 // A blob's mtime is its last read (see ReadStamps: why mtime and not atime).
 import { createReadStream, unlinkSync } from 'node:fs';
-import { mkdir, open, readdir, rename, rm, stat } from 'node:fs/promises';
+import { mkdir, open, readdir, rename, rm, stat, type FileHandle } from 'node:fs/promises';
+import { LRUCache } from 'lru-cache';
 import { join } from 'node:path';
 import type { Digest } from '../oci/digest.js';
 import { tryParseDigest } from '../oci/digest.js';
-import type { Readable, Writable } from 'node:stream';
+import { Readable, type Writable } from 'node:stream';
 import type { ByteRange } from '../oci/range.js';
 import { makeDir } from './disk-writes.js';
 import { pumpFile } from './file-pump.js';
@@ -16,6 +17,8 @@ import { LruIndex } from './lru-index.js';
 import { ReadStamps } from './read-stamps.js';
 
 const READ_BUFFER = 1 << 20;
+/** Descriptors kept open for ranged reads, one per blob, the least recently used closed first. */
+const OPEN_RANGE_HANDLES = 64;
 /** Age eviction unlinks this many files at a time, then lets other work run. */
 const EXPIRE_BATCH = 256;
 
@@ -36,6 +39,7 @@ export class FsBlobStore implements BlobStore {
   private readonly blobDir: string;
   private readonly index: LruIndex;
   private readonly stamps: ReadStamps;
+  private readonly handles = new SharedHandles(OPEN_RANGE_HANDLES);
   private evictions = 0;
 
   private constructor(private readonly opts: FsBlobStoreOptions) {
@@ -77,34 +81,33 @@ export class FsBlobStore implements BlobStore {
     }
   }
 
+  /**
+   * A reader of the blob or of a range of it. A range is read through a descriptor kept open for
+   * the next ranges of the same blob (SharedHandles): lazy pullers read small ranges by the
+   * thousand, and an open, an fstat and a close per range cost more than the read.
+   */
   async open(digest: Digest, range?: ByteRange): Promise<BlobReader | undefined> {
     const path = this.pathOf(digest);
-    let handle;
     const key = digest.value;
+    let file: { handle: FileHandle; size: number; done: () => Promise<void> } | undefined;
     try {
-      handle = await open(path, 'r');
+      file = range ? await this.handles.acquire(key, path) : await openOwn(path);
     } catch (e) {
       if (!isNotFound(e)) throw e;
       this.index.remove(key); // removed behind the index's back (`pullthrough verify`, a person): stat must not vouch for it
       return undefined;
     }
+    const { handle, size } = file;
     this.index.pin(key);
     this.index.touch(key);
-    let size: number;
-    try {
-      size = (await handle.stat()).size;
-    } catch (e) {
-      this.index.unpin(key);
-      await handle.close();
-      throw e;
-    }
     const start = range?.start ?? 0;
     const end = range?.end ?? size;
     let released = false;
     const release = () => {
-      if (released) return;
+      if (released) return Promise.resolve();
       released = true;
       this.index.unpin(key);
+      return file.done();
     };
     let stream: Readable | undefined;
     if (this.opts.stampReads !== false) void this.stamps.stamp(key, path);
@@ -113,16 +116,13 @@ export class FsBlobStore implements BlobStore {
       size,
       get stream(): Readable {
         if (!stream) {
-          stream = createReadStream('', { fd: handle, start, end: Math.max(start, end - 1), highWaterMark: READ_BUFFER });
-          stream.once('close', release);
+          // a shared descriptor must outlive the stream: it is read positionally, never closed by it
+          stream = range ? positionalReader(handle, start, end) : createReadStream('', { fd: handle, start, end: Math.max(start, end - 1), highWaterMark: READ_BUFFER });
+          stream.once('close', () => void release());
         }
         return stream;
       },
-      pipeTo: (sink: Writable) =>
-        pumpFile(handle, start, end, sink).finally(() => {
-          release();
-          return handle.close().catch(() => undefined);
-        }),
+      pipeTo: (sink: Writable) => pumpFile(handle, start, end, sink).finally(release),
     };
   }
 
@@ -165,8 +165,9 @@ export class FsBlobStore implements BlobStore {
     }
   }
 
-  /** Waits for the last-read stamps under way, so that a store opened next on the directory sees them. */
+  /** Waits for the last-read stamps under way, so that a store opened next on the directory sees them; closes the kept descriptors. */
   async close(): Promise<void> {
+    this.handles.clear();
     await this.stamps.settled();
   }
 
@@ -176,6 +177,7 @@ export class FsBlobStore implements BlobStore {
 
   async delete(digest: Digest): Promise<void> {
     this.index.remove(digest.value);
+    this.handles.retire(digest.value);
     this.stamps.forget(digest.value);
     await rm(this.pathOf(digest), { force: true });
   }
@@ -196,6 +198,7 @@ export class FsBlobStore implements BlobStore {
       if (!isNotFound(e)) throw e;
     }
     this.stamps.forget(key);
+    this.handles.retire(key);
     this.evictions++;
     this.opts.onEvict?.(key);
   }
@@ -241,4 +244,115 @@ async function readdirSafe(dir: string): Promise<string[]> {
 
 export function isNotFound(e: unknown): boolean {
   return typeof e === 'object' && e !== null && 'code' in e && (e as { code: unknown }).code === 'ENOENT';
+}
+
+/** [start, end) of an open file as a stream of positional reads; the file stays open. */
+function positionalReader(handle: FileHandle, start: number, end: number): Readable {
+  let pos = start;
+  return new Readable({
+    highWaterMark: READ_BUFFER,
+    read(want) {
+      const length = Math.min(Math.max(want, 64 << 10), READ_BUFFER, end - pos);
+      if (length <= 0) {
+        this.push(null);
+        return;
+      }
+      handle.read(Buffer.allocUnsafe(length), 0, length, pos).then(
+        ({ bytesRead, buffer }) => {
+          if (bytesRead === 0) return void this.destroy(new Error('the cached file is shorter than its recorded size'));
+          pos += bytesRead;
+          this.push(bytesRead === length ? buffer : buffer.subarray(0, bytesRead));
+        },
+        (e: Error) => this.destroy(e),
+      );
+    },
+  });
+}
+
+/** A descriptor of this request's own, closed when its reader is done. */
+async function openOwn(path: string): Promise<{ handle: FileHandle; size: number; done: () => Promise<void> }> {
+  const handle = await open(path, 'r');
+  try {
+    const size = (await handle.stat()).size;
+    return { handle, size, done: () => handle.close().catch(() => undefined) };
+  } catch (e) {
+    await handle.close().catch(() => undefined);
+    throw e;
+  }
+}
+
+/**
+ * Descriptors shared by the ranged reads of a blob, bounded in number. One leaves the set when it
+ * is the least recently used one over the bound, or when its blob is evicted or deleted, and is
+ * closed once the last read through it is done: a read never loses its descriptor, and a blob
+ * unlinked from the cache is not held open for longer than its readers need.
+ */
+class SharedHandles {
+  private readonly open: LRUCache<string, Shared>;
+  /** opens under way, so that concurrent first reads of a blob share one */
+  private readonly opening = new Map<string, Promise<Shared>>();
+
+  constructor(max: number) {
+    this.open = new LRUCache<string, Shared>({ max, dispose: (s) => s.retire() });
+  }
+
+  async acquire(key: string, path: string): Promise<{ handle: FileHandle; size: number; done: () => Promise<void> }> {
+    let shared = this.open.get(key);
+    if (!shared) {
+      let opening = this.opening.get(key);
+      if (!opening) {
+        opening = openOwn(path).then((f) => new Shared(f.handle, f.size));
+        this.opening.set(key, opening);
+        opening.then(
+          (s) => {
+            if (this.opening.get(key) === opening) this.opening.delete(key);
+            this.open.set(key, s);
+          },
+          () => this.opening.delete(key),
+        );
+      }
+      shared = await opening;
+      // pushed out of the set (and closed) between its open and now, by 64 other blobs' ranges: open one of our own
+      if (shared.closed) return openOwn(path);
+    }
+    shared.users++;
+    const s = shared;
+    return { handle: s.handle, size: s.size, done: async () => s.release() };
+  }
+
+  /** The blob left the cache: its descriptor closes once its readers are done. */
+  retire(key: string): void {
+    this.opening.delete(key);
+    this.open.delete(key);
+  }
+
+  clear(): void {
+    this.open.clear();
+  }
+}
+
+class Shared {
+  users = 0;
+  closed = false;
+  private retired = false;
+
+  constructor(
+    readonly handle: FileHandle,
+    readonly size: number,
+  ) {}
+
+  release(): void {
+    this.users--;
+    if (this.retired && this.users === 0) this.close();
+  }
+
+  retire(): void {
+    this.retired = true;
+    if (this.users === 0) this.close();
+  }
+
+  private close(): void {
+    this.closed = true;
+    void this.handle.close().catch(() => undefined);
+  }
 }
