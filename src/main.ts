@@ -49,7 +49,7 @@ interface Stores {
 export async function createStores(cache: Config['cache'], log: Logger): Promise<Stores> {
   const s3 = cache.s3;
   if (!s3) {
-    const store = await FsBlobStore.open({ dir: cache.dir, maxBytes: cache.maxSize });
+    const store = await FsBlobStore.open({ dir: cache.dir, maxBytes: cache.maxSize, log });
     const meta = new FsMetadataStore(cache.dir);
     return {
       store,
@@ -61,7 +61,7 @@ export async function createStores(cache: Config['cache'], log: Logger): Promise
   }
   const { S3MetadataStore } = await import('./cache/s3-metadata.js');
   const { TieredBlobStore } = await import('./cache/tiered-store.js');
-  const local = s3.localTier ? await FsBlobStore.open({ dir: cache.dir, maxBytes: cache.maxSize }) : undefined;
+  const local = s3.localTier ? await FsBlobStore.open({ dir: cache.dir, maxBytes: cache.maxSize, log }) : undefined;
   const bucket = await openBucket(s3, local ? join(cache.dir, 'tmp', 's3') : join(cache.dir, 'tmp'), log);
   return {
     store: local ? new TieredBlobStore(local, bucket.store, log) : bucket.store,

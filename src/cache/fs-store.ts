@@ -15,8 +15,11 @@ import { pumpFile } from './file-pump.js';
 import type { BlobInfo, BlobReader, BlobStore, StoreUsage } from './blob-store.js';
 import { LruIndex } from './lru-index.js';
 import { ReadStamps } from './read-stamps.js';
+import type { Logger } from '../lib/log.js';
 
 const READ_BUFFER = 1 << 20;
+/** Files stat'ed at once by the start-up scan. */
+const SCAN_STATS = 64;
 /** Descriptors kept open for ranged reads, one per blob, the least recently used closed first. */
 const OPEN_RANGE_HANDLES = 64;
 /** Age eviction unlinks this many files at a time, then lets other work run. */
@@ -32,6 +35,7 @@ export interface FsBlobStoreOptions {
   stampReads?: boolean;
   /** ms clock, injectable for tests */
   now?: () => number;
+  log?: Logger | undefined;
 }
 
 export class FsBlobStore implements BlobStore {
@@ -41,6 +45,9 @@ export class FsBlobStore implements BlobStore {
   private readonly stamps: ReadStamps;
   private readonly handles = new SharedHandles(OPEN_RANGE_HANDLES);
   private evictions = 0;
+  /** the start-up scan is running: what leaves the cache meanwhile must not come back with it */
+  private scanning = true;
+  private readonly removedDuringScan = new Set<string>();
 
   private constructor(private readonly opts: FsBlobStoreOptions) {
     this.blobDir = join(opts.dir, 'blobs');
@@ -50,15 +57,26 @@ export class FsBlobStore implements BlobStore {
     this.index = new LruIndex(opts.maxBytes, (key) => this.evict(key), now);
   }
 
-  /** Opens (creating if needed) a cache directory: removes leftovers of interrupted fills and indexes what is there. */
+  /**
+   * Opens (creating if needed) a cache directory: removes leftovers of interrupted fills, and
+   * indexes what is there in the background (`indexed`), so that a large cache answers at once:
+   * until then a blob the index does not know yet is looked for on the disk.
+   */
   static async open(opts: FsBlobStoreOptions): Promise<FsBlobStore> {
     const store = new FsBlobStore(opts);
     if (!opts.keepSpool) await rm(store.spoolDir, { recursive: true, force: true });
     await mkdir(store.spoolDir, { recursive: true });
     await mkdir(store.blobDir, { recursive: true });
-    await store.scan();
+    store.indexed = store.scan().catch((e: Error) => {
+      // a blob the index lacks is still found on the disk; only the size bound misses it
+      store.scanning = false;
+      opts.log?.warn({ dir: opts.dir, err: e.message }, 'the start-up scan of the cache stopped; blobs it did not reach count against no bound until read');
+    });
     return store;
   }
+
+  /** Resolves once the blobs found on the disk at start-up are all in the index (size bound and eviction order included). */
+  indexed: Promise<void> = Promise.resolve();
 
   get usedBytes(): number {
     return this.index.bytes;
@@ -94,12 +112,14 @@ export class FsBlobStore implements BlobStore {
       file = range ? await this.handles.acquire(key, path) : await openOwn(path);
     } catch (e) {
       if (!isNotFound(e)) throw e;
-      this.index.remove(key); // removed behind the index's back (`pullthrough verify`, a person): stat must not vouch for it
+      this.forgetFile(key); // removed behind the index's back (`pullthrough verify`, a person): stat must not vouch for it
       return undefined;
     }
     const { handle, size } = file;
     this.index.pin(key);
-    this.index.touch(key);
+    // a blob the start-up scan has not reached yet joins the index now, as just read
+    if (this.index.has(key)) this.index.touch(key);
+    else this.index.add(key, size);
     const start = range?.start ?? 0;
     const end = range?.end ?? size;
     let released = false;
@@ -147,6 +167,7 @@ export class FsBlobStore implements BlobStore {
       throw e;
     }
     this.index.add(digest.value, size);
+    this.removedDuringScan.delete(digest.value);
     await this.stamps.stamp(digest.value, path, true);
   }
 
@@ -156,6 +177,7 @@ export class FsBlobStore implements BlobStore {
    * requests.
    */
   async expire(cutoff: number): Promise<number> {
+    await this.indexed;
     let evicted = 0;
     for (;;) {
       const n = this.index.expire(cutoff, EXPIRE_BATCH);
@@ -172,14 +194,21 @@ export class FsBlobStore implements BlobStore {
   }
 
   async *list(): AsyncIterable<string> {
+    await this.indexed;
     yield* [...this.index.keys()];
   }
 
   async delete(digest: Digest): Promise<void> {
-    this.index.remove(digest.value);
-    this.handles.retire(digest.value);
+    this.forgetFile(digest.value);
     this.stamps.forget(digest.value);
     await rm(this.pathOf(digest), { force: true });
+  }
+
+  /** The blob's file is gone (or going): out of the index, its descriptor retired, and not brought back by the start-up scan. */
+  private forgetFile(key: string): void {
+    this.index.remove(key);
+    this.handles.retire(key);
+    if (this.scanning) this.removedDuringScan.add(key);
   }
 
   /** The only place a digest becomes a path; parseDigest already limits it to [a-f0-9]. */
@@ -199,32 +228,41 @@ export class FsBlobStore implements BlobStore {
     }
     this.stamps.forget(key);
     this.handles.retire(key);
+    if (this.scanning) this.removedDuringScan.add(key);
     this.evictions++;
     this.opts.onEvict?.(key);
   }
 
+  /**
+   * Indexes the blobs on the disk: a shard directory at a time, its files stat'ed SCAN_STATS at a
+   * time, requests served in between. What was stored or removed meanwhile is the index's already;
+   * the blobs found join it as older than those (LruIndex.addOlder), oldest first.
+   */
   private async scan(): Promise<void> {
     const found: { key: string; size: number; mtime: number }[] = [];
     for (const algorithm of await readdirSafe(this.blobDir)) {
       for (const shard of await readdirSafe(join(this.blobDir, algorithm))) {
-        for (const hex of await readdirSafe(join(this.blobDir, algorithm, shard))) {
-          const key = `${algorithm}:${hex}`;
-          const path = join(this.blobDir, algorithm, shard, hex);
-          if (!tryParseDigest(key) || !hex.startsWith(shard)) {
-            await rm(path, { recursive: true, force: true });
-            continue;
-          }
-          const s = await stat(path);
-          if (!s.isFile()) {
-            await rm(path, { recursive: true, force: true });
-            continue;
-          }
-          found.push({ key, size: s.size, mtime: s.mtimeMs });
+        const names = await readdirSafe(join(this.blobDir, algorithm, shard));
+        for (let i = 0; i < names.length; i += SCAN_STATS) {
+          await Promise.all(names.slice(i, i + SCAN_STATS).map(async (hex) => {
+            const key = `${algorithm}:${hex}`;
+            const path = join(this.blobDir, algorithm, shard, hex);
+            if (!tryParseDigest(key) || !hex.startsWith(shard)) return rm(path, { recursive: true, force: true });
+            const s = await stat(path).catch((e: unknown) => {
+              if (isNotFound(e)) return undefined; // removed since the listing (an eviction, a delete)
+              throw e;
+            });
+            if (!s) return;
+            if (!s.isFile()) return rm(path, { recursive: true, force: true });
+            found.push({ key, size: s.size, mtime: s.mtimeMs });
+          }));
         }
       }
     }
     found.sort((a, b) => a.mtime - b.mtime);
-    for (const f of found) this.index.add(f.key, f.size, f.mtime);
+    this.index.addOlder(found.filter((f) => !this.removedDuringScan.has(f.key)));
+    this.removedDuringScan.clear();
+    this.scanning = false;
   }
 }
 

@@ -58,6 +58,22 @@ export class LruIndex {
     this.enforce();
   }
 
+  /**
+   * Adds entries found at start-up (oldest first) as older than every entry already here, which
+   * stay as they are (stored or touched since), then enforces the bound.
+   */
+  addOlder(found: readonly { key: string; size: number; mtime: number }[]): void {
+    const newer = new Map(this.entries);
+    this.entries.clear();
+    for (const f of found) {
+      if (newer.has(f.key) || this.entries.has(f.key)) continue;
+      this.entries.set(f.key, { size: f.size, usedAt: f.mtime });
+      this.total += f.size;
+    }
+    for (const [key, entry] of newer) this.entries.set(key, entry);
+    this.enforce();
+  }
+
   touch(key: string): void {
     const entry = this.entries.get(key);
     if (entry === undefined) return;

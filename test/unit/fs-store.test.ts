@@ -41,9 +41,17 @@ async function filesUnder(dir: string): Promise<string[]> {
   return out.sort();
 }
 
+
+/** A store whose start-up scan has finished (it runs in the background: see the test of that below). */
+async function openIndexed(o: Parameters<typeof FsBlobStore.open>[0]): Promise<FsBlobStore> {
+  const store = await FsBlobStore.open(o);
+  await store.indexed;
+  return store;
+}
+
 t.test('ingest makes a blob visible with its size and bytes', async (t) => {
   const dir = await tempDir(t);
-  const store = await FsBlobStore.open({ dir, maxBytes: 1 << 20 });
+  const store = await openIndexed({ dir, maxBytes: 1 << 20 });
   const bytes = randomBytes(5000);
   const d = digestOf(bytes);
   t.equal(await store.stat(d), undefined, 'a miss before ingest');
@@ -61,7 +69,7 @@ t.test('ingest makes a blob visible with its size and bytes', async (t) => {
 
 t.test('an empty blob can be stored and read', async (t) => {
   const dir = await tempDir(t);
-  const store = await FsBlobStore.open({ dir, maxBytes: 1 << 20 });
+  const store = await openIndexed({ dir, maxBytes: 1 << 20 });
   const d = await put(store, Buffer.alloc(0));
   t.same(await store.stat(d), { digest: d.value, size: 0 });
   const reader = await store.open(d);
@@ -70,7 +78,7 @@ t.test('an empty blob can be stored and read', async (t) => {
 
 t.test('open with a range returns exactly those bytes', async (t) => {
   const dir = await tempDir(t);
-  const store = await FsBlobStore.open({ dir, maxBytes: 1 << 22 });
+  const store = await openIndexed({ dir, maxBytes: 1 << 22 });
   const bytes = randomBytes((1 << 20) * 2 + 123); // more than one read buffer
   const d = await put(store, bytes);
   const ranges: [number, number][] = [
@@ -92,7 +100,7 @@ t.test('open with a range returns exactly those bytes', async (t) => {
 
 t.test('delete removes a blob', async (t) => {
   const dir = await tempDir(t);
-  const store = await FsBlobStore.open({ dir, maxBytes: 1 << 20 });
+  const store = await openIndexed({ dir, maxBytes: 1 << 20 });
   const d = await put(store, randomBytes(100));
   await store.delete(d);
   t.equal(await store.stat(d), undefined);
@@ -103,7 +111,7 @@ t.test('delete removes a blob', async (t) => {
 t.test('maxBytes evicts least-recently-used files from disk', async (t) => {
   const dir = await tempDir(t);
   const evicted: string[] = [];
-  const store = await FsBlobStore.open({ dir, maxBytes: 100, onEvict: (d) => evicted.push(d) });
+  const store = await openIndexed({ dir, maxBytes: 100, onEvict: (d) => evicted.push(d) });
   const a = await put(store, randomBytes(40));
   const b = await put(store, randomBytes(40));
   // reading a makes it recently used
@@ -123,7 +131,7 @@ t.test('maxBytes evicts least-recently-used files from disk', async (t) => {
 
 t.test('a blob being read is not evicted until its stream closes', async (t) => {
   const dir = await tempDir(t);
-  const store = await FsBlobStore.open({ dir, maxBytes: 100 });
+  const store = await openIndexed({ dir, maxBytes: 100 });
   const aBytes = randomBytes(40);
   const a = await put(store, aBytes);
   const b = await put(store, randomBytes(40));
@@ -146,20 +154,20 @@ t.test('leftovers in <dir>/tmp are removed at open()', async (t) => {
   await mkdir(join(dir, 'tmp', 'nested'), { recursive: true });
   await writeFile(join(dir, 'tmp', 'abcdef-1234'), 'half a blob');
   await writeFile(join(dir, 'tmp', 'nested', 'x'), 'x');
-  const store = await FsBlobStore.open({ dir, maxBytes: 1 << 20 });
+  const store = await openIndexed({ dir, maxBytes: 1 << 20 });
   t.equal(store.spoolDir, join(dir, 'tmp'));
   t.same(await readdir(store.spoolDir), [], 'spool dir exists and is empty');
 });
 
 t.test('the index is rebuilt from disk by a new store on the same dir', async (t) => {
   const dir = await tempDir(t);
-  const first = await FsBlobStore.open({ dir, maxBytes: 1 << 20 });
+  const first = await openIndexed({ dir, maxBytes: 1 << 20 });
   const aBytes = randomBytes(300);
   const bBytes = randomBytes(500);
   const a = await put(first, aBytes);
   const b = await put(first, bBytes);
 
-  const second = await FsBlobStore.open({ dir, maxBytes: 1 << 20 });
+  const second = await openIndexed({ dir, maxBytes: 1 << 20 });
   t.equal(second.usedBytes, 800, 'sizes are accounted');
   t.same(await second.stat(a), { digest: a.value, size: 300 });
   t.ok((await readAll((await second.open(b))!.stream)).equals(bBytes));
@@ -169,7 +177,7 @@ t.test('the index is rebuilt from disk by a new store on the same dir', async (t
   await utimes(blobPath(dir, b), old, old);
   const now = new Date();
   await utimes(blobPath(dir, a), now, now);
-  const third = await FsBlobStore.open({ dir, maxBytes: 400 });
+  const third = await openIndexed({ dir, maxBytes: 400 });
   t.ok(existsSync(blobPath(dir, a)), 'the recently used blob stays');
   t.notOk(existsSync(blobPath(dir, b)), 'the oldest blob is evicted to fit the new bound');
   t.equal(third.usedBytes, 300);
@@ -180,7 +188,7 @@ t.test('the index is rebuilt from disk by a new store on the same dir', async (t
 
 t.test('stray files under blobs/ are removed at start-up', async (t) => {
   const dir = await tempDir(t);
-  const first = await FsBlobStore.open({ dir, maxBytes: 1 << 20 });
+  const first = await openIndexed({ dir, maxBytes: 1 << 20 });
   const good = await put(first, randomBytes(64));
   const hex = digestOf(Buffer.from('other')).hex;
   const wrongShard = hex.startsWith('00') ? '11' : '00';
@@ -199,7 +207,7 @@ t.test('stray files under blobs/ are removed at start-up', async (t) => {
   const dirBlob = join('blobs', 'sha256', hex.slice(0, 2), hex);
   await mkdir(join(dir, dirBlob, 'inner'), { recursive: true });
   strays.push(dirBlob);
-  const second = await FsBlobStore.open({ dir, maxBytes: 1 << 20 });
+  const second = await openIndexed({ dir, maxBytes: 1 << 20 });
   for (const s of strays) t.notOk(existsSync(join(dir, s)), `${s} removed`);
   t.same(await filesUnder(join(dir, 'blobs')), [relative(join(dir, 'blobs'), blobPath(dir, good))], 'only the real blob is left');
   t.equal(second.usedBytes, 64, 'strays are not counted');
@@ -207,11 +215,11 @@ t.test('stray files under blobs/ are removed at start-up', async (t) => {
 
 t.test('stray files at the top of blobs/ do not stop start-up', async (t) => {
   const dir = await tempDir(t);
-  const first = await FsBlobStore.open({ dir, maxBytes: 1 << 20 });
+  const first = await openIndexed({ dir, maxBytes: 1 << 20 });
   const good = await put(first, randomBytes(64));
   await writeFile(join(dir, 'blobs', '.DS_Store'), 'junk');
   await writeFile(join(dir, 'blobs', 'sha256', 'README'), 'junk');
-  const second = await FsBlobStore.open({ dir, maxBytes: 1 << 20 });
+  const second = await openIndexed({ dir, maxBytes: 1 << 20 });
   t.notOk(existsSync(join(dir, 'blobs', '.DS_Store')), 'file in blobs/ removed');
   t.notOk(existsSync(join(dir, 'blobs', 'sha256', 'README')), 'file in blobs/<alg>/ removed');
   t.same(await second.stat(good), { digest: good.value, size: 64 });
@@ -292,9 +300,32 @@ t.test('FsMetadataStore', async (t) => {
 
 t.test('the stored file is exactly what was ingested', async (t) => {
   const dir = await tempDir(t);
-  const store = await FsBlobStore.open({ dir, maxBytes: 1 << 20 });
+  const store = await openIndexed({ dir, maxBytes: 1 << 20 });
   const bytes = randomBytes(777);
   const d = await put(store, bytes);
   t.ok((await readFile(blobPath(dir, d))).equals(bytes));
   t.equal((await stat(blobPath(dir, d))).size, 777);
 });
+
+t.test('a cache answers before its start-up scan ends; what is stored meanwhile counts as newer than what the scan finds', async (t) => {
+  const dir = await tempDir(t);
+  const first = await openIndexed({ dir, maxBytes: 1 << 30 });
+  const old: Digest[] = [];
+  for (let i = 0; i < 300; i++) old.push(await put(first, randomBytes(100)));
+  const past = new Date(Date.now() - 3_600_000);
+  for (const d of old) await utimes(blobPath(dir, d), past, past);
+  // room for 250 of the 300 old blobs and the new one
+  const store = await FsBlobStore.open({ dir, maxBytes: 251 * 100 });
+  let scanned = false;
+  void store.indexed.then(() => (scanned = true));
+  const fresh = await put(store, randomBytes(100));
+  t.same(await store.stat(old[299]!), { digest: old[299]!.value, size: 100 }, 'an old blob is found on the disk');
+  t.ok((await readAll((await store.open(old[0]!))!.stream)).length === 100, 'and read');
+  t.notOk(scanned, 'before the scan finished');
+  await store.indexed;
+  t.equal(store.usage().entries, 251, 'then the bound holds');
+  t.ok(existsSync(blobPath(dir, fresh)), 'the blob stored during the scan stays');
+  t.ok(existsSync(blobPath(dir, old[0]!)), 'so does the old one read during the scan');
+  t.equal(old.filter((d) => !existsSync(blobPath(dir, d))).length, 50, 'the 50 evicted are old ones the scan found');
+});
+
