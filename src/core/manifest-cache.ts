@@ -68,16 +68,18 @@ export class ManifestCache {
   private readonly digestFetches = new SingleFlight<Held>();
   /**
    * Manifests read or fetched lately, parsed, by digest, bounded by bytes: a manifest is
-   * immutable, so a copy in memory needs only the store's word that it still holds it (the
-   * store's index answers that without the disk), and the hot path reads no file.
+   * immutable, so a copy in memory needs only the store's word that it still holds it, and the
+   * hot path reads no file. Only over a store with a local index (one that takes `touch`: the
+   * filesystem, or a local tier), whose word costs nothing and is current; a bucket alone is
+   * read each time, so that an object removed from it is noticed by the next read.
    */
-  private readonly memory: LRUCache<string, Held>;
+  private readonly memory: LRUCache<string, Held> | undefined;
   private readonly now: () => number;
 
   constructor(private readonly opts: ManifestCacheOptions) {
     this.now = opts.now ?? Date.now;
     // a parsed manifest takes about twice its body again
-    this.memory = new LRUCache<string, Held>({ maxSize: opts.memoryBytes ?? DEFAULT_MEMORY_BYTES, sizeCalculation: (h) => 3 * h.body.length + 256 });
+    this.memory = opts.store.touch ? new LRUCache<string, Held>({ maxSize: opts.memoryBytes ?? DEFAULT_MEMORY_BYTES, sizeCalculation: (h) => 3 * h.body.length + 256 }) : undefined;
   }
 
   /** GET or HEAD of a manifest by tag or digest, honouring the client's Accept list. */
@@ -206,17 +208,17 @@ export class ManifestCache {
    * (kept by a version that did not check) is deleted and counts as not cached.
    */
   private async held(digest: Digest): Promise<Held | undefined> {
-    const known = this.memory.get(digest.value);
+    const known = this.memory?.get(digest.value);
     if (known) {
       if (await this.opts.store.stat(digest)) {
         this.opts.store.touch?.(digest); // read from memory, it still counts as read for the store's LRU and age bound
         return known;
       }
-      this.memory.delete(digest.value); // evicted from the store: fetched again, like any evicted manifest
+      this.memory!.delete(digest.value); // evicted from the store: fetched again, like any evicted manifest
       return undefined;
     }
     const held = await this.fromStore(digest);
-    if (held) this.memory.set(digest.value, held);
+    if (held) this.memory?.set(digest.value, held);
     return held;
   }
 
@@ -239,12 +241,12 @@ export class ManifestCache {
   }
 
   private async have(digest: Digest): Promise<boolean> {
-    const recorded = this.memory.has(digest.value) || (await this.opts.meta.getManifest(digest)) !== undefined;
+    const recorded = this.memory?.has(digest.value) || (await this.opts.meta.getManifest(digest)) !== undefined;
     return recorded && (await this.opts.store.stat(digest)) !== undefined;
   }
 
   private async drop(digest: Digest, why: string): Promise<undefined> {
-    this.memory.delete(digest.value);
+    this.memory?.delete(digest.value);
     this.opts.log.warn({ digest: digest.value, err: why }, 'dropping a cached manifest that is not valid; it will be fetched again');
     await this.opts.store.delete(digest).catch((e: Error) => this.opts.log.warn({ digest: digest.value, err: e.message }, 'could not delete an invalid cached manifest'));
     return undefined;
@@ -267,7 +269,7 @@ export class ManifestCache {
       });
     }
     await this.opts.meta.putManifest(m.digest, { mediaType: m.mediaType, size: m.body.length });
-    this.memory.set(m.digest.value, { digest: m.digest.value, mediaType: m.mediaType, body: m.body, manifest });
+    this.memory?.set(m.digest.value, { digest: m.digest.value, mediaType: m.mediaType, body: m.body, manifest });
     if (await this.opts.store.stat(m.digest)) return manifest;
     const file = join(this.opts.store.spoolDir, `manifest-${randomUUID()}`);
     try {
