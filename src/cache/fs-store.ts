@@ -239,6 +239,7 @@ export class FsBlobStore implements BlobStore {
    * the blobs found join it as older than those (LruIndex.addOlder), oldest first.
    */
   private async scan(): Promise<void> {
+    const t0 = performance.now();
     const found: { key: string; size: number; mtime: number }[] = [];
     for (const algorithm of await readdirSafe(this.blobDir)) {
       for (const shard of await readdirSafe(join(this.blobDir, algorithm))) {
@@ -263,6 +264,7 @@ export class FsBlobStore implements BlobStore {
     this.index.addOlder(found.filter((f) => !this.removedDuringScan.has(f.key)));
     this.removedDuringScan.clear();
     this.scanning = false;
+    this.opts.log?.info({ dir: this.opts.dir, blobs: this.index.count, bytes: this.index.bytes, ms: Math.round(performance.now() - t0) }, 'cache index built');
   }
 }
 

@@ -168,3 +168,31 @@ t.test('expire evicts the unpinned entries last used before the cutoff, whatever
   index.unpin('pinned');
   t.equal(index.expire(500), 1, 'unpinned, it goes at the next expire');
 });
+
+t.test('digest keys are kept compactly and given back as they came; other keys as they are', async (t) => {
+  const { index, evicted } = make(250);
+  const sha256 = `sha256:${'ab'.repeat(32)}`;
+  const sha512 = `sha512:${'cd'.repeat(64)}`;
+  const odd = 'x'.repeat(33); // as long as a compact key, but not one
+  index.add(sha256, 100);
+  index.add(sha512, 100);
+  index.add(odd, 50);
+  t.same([...index.keys()], [sha256, sha512, odd], 'in order, each as given');
+  t.equal(index.sizeOf(sha256), 100);
+  t.ok(index.has(odd), 'a key as long as a compact one is its own');
+  t.notOk(index.has(`sha256:${'ab'.repeat(31)}ac`), 'a digest one byte apart is another key');
+  index.pin(sha256);
+  index.add('y', 100);
+  t.same(evicted, [sha512], 'a pinned digest key is passed over, by the key it was pinned with');
+  index.unpin(sha256);
+  index.add('z', 10);
+  t.same(evicted, [sha512, sha256], 'and evicted once unpinned, named as it was given');
+});
+
+t.test('slots are reused: a long-running index does not grow with churn', async (t) => {
+  const { index } = make(1000);
+  for (let i = 0; i < 5000; i++) index.add(`sha256:${i.toString(16).padStart(64, '0')}`, 100);
+  t.equal(index.count, 10);
+  t.equal(index.bytes, 1000);
+  t.same([...index.keys()].slice(-1), [`sha256:${(4999).toString(16).padStart(64, '0')}`]);
+});
