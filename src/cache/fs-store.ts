@@ -13,7 +13,7 @@ import type { ByteRange } from '../oci/range.js';
 import { makeDir } from './disk-writes.js';
 import { pumpFile } from './file-pump.js';
 import type { BlobInfo, BlobReader, BlobStore, StoreUsage } from './blob-store.js';
-import { LruIndex } from './lru-index.js';
+import { FoundEntries, LruIndex } from './lru-index.js';
 import { ReadStamps } from './read-stamps.js';
 import type { Logger } from '../lib/log.js';
 
@@ -204,6 +204,20 @@ export class FsBlobStore implements BlobStore {
     await rm(this.pathOf(digest), { force: true });
   }
 
+  /** One file of the start-up scan: a blob found, or a stray removed. */
+  private async scanOne(algorithm: string, shard: string, hex: string, found: FoundEntries): Promise<unknown> {
+    const key = `${algorithm}:${hex}`;
+    const path = join(this.blobDir, algorithm, shard, hex);
+    if (!tryParseDigest(key) || !hex.startsWith(shard)) return rm(path, { recursive: true, force: true });
+    const s = await stat(path).catch((e: unknown) => {
+      if (isNotFound(e)) return undefined; // removed since the listing (an eviction, a delete)
+      throw e;
+    });
+    if (!s) return;
+    if (!s.isFile()) return rm(path, { recursive: true, force: true });
+    found.push(key, s.size, s.mtimeMs);
+  }
+
   /** The blob's file is gone (or going): out of the index, its descriptor retired, and not brought back by the start-up scan. */
   private forgetFile(key: string): void {
     this.index.remove(key);
@@ -240,28 +254,16 @@ export class FsBlobStore implements BlobStore {
    */
   private async scan(): Promise<void> {
     const t0 = performance.now();
-    const found: { key: string; size: number; mtime: number }[] = [];
+    const found = new FoundEntries();
     for (const algorithm of await readdirSafe(this.blobDir)) {
       for (const shard of await readdirSafe(join(this.blobDir, algorithm))) {
         const names = await readdirSafe(join(this.blobDir, algorithm, shard));
         for (let i = 0; i < names.length; i += SCAN_STATS) {
-          await Promise.all(names.slice(i, i + SCAN_STATS).map(async (hex) => {
-            const key = `${algorithm}:${hex}`;
-            const path = join(this.blobDir, algorithm, shard, hex);
-            if (!tryParseDigest(key) || !hex.startsWith(shard)) return rm(path, { recursive: true, force: true });
-            const s = await stat(path).catch((e: unknown) => {
-              if (isNotFound(e)) return undefined; // removed since the listing (an eviction, a delete)
-              throw e;
-            });
-            if (!s) return;
-            if (!s.isFile()) return rm(path, { recursive: true, force: true });
-            found.push({ key, size: s.size, mtime: s.mtimeMs });
-          }));
+          await Promise.all(names.slice(i, i + SCAN_STATS).map((hex) => this.scanOne(algorithm, shard, hex, found)));
         }
       }
     }
-    found.sort((a, b) => a.mtime - b.mtime);
-    this.index.addOlder(found.filter((f) => !this.removedDuringScan.has(f.key)));
+    this.index.addOlder(found, (key) => this.removedDuringScan.has(key));
     this.removedDuringScan.clear();
     this.scanning = false;
     this.opts.log?.info({ dir: this.opts.dir, blobs: this.index.count, bytes: this.index.bytes, ms: Math.round(performance.now() - t0) }, 'cache index built');

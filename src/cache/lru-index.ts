@@ -83,17 +83,17 @@ export class LruIndex {
   }
 
   /**
-   * Adds entries found at start-up (oldest first) as older than every entry already here, which
-   * stay as they are (stored or touched since), then enforces the bound.
+   * Adds entries found at start-up as older than every entry already here, which stay as they
+   * are (stored, read or removed since: `skip`), oldest first, then enforces the bound.
    */
-  addOlder(found: readonly { key: string; size: number; mtime: number }[]): void {
+  addOlder(found: FoundEntries, skip: (key: string) => boolean = () => false): void {
     const newer = [...this.entries.entries()];
     this.entries.clear();
     const present = new Set(newer.map(([k]) => k));
-    for (const f of found) {
-      const k = compact(f.key);
-      if (present.has(k) || this.entries.has(k)) continue;
-      this.put(k, f.size, f.mtime);
+    for (const i of found.byAge()) {
+      const k = found.keys[i]!;
+      if (present.has(k) || this.entries.has(k) || skip(expand(k))) continue;
+      this.put(k, found.sizes[i]!, found.mtimes[i]!);
     }
     for (const [k, slot] of newer) this.entries.set(k, slot);
     this.enforce();
@@ -184,5 +184,42 @@ export class LruIndex {
       this.drop(k);
       this.evict(key);
     }
+  }
+}
+
+/**
+ * What a start-up scan found, kept as compactly as the index keeps it: a million blobs must not
+ * cost a million objects on the way in (the keys are the index's own, not copies).
+ */
+export class FoundEntries {
+  readonly keys: string[] = [];
+  sizes = new Float64Array(1024);
+  mtimes = new Float64Array(1024);
+
+  get length(): number {
+    return this.keys.length;
+  }
+
+  push(key: string, size: number, mtime: number): void {
+    const i = this.keys.length;
+    if (i === this.sizes.length) {
+      const sizes = new Float64Array(i * 2);
+      sizes.set(this.sizes);
+      this.sizes = sizes;
+      const mtimes = new Float64Array(i * 2);
+      mtimes.set(this.mtimes);
+      this.mtimes = mtimes;
+    }
+    this.keys.push(compact(key));
+    this.sizes[i] = size;
+    this.mtimes[i] = mtime;
+  }
+
+  /** Their positions, oldest first. */
+  byAge(): Uint32Array {
+    const order = new Uint32Array(this.keys.length);
+    for (let i = 0; i < order.length; i++) order[i] = i;
+    const m = this.mtimes;
+    return order.sort((a, b) => m[a]! - m[b]!);
   }
 }
