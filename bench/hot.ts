@@ -14,7 +14,7 @@
 // Environment: BENCH_RUNS (3), BENCH_SECONDS (4), BENCH_SIZE_MIB (64, the blob), BENCH_CONNECTIONS
 // (10,100), BENCH_PULLTHROUGH_CLI (a built cli.js; default: build src/ into bench/out),
 // BENCH_RESULTS (bench/RESULTS.md; "-" for stdout only), BENCH_MAX_MINUTES (30, hard stop).
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { startRegistry } from '../test/helpers/registry.js';
@@ -105,7 +105,8 @@ async function startBare(manifestFile: string, blobFile: string): Promise<{ url:
 
 async function main(): Promise<void> {
   const mach = await machine(['docker-registry']);
-  const wrkVersion = (await run('wrk', ['-v']).then((r) => r.stdout || r.stderr, (e: { stdout?: string; stderr?: string }) => e.stdout || e.stderr || 'wrk')).split('\n')[0]!.trim();
+  // `wrk -v` prints its version and exits with 1
+  const wrkVersion = spawnSync('wrk', ['-v'], { encoding: 'utf8' }).stdout.split('\n')[0]!.trim() || 'wrk';
   const snap = await pullthroughSnapshot('hot-cli', say);
   const layout = await buildLayout({ dir: join(ROOT, 'bench', 'out', 'layouts', `hot-1x${cfg.sizeMiB}`), layers: 1, layerBytes: cfg.sizeMiB * MiB, seed: 'bench-hot' }, say);
   const blob = layout.layers[0]!;
