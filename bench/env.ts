@@ -157,3 +157,16 @@ export async function writeSection(file: string, start: string, end: string, rep
       : `${text}${text && !text.endsWith('\n\n') ? (text.endsWith('\n') ? '\n' : '\n\n') : ''}${section}\n`;
   await writeFile(file, next);
 }
+
+/**
+ * A benchmark's hard stop after `minutes`, and its exit on SIGINT or SIGTERM: the test helpers'
+ * exit hooks then kill the registries, clients and temp dirs it started, and what runs with
+ * pdeathsig or over IPC (pullthrough, the throttle) dies with it.
+ */
+export function hardStop(name: string, minutes: number): void {
+  setTimeout(() => {
+    console.error(`${name}: exceeded BENCH_MAX_MINUTES=${minutes}; aborting`);
+    process.exit(3);
+  }, minutes * 60_000).unref();
+  for (const sig of ['SIGINT', 'SIGTERM'] as const) process.on(sig, () => process.exit(130));
+}

@@ -38,7 +38,7 @@ import { curlClients, type Batch } from './clients.js';
 import { logProblems, readCpu, readMem, registryPid, startPullthrough } from './procs.js';
 import { fmt, fmtInt, max, median, min, ratioCell, table } from './stats.js';
 import { startThrottleProcess, type ThrottleMode, type ThrottleProcess, type ThrottleStats } from './throttle.js';
-import { envNum, gitDescribe, machine, progress, pullthroughSnapshot, ROOT, writeSection } from './env.js';
+import { envNum, gitDescribe, hardStop, machine, progress, pullthroughSnapshot, ROOT, writeSection } from './env.js';
 
 const OUT = join(ROOT, 'bench', 'out');
 const MiB = 1 << 20;
@@ -91,13 +91,7 @@ const note = (msg: string): void => {
   say(`NOTE: ${msg}`);
 };
 
-// Hard stop: exit hooks kill registries, clients and temp dirs; pullthrough and the throttle die
-// with this process (pdeathsig, IPC disconnect).
-setTimeout(() => {
-  console.error(`bench:fanout: exceeded BENCH_MAX_MINUTES=${cfg.maxMinutes}; aborting`);
-  process.exit(3);
-}, cfg.maxMinutes * 60_000).unref();
-for (const sig of ['SIGINT', 'SIGTERM'] as const) process.on(sig, () => process.exit(130));
+hardStop('bench:fanout', cfg.maxMinutes);
 
 /** BENCH_CLIENTS curl clients of `url`, BENCH_HASH_CLIENTS of them hashing (see bench/clients.ts). */
 const clients = (url: string, n: number, blob: Descriptor, timeoutS: number): Promise<Batch> => curlClients(url, n, blob, timeoutS, cfg.hashClients);

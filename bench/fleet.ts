@@ -30,7 +30,7 @@ import { startS3rver } from '../test/helpers/s3rver.js';
 import { pushLayout } from '../test/helpers/skopeo.js';
 import { makeTempDir, removeDir, sleep } from '../test/helpers/util.js';
 import { batchOf, hashingIndices, startClient, type Batch, type ClientResult } from './clients.js';
-import { envNum, gitDescribe, machine, progress, pullthroughSnapshot, ROOT, writeSection } from './env.js';
+import { envNum, gitDescribe, hardStop, machine, progress, pullthroughSnapshot, ROOT, writeSection } from './env.js';
 import { buildLayout, type Descriptor } from './layout.js';
 import { logProblems, readCpu, readMem, startPullthrough, type Pullthrough } from './procs.js';
 import { fmt, fmtInt, max, median, min, table } from './stats.js';
@@ -57,11 +57,7 @@ const note = (msg: string): void => {
   notes.push(msg);
   say(`NOTE: ${msg}`);
 };
-setTimeout(() => {
-  console.error(`bench:fleet: exceeded BENCH_MAX_MINUTES=${cfg.maxMinutes}; aborting`);
-  process.exit(3);
-}, cfg.maxMinutes * 60_000).unref();
-for (const sig of ['SIGINT', 'SIGTERM'] as const) process.on(sig, () => process.exit(130));
+hardStop('bench:fleet', cfg.maxMinutes);
 
 type Scenario = 'one client' | 'fleet' | 'no fleet' | 'fleet, holder killed';
 const SCENARIOS: Scenario[] = ['one client', 'fleet', 'no fleet', 'fleet, holder killed'];

@@ -20,7 +20,7 @@ import { join } from 'node:path';
 import { startRegistry } from '../test/helpers/registry.js';
 import { pushLayout } from '../test/helpers/skopeo.js';
 import { freePort, makeTempDir, removeDir, run, waitFor } from '../test/helpers/util.js';
-import { envNum, gitDescribe, machine, progress, pullthroughSnapshot, ROOT, writeSection } from './env.js';
+import { envNum, gitDescribe, hardStop, machine, progress, pullthroughSnapshot, ROOT, writeSection } from './env.js';
 import { buildLayout } from './layout.js';
 import { logProblems, readMem, startPullthrough, type Pullthrough } from './procs.js';
 import { fmt, fmtInt, max, median, min, table } from './stats.js';
@@ -38,11 +38,7 @@ const cfg = {
   maxMinutes: envNum('BENCH_MAX_MINUTES', 30),
 };
 const { say, loads } = progress();
-setTimeout(() => {
-  console.error(`bench:hot: exceeded BENCH_MAX_MINUTES=${cfg.maxMinutes}; aborting`);
-  process.exit(3);
-}, cfg.maxMinutes * 60_000).unref();
-for (const sig of ['SIGINT', 'SIGTERM'] as const) process.on(sig, () => process.exit(130));
+hardStop('bench:hot', cfg.maxMinutes);
 
 const KINDS = ['manifest by tag', 'manifest by digest', 'HEAD of a blob', '4 KiB Range', '64 KiB Range'] as const;
 type Kind = (typeof KINDS)[number];

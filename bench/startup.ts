@@ -14,7 +14,7 @@ import { existsSync, mkdirSync, openSync, closeSync, utimesSync, writeFileSync }
 import { readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { freePort, makeTempDir, removeDir, sleep, waitFor } from '../test/helpers/util.js';
-import { envNum, gitDescribe, machine, progress, pullthroughSnapshot, ROOT, writeSection } from './env.js';
+import { envNum, gitDescribe, hardStop, machine, progress, pullthroughSnapshot, ROOT, writeSection } from './env.js';
 import { nodeFlagsOf, readMem } from './procs.js';
 import { fmt, fmtInt, max, median, min, table } from './stats.js';
 
@@ -27,11 +27,7 @@ const cfg = {
   maxMinutes: envNum('BENCH_MAX_MINUTES', 40),
 };
 const { say, loads } = progress();
-setTimeout(() => {
-  console.error(`bench:startup: exceeded BENCH_MAX_MINUTES=${cfg.maxMinutes}; aborting`);
-  process.exit(3);
-}, cfg.maxMinutes * 60_000).unref();
-for (const sig of ['SIGINT', 'SIGTERM'] as const) process.on(sig, () => process.exit(130));
+hardStop('bench:startup', cfg.maxMinutes);
 
 /** A cache directory of `n` 100-byte blobs, generated once (a marker file says it is complete). */
 function cacheOf(n: number): string {
