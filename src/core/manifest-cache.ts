@@ -127,15 +127,15 @@ export class ManifestCache {
     }
     const key = `${repo.key}\0${variant}`;
     const joined = this.tagLookups.peek(key) !== undefined;
-    const held = usable ? cached : undefined;
+    const ours = usable ? cached : undefined;
     // across a fleet too, one revalidation per tag: the others read the record it leaves
     const resolved = await this.tagLookups.run(key, () =>
       onceInFleet(this.opts.fleet, `tag:${hashKey(key)}`, {
         found: () => this.freshTag(repo, variant),
-        work: () => this.refreshTag(repo, tag, variant, accept, held),
+        work: () => this.refreshTag(repo, tag, variant, accept, ours),
         // with a copy to serve, nobody waits longer on the fleet than on the upstream itself
-        waitMs: held ? this.opts.revalidateTimeoutMs : undefined,
-        gaveUp: held && (async () => ({ record: held, served: 'stale' as const })),
+        waitMs: ours ? this.opts.revalidateTimeoutMs : undefined,
+        gaveUp: ours && (async () => ({ record: ours, served: 'stale' as const })),
       }),
     );
     return joined && resolved.served === 'miss' ? { ...resolved, served: 'coalesced' } : resolved;
