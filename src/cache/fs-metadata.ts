@@ -27,11 +27,11 @@ export class FsMetadataStore implements MetadataStore {
   private readonly tmpDir: string;
   private readonly stamps: ReadStamps;
   /**
-   * The records read or written lately, by path, bounded by bytes. This process is the only
+   * The records read or written lately, by path (a tag's by its names), bounded by bytes. This process is the only
    * writer of its cache directory, and every write and removal goes through here, so a record in
    * memory is the file's content; the file is still stamped on a read, for the age bound.
    */
-  private readonly records = new LRUCache<string, object>({ maxSize: RECORDS_MEMORY_BYTES, sizeCalculation: (_v, path) => path.length + 256 });
+  private readonly records = new LRUCache<string, object>({ maxSize: RECORDS_MEMORY_BYTES, sizeCalculation: (_v, id) => id.length + 256 });
 
   constructor(dir: string, opts: FsMetadataStoreOptions = {}) {
     this.tagDir = join(dir, 'meta', 'tags');
@@ -42,30 +42,38 @@ export class FsMetadataStore implements MetadataStore {
   }
 
   async getTag(upstream: string, repo: string, tag: string): Promise<TagRecord | undefined> {
-    const record = await this.read(this.tagPath(upstream, repo, tag));
+    // in memory by the names themselves: the hashed path is made only to read the file or stamp it
+    const id = `${upstream}\0${repo}\0${tag}`;
+    const record = await this.read(id, () => this.tagPath(upstream, repo, tag));
     return isTagRecord(record) ? record : undefined;
   }
 
   async putTag(upstream: string, repo: string, tag: string, record: TagRecord): Promise<void> {
-    await this.write(this.tagPath(upstream, repo, tag), record);
+    await this.write(`${upstream}\0${repo}\0${tag}`, this.tagPath(upstream, repo, tag), record);
   }
 
   async getManifest(digest: Digest): Promise<ManifestRecord | undefined> {
-    const record = await this.read(this.manifestPath(digest));
+    const path = this.manifestPath(digest);
+    const record = await this.read(path, path);
     return isManifestRecord(record) ? record : undefined;
   }
 
   async putManifest(digest: Digest, record: ManifestRecord): Promise<void> {
-    await this.write(this.manifestPath(digest), record);
+    const path = this.manifestPath(digest);
+    await this.write(path, path, record);
   }
 
   async getHolding(upstream: string, repo: string, digest: string): Promise<boolean> {
-    const record = await this.read(this.holdingPath(upstream, repo, digest));
+    const path = this.holdingPath(upstream, repo, digest);
+    const record = await this.read(path, path);
     return isHoldingRecord(record) && record.digest === digest;
   }
 
   async putHoldings(upstream: string, repo: string, digests: readonly string[]): Promise<void> {
-    for (const digest of digests) await this.write(this.holdingPath(upstream, repo, digest), { digest });
+    for (const digest of digests) {
+      const path = this.holdingPath(upstream, repo, digest);
+      await this.write(path, path, { digest });
+    }
   }
 
   private holdingPath(upstream: string, repo: string, digest: string): string {
@@ -94,16 +102,18 @@ export class FsMetadataStore implements MetadataStore {
     return join(this.manifestDir, digest.algorithm, `${digest.hex}.json`);
   }
 
-  private async read(path: string): Promise<unknown> {
-    const known = this.records.get(path);
+  /** The record `id` names (in memory), else read from `path`. */
+  private async read(id: string, path: string | (() => string)): Promise<unknown> {
+    const known = this.records.get(id);
     if (known) {
-      void this.stamps.stamp(path, path);
+      void this.stamps.stamp(id, path);
       return known;
     }
+    const file = typeof path === 'string' ? path : path();
     try {
-      const record: unknown = JSON.parse(await readFile(path, 'utf8'));
-      void this.stamps.stamp(path, path);
-      if (typeof record === 'object' && record !== null) this.records.set(path, record);
+      const record: unknown = JSON.parse(await readFile(file, 'utf8'));
+      void this.stamps.stamp(id, file);
+      if (typeof record === 'object' && record !== null) this.records.set(id, record);
       return record;
     } catch (e) {
       if (isNotFound(e) || e instanceof SyntaxError) return undefined;
@@ -112,13 +122,13 @@ export class FsMetadataStore implements MetadataStore {
   }
 
   /** Write to a temp file and rename, so a crash never leaves a half-written record. */
-  private async write(path: string, value: unknown): Promise<void> {
+  private async write(id: string, path: string, value: unknown): Promise<void> {
     await makeDir(join(path, '..'));
     await makeDir(this.tmpDir);
-    this.records.delete(path); // until the file holds the new record, the old one is not its content
+    this.records.delete(id); // until the file holds the new record, the old one is not its content
     await replaceFile(join(this.tmpDir, `meta-${randomUUID()}`), path, JSON.stringify(value));
-    if (typeof value === 'object' && value !== null) this.records.set(path, value);
-    await this.stamps.stamp(path, path, true);
+    if (typeof value === 'object' && value !== null) this.records.set(id, value);
+    await this.stamps.stamp(id, path, true);
   }
 }
 

@@ -20,15 +20,16 @@ export class ReadStamps {
 
   /**
    * Sets `path`'s mtime to now, unless `key` was stamped within the last minute (`always`:
-   * regardless). Never fails; a read need not wait for it (close() does), a write does.
+   * regardless); `path` may be given as a function, called only when the stamp is due. Never fails; a read need not wait for it (close() does), a write does.
    */
-  stamp(key: string, path: string, always = false): Promise<void> {
+  stamp(key: string, path: string | (() => string), always = false): Promise<void> {
     const now = this.now();
     const last = this.stamped.get(key);
     if (!always && last !== undefined && now - last < STAMP_EVERY_MS) return Promise.resolve();
     this.stamped.set(key, now);
     const t = new Date(now);
-    const done = utimes(path, t, t).catch(() => undefined); // a file removed meanwhile has no age to keep
+    // a path that costs something to make (a hash) is made only when the stamp is due
+    const done = utimes(typeof path === 'string' ? path : path(), t, t).catch(() => undefined); // a file removed meanwhile has no age to keep
     this.pending.add(done);
     void done.then(() => this.pending.delete(done));
     return done;
