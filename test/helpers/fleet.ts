@@ -155,12 +155,18 @@ export async function startReplica(t: { teardown(fn: () => unknown): void }, o: 
   return replica;
 }
 
-/** The JSON log lines of a replica with this message. */
-export function logLines(replica: Replica, msg: string): Record<string, unknown>[] {
+/** The JSON log lines of a replica with this message (from offset `since` of its output on; a line cut there is left out). */
+export function logLines(replica: Replica, msg: string, since = 0): Record<string, unknown>[] {
   return replica
     .output()
+    .slice(since)
     .split('\n')
-    .filter((l) => l.startsWith('{'))
-    .map((l) => JSON.parse(l) as Record<string, unknown>)
+    .flatMap((l) => {
+      try {
+        return l.startsWith('{') ? [JSON.parse(l) as Record<string, unknown>] : [];
+      } catch {
+        return [];
+      }
+    })
     .filter((l) => l.msg === msg);
 }
