@@ -1,6 +1,7 @@
 // The embedded filesystem cache: content-addressed files under <dir>/blobs/<alg>/<2 hex>/<hex>,
 // fills spooled under <dir>/tmp and renamed into place only once verified, a size bound enforced
-// by an LRU index rebuilt from file mtimes at start-up, and (expire) an age bound on the same index.
+// by an LRU index rebuilt from file mtimes in the background at start-up, and (expire) an age
+// bound on the same index.
 // A blob's mtime is its last read (see ReadStamps: why mtime and not atime).
 import { createReadStream, unlinkSync } from 'node:fs';
 import { mkdir, open, readdir, rename, rm, stat, type FileHandle } from 'node:fs/promises';
@@ -241,8 +242,7 @@ export class FsBlobStore implements BlobStore {
       if (!isNotFound(e)) throw e;
     }
     this.stamps.forget(key);
-    this.handles.retire(key);
-    if (this.scanning) this.removedDuringScan.add(key);
+    this.forgetFile(key); // the index has let it go already; its descriptor and the scan have not
     this.evictions++;
     this.opts.onEvict?.(key);
   }

@@ -72,15 +72,16 @@ function asRateLimit(text: string): RateLimit | undefined {
 export class SharedClaims {
   /** what was looked up lately and found nowhere: a plain layer is not asked about on every Range */
   private readonly unknown = new LRUCache<string, true>({ max: 10_000, ttl: 10_000 });
-  private readonly put = new LRUCache<string, true>({ max: 10_000, ttl: 3_600_000 });
+  /** what this replica shared lately: a manifest served again does not write the same claim again */
+  private readonly sent = new LRUCache<string, true>({ max: 10_000, ttl: 3_600_000 });
 
   constructor(private readonly fleet: Fleet) {}
 
   share(who: string, digest: string, claim: LayerClaim): void {
     const key = `claim:${who}\n${digest}`;
     const value = JSON.stringify({ format: claim.format, size: claim.size, index: claim.index });
-    if (this.put.has(`${key}\n${value}`)) return;
-    this.put.set(`${key}\n${value}`, true);
+    if (this.sent.has(`${key}\n${value}`)) return;
+    this.sent.set(`${key}\n${value}`, true);
     this.unknown.delete(key);
     this.fleet.share(key, value, CLAIM_TTL_MS);
   }
